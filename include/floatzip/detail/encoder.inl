@@ -1,0 +1,316 @@
+// floatzip internals: the CPU bundle encoder.
+//
+// Two passes over the input, both split into equal runs of values ("parts") that run on separate
+// threads: pass 1 counts exponents per part; the code is built from the sum; since each part's
+// encoded length is then known from its own histogram, every part knows the stream position it
+// starts at, and pass 2 encodes all parts in parallel into private buffers that are spliced
+// together at the end (their boundary bytes are shared, hence private buffers).
+#pragma once
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "floatzip/bf16.hpp"
+#include "floatzip/detail/parallel.hpp"
+
+namespace floatzip {
+
+inline error validate(const encode_options& o) {
+  using std::to_string;
+  if (o.max_code_length < 1 || o.max_code_length > kMaxCodeLength) {
+    return {errc::invalid_argument, "encode_options.max_code_length " +
+                                        to_string(o.max_code_length) + " not in [1, " +
+                                        to_string(kMaxCodeLength) + "]"};
+  }
+  if (o.chunk_bytes < kMinChunkBytes || o.chunk_bytes > kMaxChunkBytes) {
+    return {errc::invalid_argument, "encode_options.chunk_bytes " + to_string(o.chunk_bytes) +
+                                        " not in [" + to_string(kMinChunkBytes) + ", " +
+                                        to_string(kMaxChunkBytes) + "]"};
+  }
+  if (o.chunks_per_group < 1 || o.chunks_per_group > kMaxChunksPerGroup) {
+    return {errc::invalid_argument, "encode_options.chunks_per_group " +
+                                        to_string(o.chunks_per_group) + " not in [1, " +
+                                        to_string(kMaxChunksPerGroup) + "]"};
+  }
+  return {};
+}
+
+namespace detail {
+
+// Calls fn(values, first_index) for the pieces of the concatenated tensors in [begin, end).
+template <class Fn>
+void for_each_piece(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
+                    std::uint64_t end, Fn&& fn) {
+  std::uint64_t tensor_first = 0;
+  for (const auto& t : tensors) {
+    const std::uint64_t tensor_end = tensor_first + t.size();
+    const std::uint64_t lo = std::max(begin, tensor_first);
+    const std::uint64_t hi = std::min(end, tensor_end);
+    if (lo < hi) fn(t.subspan(lo - tensor_first, hi - lo), lo);
+    tensor_first = tensor_end;
+    if (tensor_first >= end) break;
+  }
+}
+
+inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol_histogram& out) {
+  // Four sub-histograms so that runs of equal exponents do not serialise on one counter.
+  std::array<std::array<std::uint32_t, kSymbolCount>, 4> sub{};
+  std::size_t i = 0;
+  const std::size_t n = values.size();
+  while (i < n) {
+    // Flush before a 32-bit counter could overflow.
+    const std::size_t stop = i + std::min<std::size_t>(n - i, std::size_t{1} << 30);
+    for (; i + 4 <= stop; i += 4) {
+      ++sub[0][bf16_exponent(values[i])];
+      ++sub[1][bf16_exponent(values[i + 1])];
+      ++sub[2][bf16_exponent(values[i + 2])];
+      ++sub[3][bf16_exponent(values[i + 3])];
+    }
+    for (; i < stop; ++i) ++sub[0][bf16_exponent(values[i])];
+    for (int s = 0; s < kSymbolCount; ++s) {
+      out[s] += std::uint64_t{sub[0][s]} + sub[1][s] + sub[2][s] + sub[3][s];
+      sub[0][s] = sub[1][s] = sub[2][s] = sub[3][s] = 0;
+    }
+  }
+}
+
+// Where one chunk's first codeword starts, found while encoding.
+struct chunk_start_record {
+  std::uint64_t chunk;
+  std::uint8_t gap;
+  std::uint64_t value_index;  // index of the value whose codeword starts there
+};
+
+// Encoder tables: each code left-aligned in 64 bits, so `put` is one shift and one OR.
+struct encode_table {
+  std::array<std::uint64_t, kSymbolCount> code_left{};
+  std::array<std::uint8_t, kSymbolCount> length{};
+};
+
+// Encodes one part. Its first codeword lands at absolute bit `first_bit`; the private buffer
+// `out` starts at the byte holding that bit. Records every chunk boundary c * chunk_bits in
+// [first_bit, end_bit) with where the first codeword at or after it starts.
+//
+// The hot loop keeps the bit writer's state in locals (a class member or a lambda capture would
+// live in memory, reloaded after every store). Chunk boundaries are checked once per flush; the
+// rare batch that crosses one is walked again to find the codeword that starts the chunk.
+template <int SymbolsPerFlush>
+void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
+                 std::uint64_t end, std::uint64_t first_bit, std::uint64_t end_bit,
+                 std::uint64_t chunk_bits, const encode_table& table, std::uint8_t* out_begin,
+                 std::vector<chunk_start_record>& records) {
+  const std::uint64_t* const code_left = table.code_left.data();
+  const std::uint8_t* const code_length = table.length.data();
+  std::uint8_t* out = out_begin;
+  std::uint64_t acc = 0;                                        // left-aligned pending bits
+  unsigned pending = static_cast<unsigned>(first_bit & 7);      // bits in acc
+  const std::uint64_t out_begin_bit = first_bit & ~std::uint64_t{7};
+  std::uint64_t next_boundary = (first_bit + chunk_bits - 1) / chunk_bits * chunk_bits;
+  if (next_boundary == first_bit) {
+    records.push_back({first_bit / chunk_bits, 0, begin});
+    next_boundary += chunk_bits;
+  }
+  auto flush = [](std::uint8_t*& o, std::uint64_t& a, unsigned& p) {
+    store_be64(o, a);
+    const unsigned whole_bytes = p >> 3;
+    o += whole_bytes;
+    a <<= whole_bytes * 8;  // whole_bytes <= 7: at most 56 + 7 bits are pending
+    p &= 7;
+  };
+  // Walks a batch whose first codeword started at `bit`, recording the boundaries it crosses.
+  auto record_boundaries = [&](const std::uint16_t* batch, std::size_t count, std::uint64_t bit,
+                               std::uint64_t first_index) {
+    for (std::size_t j = 0; j < count; ++j) {
+      bit += code_length[bf16_exponent(batch[j])];
+      if (bit >= next_boundary && next_boundary < end_bit) {
+        records.push_back({next_boundary / chunk_bits,
+                           static_cast<std::uint8_t>(bit - next_boundary), first_index + j + 1});
+        next_boundary += chunk_bits;
+      }
+    }
+  };
+  for_each_piece(tensors, begin, end, [&](std::span<const std::uint16_t> values,
+                                          std::uint64_t first_index) {
+    const std::uint16_t* v = values.data();
+    const std::size_t n = values.size();
+    std::uint8_t* o = out;
+    std::uint64_t a = acc;
+    unsigned p = pending;
+    std::size_t i = 0;
+    auto bit_now = [&] { return out_begin_bit + static_cast<std::uint64_t>(o - out_begin) * 8 + p; };
+    while (i < n) {
+      // Between boundary checks, run straight through up to the next possible boundary.
+      const std::uint64_t batch_bit = bit_now();
+      const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
+      if (batch == SymbolsPerFlush) {
+        for (int j = 0; j < SymbolsPerFlush; ++j) {
+          const std::uint8_t e = bf16_exponent(v[i + j]);
+          a |= code_left[e] >> p;
+          p += code_length[e];
+        }
+      } else {
+        for (std::size_t j = 0; j < batch; ++j) {
+          const std::uint8_t e = bf16_exponent(v[i + j]);
+          a |= code_left[e] >> p;
+          p += code_length[e];
+        }
+      }
+      flush(o, a, p);
+      if (bit_now() >= next_boundary) record_boundaries(v + i, batch, batch_bit, first_index + i);
+      i += batch;
+    }
+    out = o;
+    acc = a;
+    pending = p;
+  });
+  store_be64(out, acc);
+}
+
+}  // namespace detail
+
+inline symbol_histogram exponent_histogram(std::span<const std::uint16_t> values) {
+  symbol_histogram h{};
+  detail::add_exponent_histogram(values, h);
+  return h;
+}
+
+inline std::vector<std::byte> compress_bundle(
+    std::span<const std::span<const std::uint16_t>> tensors, const encode_options& options) {
+  throw_if_error(validate(options));
+  std::uint64_t value_count = 0;
+  for (const auto& t : tensors) value_count += t.size();
+  if (value_count > kMaxBundleValues) {
+    throw exception({errc::invalid_argument, "compress_bundle: more than 2^48 values"});
+  }
+  if (tensors.size() > kMaxTensorsPerBundle) {
+    throw exception({errc::invalid_argument, "compress_bundle: more than 2^24 tensors"});
+  }
+
+  // Parts: one per thread, but never so small that thread start-up dominates.
+  constexpr std::uint64_t kMinValuesPerPart = std::uint64_t{1} << 18;
+  const unsigned threads = detail::resolve_threads(options.threads);
+  const std::uint64_t part_count = std::max<std::uint64_t>(
+      1, std::min<std::uint64_t>(threads, value_count / kMinValuesPerPart));
+  auto part_begin = [&](std::uint64_t p) { return value_count * p / part_count; };
+
+  // Pass 1: exponent histograms.
+  std::vector<symbol_histogram> part_hist(part_count, symbol_histogram{});
+  detail::parallel_for(part_count, threads, [&](std::size_t p) {
+    detail::for_each_piece(tensors, part_begin(p), part_begin(p + 1),
+                           [&](std::span<const std::uint16_t> values, std::uint64_t) {
+                             detail::add_exponent_histogram(values, part_hist[p]);
+                           });
+  });
+  symbol_histogram hist{};
+  for (const auto& h : part_hist) {
+    for (int s = 0; s < kSymbolCount; ++s) hist[s] += h[s];
+  }
+  const code_lengths lengths = build_code_lengths(hist, options.max_code_length).value();
+  const canonical_code code = make_canonical_code(lengths);
+  detail::encode_table table;
+  for (int s = 0; s < kSymbolCount; ++s) {
+    table.length[s] = code.length[s];
+    table.code_left[s] =
+        code.length[s] == 0 ? 0 : std::uint64_t{code.code[s]} << (64 - code.length[s]);
+  }
+
+  std::vector<std::uint64_t> part_first_bit(part_count + 1, 0);
+  for (std::uint64_t p = 0; p < part_count; ++p) {
+    part_first_bit[p + 1] = part_first_bit[p] + encoded_bits(part_hist[p], lengths);
+  }
+
+  bundle_header h;
+  h.max_code_length = static_cast<std::uint8_t>(options.max_code_length);
+  h.chunk_bytes = options.chunk_bytes;
+  h.chunks_per_group = options.chunks_per_group;
+  h.value_count = value_count;
+  h.stream_bits = part_first_bit[part_count];
+  h.tensor_count = static_cast<std::uint32_t>(tensors.size());
+  const bundle_layout layout = detail::compute_layout(h);
+  h.total_bytes = layout.total_bytes;
+
+  std::vector<std::byte> bundle(layout.total_bytes);  // zeroed: padding and reserved fields
+  std::byte* base = bundle.data();
+  auto put_le = [&](std::uint64_t offset, auto value) {
+    std::memcpy(base + offset, &value, sizeof value);
+  };
+  put_le(0, kBundleMagic);
+  put_le(4, kBundleFormatVersion);
+  put_le(6, h.max_code_length);
+  put_le(8, h.chunk_bytes);
+  put_le(12, h.chunks_per_group);
+  put_le(16, h.value_count);
+  put_le(24, h.stream_bits);
+  put_le(32, h.tensor_count);
+  put_le(40, h.total_bytes);
+  pack_code_lengths(lengths, std::span<std::uint8_t, kPackedCodeLengthsBytes>(
+                                 reinterpret_cast<std::uint8_t*>(base + kBundleHeaderBytes),
+                                 kPackedCodeLengthsBytes));
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    put_le(layout.tensor_counts_offset + t * 8, std::uint64_t{tensors[t].size()});
+  }
+  if (value_count == 0) return bundle;
+
+  // Pass 2: sign/mantissa bytes straight into place, exponent codewords into private buffers.
+  auto* sign_mantissa = reinterpret_cast<std::uint8_t*>(base + layout.sign_mantissa_offset);
+  std::vector<std::vector<std::uint8_t>> part_stream(part_count);
+  std::vector<std::vector<detail::chunk_start_record>> part_records(part_count);
+  const std::uint64_t chunk_bits = h.chunk_bits();
+  detail::parallel_for(part_count, threads, [&](std::size_t p) {
+    const std::uint64_t first_bit = part_first_bit[p];
+    const std::uint64_t end_bit = part_first_bit[p + 1];
+    detail::for_each_piece(tensors, part_begin(p), part_begin(p + 1),
+                           [&](std::span<const std::uint16_t> values, std::uint64_t first) {
+                             std::uint8_t* dst = sign_mantissa + first;
+                             for (std::size_t i = 0; i < values.size(); ++i) {
+                               dst[i] = bf16_sign_mantissa(values[i]);
+                             }
+                           });
+    // +16: the writer stores whole 64-bit words past the last complete byte.
+    part_stream[p].resize((end_bit - (first_bit & ~std::uint64_t{7})) / 8 + 16);
+    part_records[p].reserve((end_bit - first_bit) / chunk_bits + 2);
+    if (options.max_code_length <= 14) {
+      detail::encode_part<4>(tensors, part_begin(p), part_begin(p + 1), first_bit, end_bit,
+                             chunk_bits, table, part_stream[p].data(), part_records[p]);
+    } else {
+      detail::encode_part<3>(tensors, part_begin(p), part_begin(p + 1), first_bit, end_bit,
+                             chunk_bits, table, part_stream[p].data(), part_records[p]);
+    }
+  });
+
+  // Splice the parts: a part's first byte may hold the previous part's last bits.
+  auto* stream = reinterpret_cast<std::uint8_t*>(base + layout.stream_offset);
+  for (std::uint64_t p = 0; p < part_count; ++p) {
+    const std::uint64_t first_byte = part_first_bit[p] / 8;
+    const std::uint64_t end_byte = (part_first_bit[p + 1] + 7) / 8;
+    const std::uint8_t* src = part_stream[p].data();
+    stream[first_byte] |= src[0];
+    if (end_byte > first_byte + 1) {
+      std::memcpy(stream + first_byte + 1, src + 1, end_byte - first_byte - 1);
+    }
+  }
+  auto* gaps = reinterpret_cast<std::uint8_t*>(base + layout.chunk_gaps_offset);
+  std::uint64_t recorded = 0;
+  for (const auto& records : part_records) {
+    for (const auto& r : records) {
+      gaps[r.chunk >> 1] |= static_cast<std::uint8_t>((r.chunk & 1) != 0 ? r.gap << 4 : r.gap);
+      if (r.chunk % h.chunks_per_group == 0) {
+        put_le(layout.group_positions_offset + r.chunk / h.chunks_per_group * 8, r.value_index);
+      }
+      ++recorded;
+    }
+  }
+  if (recorded != layout.chunk_count) {
+    throw std::logic_error("floatzip encoder: recorded " + std::to_string(recorded) +
+                           " chunk starts for " + std::to_string(layout.chunk_count) + " chunks");
+  }
+  return bundle;
+}
+
+inline std::vector<std::byte> compress_bundle(std::span<const std::uint16_t> tensor,
+                                              const encode_options& options) {
+  return compress_bundle(std::span<const std::span<const std::uint16_t>>(&tensor, 1), options);
+}
+
+}  // namespace floatzip
