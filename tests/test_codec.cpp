@@ -1,0 +1,307 @@
+// The CPU codec: round trips, parallel equivalence, and hostile bundles.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "floatzip/floatzip.hpp"
+#include "test_support.hpp"
+
+namespace floatzip {
+namespace {
+
+using values = std::vector<std::uint16_t>;
+
+// Encodes, parses, decodes into a poisoned buffer one value longer than needed, and checks
+// the values and that the extra element was not touched.
+void expect_round_trip(const std::vector<values>& tensors, const encode_options& options,
+                       unsigned decode_threads = 0) {
+  const auto spans = test::spans_of(tensors);
+  const std::vector<std::byte> bytes = compress_bundle(spans, options);
+  auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value()) << view.error().message;
+  ASSERT_EQ(view->tensor_count(), tensors.size());
+  std::uint64_t total = 0;
+  for (const auto& t : tensors) total += t.size();
+  ASSERT_EQ(view->value_count(), total);
+
+  constexpr std::uint16_t kPoison = 0xDEAD;
+  values out(total + 1, kPoison);
+  const error e = decompress(*view, out, {.threads = decode_threads});
+  ASSERT_TRUE(e.ok()) << e.message;
+  EXPECT_EQ(out.back(), kPoison) << "decoder wrote past value_count";
+  for (std::uint32_t t = 0; t < tensors.size(); ++t) {
+    ASSERT_EQ(view->tensor_value_count(t), tensors[t].size());
+    const std::uint64_t offset = view->tensor_offset(t);
+    ASSERT_TRUE(std::equal(tensors[t].begin(), tensors[t].end(), out.begin() + offset))
+        << "tensor " << t << " differs";
+  }
+}
+
+void expect_round_trip(const values& v, const encode_options& options) {
+  expect_round_trip(std::vector<values>{v}, options);
+}
+
+class codec : public ::testing::TestWithParam<encode_options> {};
+
+// Defaults, the longest codes, and metadata shapes that put chunk and group boundaries
+// everywhere (tiny chunks, one chunk per group, odd group sizes).
+INSTANTIATE_TEST_SUITE_P(
+    options, codec,
+    ::testing::Values(encode_options{},
+                      encode_options{.max_code_length = 15, .chunk_bytes = 32},
+                      encode_options{.max_code_length = 8, .chunk_bytes = 4, .chunks_per_group = 1},
+                      encode_options{.max_code_length = 11, .chunk_bytes = 8, .chunks_per_group = 3},
+                      encode_options{.max_code_length = 14, .chunk_bytes = 256, .chunks_per_group = 7,
+                                     .threads = 3}),
+    [](const auto& param_info) { return "set" + std::to_string(param_info.index); });
+
+TEST_P(codec, all_65536_bf16_patterns) {
+  values v = test::all_bf16_patterns();
+  expect_round_trip(v, GetParam());
+  std::mt19937 rng(7);
+  std::shuffle(v.begin(), v.end(), rng);
+  expect_round_trip(v, GetParam());
+}
+
+TEST_P(codec, empty_bundle_and_empty_tensors) {
+  expect_round_trip(std::vector<values>{}, GetParam());
+  expect_round_trip(std::vector<values>{values{}}, GetParam());
+  expect_round_trip(std::vector<values>{values{}, values{0x3F80}, values{}}, GetParam());
+}
+
+TEST_P(codec, one_value) {
+  for (std::uint16_t w : {0x0000, 0x8000, 0x7F80, 0xFFFF, 0x7FC1, 0x0001, 0x3F80}) {
+    expect_round_trip(values{w}, GetParam());
+  }
+}
+
+TEST_P(codec, sizes_that_are_multiples_of_nothing) {
+  for (std::size_t n : {2, 3, 5, 7, 63, 64, 65, 127, 1000, 4097, 65537, 300007}) {
+    expect_round_trip(test::llama_like(n, 0.02f, n), GetParam());
+  }
+}
+
+TEST_P(codec, one_distinct_exponent) {
+  // All values share exponent 0x7E: a one-symbol code, one bit per value.
+  values v(100003);
+  std::mt19937 rng(3);
+  for (auto& w : v) w = static_cast<std::uint16_t>((0x7Eu << 7) | (rng() & 0x807Fu));
+  expect_round_trip(v, GetParam());
+  expect_round_trip(values(5000, 0), GetParam());
+}
+
+TEST_P(codec, two_distinct_exponents) {
+  values v(77777);
+  std::mt19937 rng(4);
+  for (auto& w : v) w = static_cast<std::uint16_t>(((rng() % 2 ? 0x80u : 0x10u) << 7) | (rng() & 0x7F));
+  expect_round_trip(v, GetParam());
+}
+
+TEST_P(codec, all_256_exponents_uniform_random) {
+  if (GetParam().max_code_length < 8) GTEST_SKIP() << "256 symbols need 8-bit codes";
+  expect_round_trip(test::uniform_bits(200001, 11), GetParam());
+}
+
+TEST_P(codec, heavy_tailed_llama_like_many_tensors) {
+  std::vector<values> tensors;
+  std::size_t sizes[] = {4096, 1, 11008 * 3, 0, 4095, 64 * 64 + 3, 500000};
+  for (std::size_t i = 0; i < std::size(sizes); ++i) {
+    tensors.push_back(test::llama_like(sizes[i], 0.01f + 0.005f * i, 100 + i));
+  }
+  expect_round_trip(tensors, GetParam());
+}
+
+TEST_P(codec, real_models_per_transformer_block) {
+  const auto files = test::bf16_model_files();
+  if (files.empty()) GTEST_SKIP() << test::models_absent_message();
+  for (const auto& file : files) {
+    SCOPED_TRACE(file.string());
+    for (const auto& bundle : test::load_bf16_bundles(file)) {
+      SCOPED_TRACE(bundle.name);
+      expect_round_trip(bundle.tensors, GetParam());
+    }
+  }
+}
+
+TEST(codec_parallel, encoder_output_does_not_depend_on_threads) {
+  const values v = test::llama_like(3'000'001, 0.02f, 5);
+  const std::span<const std::uint16_t> s(v);
+  const auto one = compress_bundle(s, {.threads = 1});
+  for (unsigned threads : {2u, 3u, 8u}) {
+    EXPECT_EQ(compress_bundle(s, {.threads = threads}), one) << threads << " threads";
+  }
+}
+
+TEST(codec_parallel, parallel_decode_equals_single_thread_decode) {
+  const values v = test::llama_like(2'500'000, 0.03f, 6);
+  const auto bytes = compress_bundle(std::span<const std::uint16_t>(v), {.chunks_per_group = 16});
+  const auto view = parse_bundle(bytes).value();
+  values single(v.size()), parallel(v.size());
+  ASSERT_TRUE(decompress(view, single, {.threads = 1}).ok());
+  for (unsigned threads : {2u, 4u, 7u}) {
+    std::fill(parallel.begin(), parallel.end(), 0xDEAD);
+    ASSERT_TRUE(decompress(view, parallel, {.threads = threads}).ok());
+    EXPECT_EQ(parallel, single) << threads << " threads";
+  }
+  EXPECT_EQ(single, v);
+}
+
+TEST(codec_size, metadata_overhead_within_budget_on_a_million_values) {
+  // The budget for everything beyond "unlimited Huffman exponent + raw byte" is 0.05 bits/value.
+  const values v = test::llama_like(1 << 20, 0.02f, 9);
+  const auto bytes = compress_bundle(std::span<const std::uint16_t>(v));
+  const symbol_histogram h = exponent_histogram(v);
+  const double ideal_bits = static_cast<double>(unlimited_huffman_bits(h)) + 8.0 * v.size();
+  const double overhead = (static_cast<double>(bytes.size()) * 8 - ideal_bits) / v.size();
+  EXPECT_LT(overhead, 0.05) << "bits per value beyond the ideal";
+  EXPECT_GE(static_cast<double>(bytes.size()) * 8, ideal_bits);
+}
+
+TEST(codec_errors, invalid_options_are_rejected) {
+  const values v(10, 0x3F80);
+  const std::span<const std::uint16_t> s(v);
+  EXPECT_THROW(compress_bundle(s, {.max_code_length = 0}), exception);
+  EXPECT_THROW(compress_bundle(s, {.max_code_length = 16}), exception);
+  EXPECT_THROW(compress_bundle(s, {.chunk_bytes = 3}), exception);
+  EXPECT_THROW(compress_bundle(s, {.chunks_per_group = 0}), exception);
+  EXPECT_EQ(validate(encode_options{.chunk_bytes = 1u << 20}).code, errc::invalid_argument);
+  // 256 distinct exponents cannot be coded in 7 bits.
+  const values all = test::all_bf16_patterns();
+  try {
+    compress_bundle(std::span<const std::uint16_t>(all), {.max_code_length = 7});
+    FAIL() << "expected an exception";
+  } catch (const exception& e) {
+    EXPECT_EQ(e.code(), errc::invalid_argument);
+  }
+}
+
+TEST(codec_errors, output_too_small) {
+  const values v = test::llama_like(1000, 0.02f, 1);
+  const auto bytes = compress_bundle(std::span<const std::uint16_t>(v));
+  const auto view = parse_bundle(bytes).value();
+  values out(999);
+  EXPECT_EQ(decompress(view, out).code, errc::insufficient_space);
+}
+
+// --- hostile bundles: every outcome is an error or a well-formed output, never a crash --------
+
+// Decodes whatever parse_bundle accepts into an exactly-sized buffer (sanitizers watch it).
+errc parse_and_decode(std::span<const std::byte> bytes) {
+  auto view = parse_bundle(bytes);
+  if (!view) {
+    EXPECT_FALSE(view.error().message.empty());
+    return view.error().code;
+  }
+  values out(view->value_count());
+  return decompress(*view, out, {.threads = 2}).code;
+}
+
+std::vector<std::byte> small_bundle() {
+  std::vector<values> tensors{test::llama_like(700, 0.02f, 2), test::llama_like(333, 0.04f, 3)};
+  return compress_bundle(test::spans_of(tensors), {.chunk_bytes = 8, .chunks_per_group = 5});
+}
+
+TEST(codec_hostile, every_truncation_is_an_error) {
+  const auto bytes = small_bundle();
+  for (std::size_t n = 0; n < bytes.size(); ++n) {
+    // Copy so that the sanitizers see the end of the buffer.
+    const std::vector<std::byte> cut(bytes.begin(), bytes.begin() + static_cast<long>(n));
+    EXPECT_NE(parse_and_decode(cut), errc::ok) << "truncated to " << n << " bytes";
+  }
+  EXPECT_EQ(parse_and_decode(bytes), errc::ok);
+}
+
+TEST(codec_hostile, every_single_byte_flip_is_an_error_or_well_formed) {
+  const auto bytes = small_bundle();
+  int errors = 0;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    for (std::uint8_t mask : {0x01, 0x10, 0x80, 0xFF}) {
+      auto flipped = bytes;
+      flipped[i] ^= std::byte{mask};
+      if (parse_and_decode(flipped) != errc::ok) ++errors;
+    }
+  }
+  // Flips in the raw sign/mantissa bytes and the padding decode fine; most others must not.
+  EXPECT_GT(errors, 0);
+}
+
+TEST(codec_hostile, header_fields_are_checked) {
+  const auto good = small_bundle();
+  auto with = [&](std::size_t offset, auto value) {
+    auto b = good;
+    std::memcpy(b.data() + offset, &value, sizeof value);
+    return parse_and_decode(b);
+  };
+  EXPECT_EQ(with(0, std::uint32_t{0x12345678}), errc::bad_data);               // magic
+  EXPECT_EQ(with(4, std::uint16_t{2}), errc::unsupported_version);             // version
+  EXPECT_EQ(with(6, std::uint8_t{0}), errc::bad_data);                         // max length
+  EXPECT_EQ(with(6, std::uint8_t{16}), errc::bad_data);
+  EXPECT_EQ(with(7, std::uint8_t{1}), errc::unsupported_version);              // flags
+  EXPECT_EQ(with(8, std::uint32_t{0}), errc::bad_data);                        // chunk_bytes
+  EXPECT_EQ(with(12, std::uint32_t{0}), errc::bad_data);                       // chunks_per_group
+  EXPECT_EQ(with(16, std::uint64_t{1} << 60), errc::too_large);                // value_count
+  EXPECT_EQ(with(16, std::uint64_t{1} << 40), errc::bad_data);                 // vs stream_bits
+  EXPECT_EQ(with(24, std::uint64_t{0}), errc::bad_data);                       // stream_bits
+  EXPECT_EQ(with(32, std::uint32_t{0xFFFFFFFF}), errc::too_large);             // tensor_count
+  EXPECT_EQ(with(40, std::uint64_t{1} << 62), errc::bad_data);                 // total_bytes
+}
+
+TEST(codec_hostile, bad_code_length_tables_are_rejected) {
+  const auto good = small_bundle();
+  auto with_lengths = [&](const code_lengths& lengths) {
+    auto b = good;
+    pack_code_lengths(lengths, std::span<std::uint8_t, kPackedCodeLengthsBytes>(
+                                   reinterpret_cast<std::uint8_t*>(b.data() + kBundleHeaderBytes),
+                                   kPackedCodeLengthsBytes));
+    return parse_and_decode(b);
+  };
+  code_lengths over_full{};
+  over_full[1] = over_full[2] = over_full[3] = 1;
+  EXPECT_EQ(with_lengths(over_full), errc::bad_data);
+  code_lengths incomplete{};
+  incomplete[1] = 1;
+  incomplete[2] = 2;
+  EXPECT_EQ(with_lengths(incomplete), errc::bad_data);
+  code_lengths too_long{};  // complete but longer than the header's max_code_length (12)
+  too_long[0] = 1;
+  for (int s = 1; s <= 13; ++s) too_long[s] = static_cast<std::uint8_t>(s + (s == 13 ? 0 : 1));
+  EXPECT_EQ(with_lengths(too_long), errc::bad_data);
+  EXPECT_EQ(with_lengths(code_lengths{}), errc::bad_data);  // empty code, nonempty bundle
+  // A valid code that is not the one used: decodes to garbage or fails, never crashes.
+  code_lengths flat{};
+  for (int s = 0; s < 256; ++s) flat[s] = 8;
+  const errc e = with_lengths(flat);
+  EXPECT_TRUE(e == errc::ok || e == errc::bad_data);
+}
+
+TEST(codec_hostile, inconsistent_sync_metadata_is_detected) {
+  const values v = test::llama_like(5000, 0.02f, 8);
+  const auto good =
+      compress_bundle(std::span<const std::uint16_t>(v), {.chunk_bytes = 8, .chunks_per_group = 4});
+  const auto view = parse_bundle(good).value();
+  ASSERT_GT(view.group_count(), 3u);
+  const std::uint64_t positions = view.layout().group_positions_offset;
+  {
+    auto b = good;  // group 2 claims one value more: its neighbour's stream no longer matches
+    std::uint64_t p = view.group_value_position(2) + 1;
+    std::memcpy(b.data() + positions + 16, &p, 8);
+    EXPECT_EQ(parse_and_decode(b), errc::bad_data);
+  }
+  {
+    auto b = good;  // group 1 placed after group 2
+    std::uint64_t p = view.group_value_position(3);
+    std::memcpy(b.data() + positions + 8, &p, 8);
+    EXPECT_EQ(parse_and_decode(b), errc::bad_data);
+  }
+  {
+    auto b = good;  // a chunk gap beyond the longest codeword
+    b[view.layout().chunk_gaps_offset + 1] = std::byte{0xFF};
+    EXPECT_EQ(parse_and_decode(b), errc::bad_data);
+  }
+}
+
+}  // namespace
+}  // namespace floatzip
