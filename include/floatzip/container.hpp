@@ -1,0 +1,321 @@
+// floatzip: the .fzip container, a compressed safetensors file that decompresses byte for byte.
+//
+//   floatzip::compress_file("model.safetensors", "model.fzip");          // streaming, atomic
+//   auto reader = floatzip::container_reader::open("model.fzip").value();  // validates the index
+//   const auto* t = reader.find_tensor("model.layers.3.mlp.up_proj.weight");
+//   auto view = reader.bundle(t->bundle).value();  // checksum verified on first touch
+//   std::vector<std::uint16_t> block(view.value_count());
+//   reader.decode_bundle(t->bundle, block);        // every tensor of layer 3
+//   floatzip::decompress_file("model.fzip", "copy.safetensors");  // == model.safetensors
+//
+// Needs nlohmann/json.hpp and xxhash.h (both used header-only) on the include path.
+//
+// File layout (little-endian; every section starts at a multiple of 64 bytes, every byte between
+// sections is zero, and every byte of the file is covered by a checksum or by that zero rule):
+//
+//   offset  size  field
+//   0       8     magic 89 46 5A 49 50 0D 0A 1A ("\x89FZIP\r\n\x1A": binary, catches text-mode
+//                 transfers and truncation at ^Z)
+//   8       2     format version major (1): a reader refuses any other major version
+//   10      2     format version minor (0): a reader refuses a newer minor version
+//   12      4     flags: no flag is defined; a reader refuses any set bit
+//   16      8     file_size: the size of this file; a reader refuses any other size
+//   24      8     original_size: size of the safetensors file this decompresses to
+//   32      8     header_offset (= 128)
+//   40      8     header_size: 8 + N, the original file's length field and JSON, verbatim
+//   48      8     header_checksum: XXH3-64 of the header section
+//   56      8     index_offset (= header section end rounded up to 64)
+//   64      8     index_size
+//   72      8     index_checksum: XXH3-64 of the index section
+//   80      8     bundles_offset (= index end rounded up to 64): where bundle 0 starts
+//   88      32    reserved, zero
+//   120     8     XXH3-64 of bytes [0, 120)
+//
+//   index section:
+//   0       4     bundle_count B
+//   4       4     tensor_count T (equals the number of tensors in the safetensors header)
+//   8       4     gap_count G
+//   12      4     dims_count D
+//   16      8     names_bytes
+//   24      8     reserved, zero
+//   32      80*B  bundle records, in file order
+//   ..      56*T  tensor records, sorted by position in the original data section
+//   ..      24*G  gap records, sorted likewise
+//   ..      8*D   tensor dimensions (u64), referenced by the tensor records
+//   ..      names tensor names (UTF-8, not terminated), referenced by the tensor records
+//
+//   bundle record (80 bytes)                  tensor record (56 bytes)
+//   0   u64 file_offset (64-aligned)          0   u64 original_begin  (relative to the
+//   8   u64 stored_bytes                      8   u64 original_end     data section)
+//   16  u64 stored_checksum (XXH3-64)         16  u64 bundle_offset (values of a BF16 bundle,
+//   24  u64 decoded_bytes                             bytes of a raw one)
+//   32  u64 decoded_checksum (XXH3-64 of the  24  u32 bundle
+//           decoded bytes in bundle order)    28  u32 bundle_tensor (position in the bundle)
+//   40  u64 value_count (BF16 values)         32  u32 name_offset   36  u32 name_size
+//   48  f64 exponent entropy, bits per value  40  u32 dims_offset   44  u16 rank
+//   56  u64 unlimited-Huffman exponent bits   46  u16 dtype (safetensors::dtype)
+//   64  u32 kind (0 raw, 1 BF16 Huffman)      48  u32 header_order (position in the JSON)
+//   68  u32 tensor_count                      52  u32 reserved, zero
+//   72  u64 reserved, zero
+//                                             gap record (24 bytes)
+//                                             0 u64 original_begin  8 u64 original_end
+//                                             16 u32 bundle  20 u32 reserved, zero
+//
+// Bundles: the BF16 tensors sharing a "...layers.N." name prefix (one transformer block) form
+// one bundle compressed by compress_bundle (see bundle_format.hpp); every other BF16 tensor is a
+// bundle of its own; each tensor of another dtype, and each run of bytes of the data section
+// that belongs to no tensor (a "gap": padding some writers leave), is stored verbatim as a raw
+// bundle. Tensors and gaps tile the original data section exactly, so decompression writes the
+// verbatim header followed by every tile at its original offset and reproduces the file.
+//
+// Per-bundle statistics (values, entropy, ideal size) are computed at compression time and kept
+// in the index, so `floatzip info` reads no bundle.
+//
+// Untrusted input: open() checks the file header, both section checksums, every index field,
+// and that the index agrees with the verbatim safetensors header, before it returns; a bundle's
+// own checksum is checked the first time the bundle is touched, and a decoded bundle is checked
+// against its decoded checksum. Declared sizes are checked against the file before anything is
+// allocated: a bundle decodes to at most twice its stored size, so nothing a hostile file
+// declares makes a reader allocate more than twice the file's size.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "floatzip/bundle_format.hpp"
+#include "floatzip/decoder.hpp"
+#include "floatzip/detail/file_io.hpp"
+#include "floatzip/encoder.hpp"
+#include "floatzip/error.hpp"
+#include "floatzip/safetensors.hpp"
+
+namespace floatzip {
+
+inline constexpr std::array<std::byte, 8> kContainerMagic = {
+    std::byte{0x89}, std::byte{'F'},  std::byte{'Z'},  std::byte{'I'},
+    std::byte{'P'},  std::byte{'\r'}, std::byte{'\n'}, std::byte{0x1A}};
+inline constexpr std::uint16_t kContainerVersionMajor = 1;
+inline constexpr std::uint16_t kContainerVersionMinor = 0;
+inline constexpr std::uint64_t kContainerAlignment = 64;
+inline constexpr std::uint64_t kContainerHeaderBytes = 128;
+inline constexpr std::uint64_t kIndexHeaderBytes = 32;
+inline constexpr std::uint64_t kBundleRecordBytes = 80;
+inline constexpr std::uint64_t kTensorRecordBytes = 56;
+inline constexpr std::uint64_t kGapRecordBytes = 24;
+inline constexpr std::string_view kContainerExtension = ".fzip";
+
+enum class bundle_kind : std::uint32_t {
+  raw = 0,           // bytes stored verbatim (non-BF16 tensors, gaps)
+  bf16_huffman = 1,  // a serialized bundle from compress_bundle
+};
+
+struct container_bundle {
+  bundle_kind kind = bundle_kind::raw;
+  std::uint64_t file_offset = 0;
+  std::uint64_t stored_bytes = 0;
+  std::uint64_t stored_checksum = 0;
+  std::uint64_t decoded_bytes = 0;
+  std::uint64_t decoded_checksum = 0;
+  std::uint64_t value_count = 0;         // BF16 values (0 for raw bundles)
+  double exponent_entropy = 0;           // bits per value of the exponent histogram
+  std::uint64_t huffman_ideal_bits = 0;  // exponent bits under an unlimited Huffman code
+  std::uint32_t tensor_count = 0;        // tensors in the bundle (0 for a gap's bundle)
+
+  // Bits per BF16 value as stored, everything in the bundle counted.
+  [[nodiscard]] double bits_per_value() const noexcept {
+    return value_count == 0 ? 0.0 : 8.0 * double(stored_bytes) / double(value_count);
+  }
+};
+
+struct container_tensor {
+  std::string name;
+  safetensors::dtype type = safetensors::dtype::u8;
+  std::vector<std::uint64_t> shape;
+  safetensors::byte_range original;  // in the original data section
+  std::uint32_t bundle = 0;
+  std::uint32_t bundle_tensor = 0;  // position within the bundle
+  std::uint64_t bundle_offset = 0;  // first value (BF16 bundle) or byte (raw bundle)
+  std::uint32_t header_order = 0;   // position in the safetensors JSON
+
+  [[nodiscard]] std::uint64_t size_bytes() const noexcept { return original.size(); }
+};
+
+struct container_gap {
+  safetensors::byte_range original;
+  std::uint32_t bundle = 0;
+};
+
+struct reader_options {
+  // Check the section and bundle checksums. Turning this off is for fuzzing the validation
+  // behind them and for data whose integrity is established some other way.
+  bool verify_checksums = true;
+};
+
+// Totals over a container (or several: operator+=), as `floatzip info` prints them.
+struct container_totals {
+  std::uint64_t file_bytes = 0;      // .fzip bytes
+  std::uint64_t original_bytes = 0;  // safetensors bytes it decompresses to
+  std::uint64_t tensor_count = 0;
+  std::uint64_t bundle_count = 0;
+  std::uint64_t bf16_bundle_count = 0;
+  std::uint64_t bf16_values = 0;
+  std::uint64_t bf16_stored_bytes = 0;   // BF16 bundles as stored
+  std::uint64_t raw_bytes = 0;           // raw bundles (other dtypes, gaps)
+  double exponent_entropy_bits = 0;      // total over all BF16 values
+  std::uint64_t huffman_ideal_bits = 0;  // total over all BF16 values
+
+  [[nodiscard]] double ratio() const noexcept {
+    return original_bytes == 0 ? 0.0 : double(file_bytes) / double(original_bytes);
+  }
+  [[nodiscard]] double bits_per_bf16_value() const noexcept {
+    return bf16_values == 0 ? 0.0 : 8.0 * double(bf16_stored_bytes) / double(bf16_values);
+  }
+  // The entropy bound: raw sign/mantissa byte + exponent entropy.
+  [[nodiscard]] double entropy_bound_bits_per_value() const noexcept {
+    return bf16_values == 0 ? 0.0 : 8.0 + exponent_entropy_bits / double(bf16_values);
+  }
+  // Raw sign/mantissa byte + an unlimited Huffman code of the exponents, no metadata.
+  [[nodiscard]] double huffman_ideal_bits_per_value() const noexcept {
+    return bf16_values == 0 ? 0.0 : 8.0 + double(huffman_ideal_bits) / double(bf16_values);
+  }
+  container_totals& operator+=(const container_totals& o) noexcept;
+};
+
+// A validated, memory-mapped .fzip file. Bundles are read (and their checksums checked) only
+// when asked for. The query functions are safe to call from several threads at once.
+class container_reader {
+ public:
+  static result<container_reader> open(const std::filesystem::path& path,
+                                       const reader_options& options = {});
+  // Over bytes the caller keeps alive (tests, fuzzing, files already in memory). `name` labels
+  // error messages.
+  static result<container_reader> from_bytes(std::span<const std::byte> bytes, std::string name,
+                                             const reader_options& options = {});
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::uint64_t file_size() const noexcept { return bytes_.size(); }
+  [[nodiscard]] std::uint64_t original_size() const noexcept { return original_size_; }
+  // The original file's first 8 + N bytes, verbatim, and their parsed form.
+  [[nodiscard]] std::span<const std::byte> original_header_bytes() const noexcept {
+    return original_header_bytes_;
+  }
+  [[nodiscard]] const safetensors::header& original_header() const noexcept { return header_; }
+
+  [[nodiscard]] std::span<const container_bundle> bundles() const noexcept { return bundles_; }
+  // In order of position in the original data section.
+  [[nodiscard]] std::span<const container_tensor> tensors() const noexcept { return tensors_; }
+  [[nodiscard]] std::span<const container_gap> gaps() const noexcept { return gaps_; }
+  [[nodiscard]] const container_tensor* find_tensor(std::string_view name) const noexcept;
+  // Indices into tensors() of bundle b's tensors, in bundle order.
+  [[nodiscard]] std::span<const std::uint32_t> bundle_tensors(std::uint32_t b) const noexcept;
+
+  // The stored bytes of bundle b (64-byte aligned in the file), checksum verified on first use.
+  [[nodiscard]] result<std::span<const std::byte>> bundle_bytes(std::uint32_t b) const;
+  // A BF16 bundle parsed and checked against the index.
+  [[nodiscard]] result<bundle_view> bundle(std::uint32_t b) const;
+  // Decodes BF16 bundle b into out[0 .. value_count). With check_decoded, the output is checked
+  // against the decoded checksum recorded at compression time.
+  error decode_bundle(std::uint32_t b, std::span<std::uint16_t> out,
+                      const decode_options& options = {}, bool check_decoded = true) const;
+  // Copies one tensor's original bytes into out (out.size() == tensor.size_bytes()). A tensor of
+  // a BF16 bundle decodes the whole bundle into a temporary buffer: engines that need several
+  // tensors of a block should call decode_bundle once instead.
+  error read_tensor(const container_tensor& tensor, std::span<std::byte> out,
+                    const decode_options& options = {}) const;
+
+  // Checks every bundle (stored checksum, parse, decode, decoded checksum).
+  error verify_all(const decode_options& options = {}) const;
+
+  [[nodiscard]] container_totals totals() const noexcept;
+
+  // Drops mapped pages of bundle b from the resident set (streaming over a large file).
+  void release_bundle(std::uint32_t b) const noexcept;
+
+ private:
+  error validate(const reader_options& options);
+  error located(errc code, std::string_view section, const std::string& what) const;
+
+  detail::mapped_file file_;  // empty for from_bytes
+  std::span<const std::byte> bytes_;
+  std::string name_;
+  bool verify_checksums_ = true;
+  std::uint64_t original_size_ = 0;
+  std::span<const std::byte> original_header_bytes_;
+  safetensors::header header_;
+  std::vector<container_bundle> bundles_;
+  std::vector<container_tensor> tensors_;
+  std::vector<container_gap> gaps_;
+  std::vector<std::uint32_t> bundle_tensor_first_;  // CSR: bundle b's tensors are
+  std::vector<std::uint32_t> bundle_tensor_list_;   // list[first[b] .. first[b + 1])
+  std::unique_ptr<std::atomic<bool>[]> bundle_verified_;
+};
+
+// ---- conversion ----------------------------------------------------------------------------
+
+// Called with the original bytes processed so far and the total.
+using progress_callback = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+struct compress_options {
+  encode_options codec{};
+  bool sync = false;  // fsync the output before it is renamed into place
+  progress_callback progress;
+};
+
+struct decompress_options {
+  decode_options codec{};
+  bool sync = false;
+  progress_callback progress;
+};
+
+// The "...layers.N." prefix that groups a tensor into a transformer-block bundle, or an empty
+// view when the name has none.
+std::string_view transformer_block_prefix(std::string_view tensor_name) noexcept;
+
+// safetensors -> .fzip. Streams: one bundle's input and output are in memory at a time. The
+// output appears at `output` only when complete; on any error nothing is left there.
+result<container_totals> compress_file(const std::filesystem::path& input,
+                                       const std::filesystem::path& output,
+                                       const compress_options& options = {});
+
+// .fzip -> safetensors, byte for byte. Same streaming and atomicity.
+error decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
+                      const decompress_options& options = {});
+
+// Decodes every bundle of `compressed` and compares it with `original` bit for bit, after
+// checking every checksum. The first difference is reported with its tensor and offset.
+error verify_file(const std::filesystem::path& original, const std::filesystem::path& compressed,
+                  const decompress_options& options = {});
+
+// Sharded checkpoints and model directories: every *.safetensors file becomes a *.fzip file of
+// the same stem; model.safetensors.index.json (validated against the shards) and every other
+// regular file are copied verbatim. Decompression does the reverse. The output directory is
+// built under a temporary name and renamed into place when complete.
+result<container_totals> compress_directory(const std::filesystem::path& input,
+                                            const std::filesystem::path& output,
+                                            const compress_options& options = {},
+                                            bool replace_existing = false);
+error decompress_directory(const std::filesystem::path& input, const std::filesystem::path& output,
+                           const decompress_options& options = {}, bool replace_existing = false);
+error verify_directory(const std::filesystem::path& original,
+                       const std::filesystem::path& compressed,
+                       const decompress_options& options = {});
+
+// Checks that the shard index of a model directory (when present) agrees with the shards'
+// headers: every shard it names exists, and the tensors of the shards are exactly those of its
+// weight_map, each in the shard the map names.
+error validate_shard_index(const std::filesystem::path& directory);
+
+}  // namespace floatzip
+
+#include "floatzip/detail/container_convert.inl"
+#include "floatzip/detail/container_format.inl"
