@@ -317,5 +317,7 @@ error validate_shard_index(const std::filesystem::path& directory);
 
 }  // namespace floatzip
 
-#include "floatzip/detail/container_convert.inl"
+// Definitions: the format and the reader first, then the conversions built on them.
 #include "floatzip/detail/container_format.inl"
+//
+#include "floatzip/detail/container_convert.inl"
