@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -30,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "floatzip/detail/file_io.hpp"
 #include "floatzip/error.hpp"
 
 namespace floatzip::safetensors {
@@ -465,6 +468,70 @@ inline result<shard_index> parse_shard_index(std::string_view json_text,
     index.weight_map.emplace_back(name, file);
   }
   return index;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing: floatzip decompresses into verbatim headers, so writing is only needed to make
+// checkpoints (the demo, tests). The layout is the reference writer's: the JSON ("__metadata__"
+// first, then the tensors in the given order) padded with spaces to a multiple of 8 bytes, then
+// the tensors back to back in the same order.
+
+struct tensor_spec {
+  std::string name;
+  dtype type = dtype::bf16;
+  std::vector<std::uint64_t> shape;
+};
+
+// The header bytes (length field + JSON) of a file holding `tensors` in order.
+inline result<std::vector<std::byte>> make_header(
+    std::span<const tensor_spec> tensors,
+    std::span<const std::pair<std::string, std::string>> metadata = {}) {
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    auto& meta = json["__metadata__"] = nlohmann::ordered_json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+  }
+  std::uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    const auto count = element_count(t.shape);
+    const auto bytes = count ? storage_bytes(t.type, *count) : std::nullopt;
+    if (!bytes || t.name == "__metadata__" || json.contains(t.name))
+      return error{errc::invalid_argument,
+                   "safetensors writer: tensor " + detail::quoted(t.name) +
+                       ": duplicate or reserved name, or a shape whose size overflows"};
+    json[t.name] = {{"dtype", std::string(to_string(t.type))},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + *bytes}}};
+    offset += *bytes;
+  }
+  std::string text = json.dump();
+  text.resize((text.size() + 7) / 8 * 8, ' ');
+  std::vector<std::byte> out(8 + text.size());
+  const std::uint64_t length = text.size();
+  std::memcpy(out.data(), &length, 8);
+  std::memcpy(out.data() + 8, text.data(), text.size());
+  return out;
+}
+
+// Produces tensor i's bytes into `out` (exactly its size).
+using tensor_filler = std::function<error(std::size_t tensor, std::span<std::byte> out)>;
+
+// Writes a safetensors file atomically, one tensor in memory at a time.
+inline error write_file(const std::filesystem::path& path, std::span<const tensor_spec> tensors,
+                        std::span<const std::pair<std::string, std::string>> metadata,
+                        const tensor_filler& fill) {
+  auto header_bytes = make_header(tensors, metadata);
+  if (!header_bytes) return header_bytes.error();
+  auto out = floatzip::detail::atomic_output_file::create(path);
+  if (!out) return out.error();
+  if (error e = out->write(*header_bytes)) return e;
+  std::vector<std::byte> buffer;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    buffer.resize(*storage_bytes(tensors[i].type, *element_count(tensors[i].shape)));
+    if (error e = fill(i, buffer)) return e;
+    if (error e = out->write(buffer)) return e;
+  }
+  return out->commit();
 }
 
 }  // namespace floatzip::safetensors
