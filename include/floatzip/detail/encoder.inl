@@ -3,8 +3,9 @@
 // Two passes over the input, both split into equal runs of values ("parts") that run on separate
 // threads: pass 1 counts exponents per part; the code is built from the sum; since each part's
 // encoded length is then known from its own histogram, every part knows the stream position it
-// starts at, and pass 2 encodes all parts in parallel into private buffers that are spliced
-// together at the end (their boundary bytes are shared, hence private buffers).
+// starts at, and pass 2 encodes all parts in parallel straight into the bundle. Neighbouring
+// parts share a byte, and the writer stores whole 64-bit words, so each part (but the last)
+// writes its final few bytes into a small private tail that is OR-ed into place after the join.
 #pragma once
 
 #include <algorithm>
@@ -88,9 +89,17 @@ struct encode_table {
   std::array<std::uint8_t, kSymbolCount> length{};
 };
 
-// Encodes one part. Its first codeword lands at absolute bit `first_bit`; the private buffer
-// `out` starts at the byte holding that bit. Records every chunk boundary c * chunk_bits in
-// [first_bit, end_bit) with where the first codeword at or after it starts.
+// A part's last bytes, written aside so as not to race with the next part's first bytes.
+struct part_tail {
+  std::uint64_t offset = 0;  // stream byte where bytes[0] belongs
+  std::uint64_t size = 0;
+  std::array<std::uint8_t, 64> bytes{};
+};
+
+// Encodes the values [begin, end), whose codewords occupy stream bits [first_bit, end_bit), into
+// `stream` (the bundle's stream section). Records every chunk boundary c * chunk_bits in
+// [first_bit, end_bit) with where the first codeword at or after it starts. Unless `last_part`,
+// stores stay 16 bytes clear of byte end_bit / 8; the bytes from there on go to `tail`.
 //
 // The hot loop keeps the bit writer's state in locals (a class member or a lambda capture would
 // live in memory, reloaded after every store). Chunk boundaries are checked once per flush; the
@@ -98,26 +107,35 @@ struct encode_table {
 template <int SymbolsPerFlush>
 void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
                  std::uint64_t end, std::uint64_t first_bit, std::uint64_t end_bit,
-                 std::uint64_t chunk_bits, const encode_table& table, std::uint8_t* out_begin,
-                 std::vector<chunk_start_record>& records) {
+                 std::uint64_t chunk_bits, const encode_table& table, std::uint8_t* stream,
+                 bool last_part, part_tail& tail, std::vector<chunk_start_record>& records) {
   const std::uint64_t* const code_left = table.code_left.data();
   const std::uint8_t* const code_length = table.length.data();
-  std::uint8_t* out = out_begin;
-  std::uint64_t acc = 0;                                        // left-aligned pending bits
-  unsigned pending = static_cast<unsigned>(first_bit & 7);      // bits in acc
-  const std::uint64_t out_begin_bit = first_bit & ~std::uint64_t{7};
+  // Bit position = base_bit + 8 * (out - base) + pending.
+  std::uint8_t* base = stream + first_bit / 8;
+  std::uint64_t base_bit = first_bit & ~std::uint64_t{7};
+  std::uint8_t* out = base;
+  std::uint64_t acc = 0;                                    // left-aligned pending bits
+  unsigned pending = static_cast<unsigned>(first_bit & 7);  // bits in acc
+  const std::uint64_t main_end_byte = end_bit / 8 >= 24 ? end_bit / 8 - 24 : 0;
+  const std::uint8_t* main_limit = last_part                   ? nullptr
+                                   : main_end_byte > first_bit / 8 ? stream + main_end_byte
+                                                                   : base;
+  // Moves the writer from the stream to the private tail.
+  auto divert_to_tail = [&](std::uint8_t*& o) {
+    tail.offset = static_cast<std::uint64_t>(o - stream);
+    base_bit += static_cast<std::uint64_t>(o - base) * 8;
+    base = tail.bytes.data();
+    o = base;
+    main_limit = nullptr;
+  };
+  if (main_limit == base) divert_to_tail(out);
+
   std::uint64_t next_boundary = (first_bit + chunk_bits - 1) / chunk_bits * chunk_bits;
   if (next_boundary == first_bit) {
     records.push_back({first_bit / chunk_bits, 0, begin});
     next_boundary += chunk_bits;
   }
-  auto flush = [](std::uint8_t*& o, std::uint64_t& a, unsigned& p) {
-    store_be64(o, a);
-    const unsigned whole_bytes = p >> 3;
-    o += whole_bytes;
-    a <<= whole_bytes * 8;  // whole_bytes <= 7: at most 56 + 7 bits are pending
-    p &= 7;
-  };
   // Walks a batch whose first codeword started at `bit`, recording the boundaries it crosses.
   auto record_boundaries = [&](const std::uint16_t* batch, std::size_t count, std::uint64_t bit,
                                std::uint64_t first_index) {
@@ -138,10 +156,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
     std::uint64_t a = acc;
     unsigned p = pending;
     std::size_t i = 0;
-    auto bit_now = [&] { return out_begin_bit + static_cast<std::uint64_t>(o - out_begin) * 8 + p; };
     while (i < n) {
-      // Between boundary checks, run straight through up to the next possible boundary.
-      const std::uint64_t batch_bit = bit_now();
+      const std::uint64_t batch_bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
       const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
       if (batch == SymbolsPerFlush) {
         for (int j = 0; j < SymbolsPerFlush; ++j) {
@@ -156,8 +172,16 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           p += code_length[e];
         }
       }
-      flush(o, a, p);
-      if (bit_now() >= next_boundary) record_boundaries(v + i, batch, batch_bit, first_index + i);
+      // Flush: store all eight bytes, advance over the complete ones. At most 56 + 7 bits are
+      // pending, so whole_bytes <= 7 and the shift stays below 64.
+      store_be64(o, a);
+      const unsigned whole_bytes = p >> 3;
+      o += whole_bytes;
+      a <<= whole_bytes * 8;
+      p &= 7;
+      if (o >= main_limit && main_limit != nullptr) divert_to_tail(o);
+      const std::uint64_t bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
+      if (bit >= next_boundary) record_boundaries(v + i, batch, batch_bit, first_index + i);
       i += batch;
     }
     out = o;
@@ -165,6 +189,9 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
     pending = p;
   });
   store_be64(out, acc);
+  if (base == tail.bytes.data()) {
+    tail.size = (end_bit + 7) / 8 - tail.offset;
+  }
 }
 
 }  // namespace detail
@@ -252,9 +279,10 @@ inline std::vector<std::byte> compress_bundle(
   }
   if (value_count == 0) return bundle;
 
-  // Pass 2: sign/mantissa bytes straight into place, exponent codewords into private buffers.
+  // Pass 2: sign/mantissa bytes and exponent codewords straight into place.
   auto* sign_mantissa = reinterpret_cast<std::uint8_t*>(base + layout.sign_mantissa_offset);
-  std::vector<std::vector<std::uint8_t>> part_stream(part_count);
+  auto* stream = reinterpret_cast<std::uint8_t*>(base + layout.stream_offset);
+  std::vector<detail::part_tail> part_tails(part_count);
   std::vector<std::vector<detail::chunk_start_record>> part_records(part_count);
   const std::uint64_t chunk_bits = h.chunk_bits();
   detail::parallel_for(part_count, threads, [&](std::size_t p) {
@@ -267,29 +295,20 @@ inline std::vector<std::byte> compress_bundle(
                                dst[i] = bf16_sign_mantissa(values[i]);
                              }
                            });
-    // +16: the writer stores whole 64-bit words past the last complete byte.
-    part_stream[p].resize((end_bit - (first_bit & ~std::uint64_t{7})) / 8 + 16);
     part_records[p].reserve((end_bit - first_bit) / chunk_bits + 2);
+    const bool last = p + 1 == part_count;
     if (options.max_code_length <= 14) {
       detail::encode_part<4>(tensors, part_begin(p), part_begin(p + 1), first_bit, end_bit,
-                             chunk_bits, table, part_stream[p].data(), part_records[p]);
+                             chunk_bits, table, stream, last, part_tails[p], part_records[p]);
     } else {
       detail::encode_part<3>(tensors, part_begin(p), part_begin(p + 1), first_bit, end_bit,
-                             chunk_bits, table, part_stream[p].data(), part_records[p]);
+                             chunk_bits, table, stream, last, part_tails[p], part_records[p]);
     }
   });
-
-  // Splice the parts: a part's first byte may hold the previous part's last bits.
-  auto* stream = reinterpret_cast<std::uint8_t*>(base + layout.stream_offset);
-  for (std::uint64_t p = 0; p < part_count; ++p) {
-    const std::uint64_t first_byte = part_first_bit[p] / 8;
-    const std::uint64_t end_byte = (part_first_bit[p + 1] + 7) / 8;
-    const std::uint8_t* src = part_stream[p].data();
-    stream[first_byte] |= src[0];
-    if (end_byte > first_byte + 1) {
-      std::memcpy(stream + first_byte + 1, src + 1, end_byte - first_byte - 1);
-    }
+  for (const auto& tail : part_tails) {
+    for (std::uint64_t i = 0; i < tail.size; ++i) stream[tail.offset + i] |= tail.bytes[i];
   }
+
   auto* gaps = reinterpret_cast<std::uint8_t*>(base + layout.chunk_gaps_offset);
   std::uint64_t recorded = 0;
   for (const auto& records : part_records) {
