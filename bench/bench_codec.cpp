@@ -1,0 +1,355 @@
+// floatzip CPU codec throughput and size, with memcpy and zstd as baselines in the same run.
+//
+//   floatzip_bench_codec [--synth_mb=256] [--models_dir=DIR] [Google Benchmark flags]
+//
+// Inputs: a synthetic Llama-shaped checkpoint (llama_synth.hpp) and every *.bf16.safetensors in
+// the models directory (skipped with a message when absent). Each input is cut into bundles the
+// way the container cuts it (one per transformer block, one per other tensor); every benchmark
+// processes all bundles of its input per iteration and reports BF16 bytes per second.
+//
+//   memcpy/<input>/threads:N          copy of the same bytes, N threads each copying a slice
+//   encode/<input>/threads:N          compress_bundle per bundle, encode_options::threads = N
+//   decode/<input>/threads:N          decompress per bundle into one preallocated buffer
+//   zstd1_compress/<input>/threads:N  ZSTD_compressCCtx level 1 per bundle, bundles on N threads
+//   zstd_decompress/<input>/threads:N ZSTD_decompressDCtx per bundle, bundles on N threads
+//   zstd19_ratio/<input>              level 19 vs level 1 vs floatzip size on a <= 16 MB sample
+//
+// Counters (bits per weight unless named otherwise): bits_per_weight = the serialized bundles,
+// everything included; entropy_bound = 8 + exponent entropy (per bundle, value-weighted);
+// ideal = 8 + unlimited Huffman code, no metadata; overhead = bits_per_weight - ideal;
+// ratio = compressed / BF16 size.
+#include <benchmark/benchmark.h>
+#include <zstd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "bench_data.hpp"
+#include "floatzip/bundle_format.hpp"
+#include "floatzip/decoder.hpp"
+#include "floatzip/detail/parallel.hpp"
+#include "floatzip/encoder.hpp"
+
+namespace {
+
+using floatzip::bench::dataset;
+using floatzip::bench::size_summary;
+
+std::uint64_t g_synth_mb = 256;
+std::filesystem::path g_models_dir = FLOATZIP_MODELS_DIR;
+constexpr std::uint64_t kSynthSeed = 42;
+constexpr std::uint64_t kRatioSampleBytes = std::uint64_t{16} << 20;
+
+// One input with everything the timed loops need, built before any timing starts.
+struct prepared_input {
+  dataset data;
+  std::vector<std::uint64_t> bundle_first;      // index of each bundle's first value in data.values
+  std::vector<std::vector<std::byte>> bundles;  // floatzip, default options
+  std::vector<floatzip::bundle_view> views;
+  size_summary sizes;
+  std::vector<std::vector<char>> zstd_frames;  // level 1, one per bundle
+  std::uint64_t zstd_bytes = 0;
+  std::vector<std::uint16_t> output;  // decode target, pages already touched
+};
+
+std::vector<std::function<dataset()>> g_loaders;
+std::vector<std::string> g_input_names;
+std::map<std::string, std::unique_ptr<prepared_input>> g_prepared;
+
+void check_zstd(std::size_t code, const char* what) {
+  if (ZSTD_isError(code)) {
+    throw std::runtime_error(std::string(what) + ": " + ZSTD_getErrorName(code));
+  }
+}
+
+prepared_input& input(std::size_t index) {
+  const std::string& name = g_input_names[index];
+  if (auto it = g_prepared.find(name); it != g_prepared.end()) return *it->second;
+  // Only one large input is resident at a time: benchmarks run input by input.
+  g_prepared.clear();
+  auto p = std::make_unique<prepared_input>();
+  p->data = g_loaders[index]();
+  std::uint64_t first = 0;
+  for (const auto& b : p->data.bundles) {
+    p->bundle_first.push_back(first);
+    first += b.all.size();
+    p->bundles.push_back(floatzip::compress_bundle(b.tensors));
+    p->views.push_back(floatzip::parse_bundle(p->bundles.back()).value());
+    p->sizes.add(floatzip::bench::bounds_of(b), p->bundles.back().size());
+
+    auto& frame = p->zstd_frames.emplace_back(ZSTD_compressBound(b.all.size_bytes()));
+    const std::size_t n =
+        ZSTD_compress(frame.data(), frame.size(), b.all.data(), b.all.size_bytes(), 1);
+    check_zstd(n, "ZSTD_compress");
+    frame.resize(n);
+    p->zstd_bytes += n;
+  }
+  p->output.assign(p->data.values.size(), 0);
+  // A benchmark of a wrong decoder is worthless: check the round trip once, untimed.
+  for (std::size_t b = 0; b < p->views.size(); ++b) {
+    auto out = std::span<std::uint16_t>(p->output).subspan(p->bundle_first[b]);
+    if (auto e = floatzip::decompress(p->views[b], out)) throw floatzip::exception(e);
+  }
+  if (p->output != p->data.values) {
+    throw std::runtime_error(name + ": decoded values differ from the input");
+  }
+  return *(g_prepared[name] = std::move(p));
+}
+
+void set_size_counters(benchmark::State& state, const size_summary& s) {
+  state.counters["bits_per_weight"] = s.bits_per_weight();
+  state.counters["entropy_bound"] = s.entropy_bound();
+  state.counters["ideal"] = s.ideal();
+  state.counters["overhead"] = s.overhead();
+  state.counters["ratio"] = s.ratio();
+}
+
+void set_bytes(benchmark::State& state, const prepared_input& p) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                          static_cast<std::int64_t>(p.data.size_bytes()));
+  state.counters["input_MB"] = static_cast<double>(p.data.size_bytes()) / 1e6;
+  state.counters["bundles"] = static_cast<double>(p.data.bundles.size());
+}
+
+unsigned threads_arg(const benchmark::State& state) {
+  return static_cast<unsigned>(state.range(0));
+}
+
+void bm_memcpy(benchmark::State& state, std::size_t index) {
+  prepared_input& p = input(index);
+  const unsigned threads = threads_arg(state);
+  const std::size_t total = p.data.values.size();
+  for (auto _ : state) {
+    floatzip::detail::parallel_for(threads, threads, [&](std::size_t t) {
+      const std::size_t begin = total * t / threads;
+      const std::size_t end = total * (t + 1) / threads;
+      std::memcpy(p.output.data() + begin, p.data.values.data() + begin, (end - begin) * 2);
+    });
+    benchmark::DoNotOptimize(p.output.data());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, p);
+}
+
+void bm_encode(benchmark::State& state, std::size_t index) {
+  prepared_input& p = input(index);
+  floatzip::encode_options options;
+  options.threads = threads_arg(state);
+  std::uint64_t compressed = 0;
+  for (auto _ : state) {
+    compressed = 0;
+    for (const auto& b : p.data.bundles) {
+      const std::vector<std::byte> bundle = floatzip::compress_bundle(b.tensors, options);
+      compressed += bundle.size();
+      benchmark::DoNotOptimize(bundle.data());
+    }
+  }
+  if (compressed != p.sizes.compressed_bytes) {
+    state.SkipWithError("encoded size differs between thread counts");
+    return;
+  }
+  set_bytes(state, p);
+  set_size_counters(state, p.sizes);
+}
+
+void bm_decode(benchmark::State& state, std::size_t index) {
+  prepared_input& p = input(index);
+  floatzip::decode_options options;
+  options.threads = threads_arg(state);
+  for (auto _ : state) {
+    for (std::size_t b = 0; b < p.views.size(); ++b) {
+      auto out = std::span<std::uint16_t>(p.output).subspan(p.bundle_first[b]);
+      if (auto e = floatzip::decompress(p.views[b], out, options)) {
+        state.SkipWithError(e.message.c_str());
+        return;
+      }
+    }
+    benchmark::DoNotOptimize(p.output.data());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, p);
+  set_size_counters(state, p.sizes);
+}
+
+void bm_zstd1_compress(benchmark::State& state, std::size_t index) {
+  prepared_input& p = input(index);
+  const unsigned threads = threads_arg(state);
+  std::vector<ZSTD_CCtx*> contexts(threads);
+  for (auto& c : contexts) c = ZSTD_createCCtx();
+  std::vector<std::vector<char>> frames(p.data.bundles.size());
+  for (std::size_t b = 0; b < frames.size(); ++b) {
+    frames[b].resize(ZSTD_compressBound(p.data.bundles[b].all.size_bytes()));
+  }
+  std::vector<std::size_t> sizes(frames.size());
+  // Bundles go to threads in fixed stripes so each thread owns one context.
+  for (auto _ : state) {
+    floatzip::detail::parallel_for(threads, threads, [&](std::size_t t) {
+      for (std::size_t b = t; b < frames.size(); b += threads) {
+        const auto& in = p.data.bundles[b].all;
+        sizes[b] = ZSTD_compressCCtx(contexts[t], frames[b].data(), frames[b].size(), in.data(),
+                                     in.size_bytes(), 1);
+      }
+    });
+  }
+  std::uint64_t total = 0;
+  for (std::size_t s : sizes) {
+    if (ZSTD_isError(s)) {
+      state.SkipWithError(ZSTD_getErrorName(s));
+      break;
+    }
+    total += s;
+  }
+  for (auto& c : contexts) ZSTD_freeCCtx(c);
+  set_bytes(state, p);
+  state.counters["ratio"] = static_cast<double>(total) / static_cast<double>(p.data.size_bytes());
+  state.counters["bits_per_weight"] = 16.0 * state.counters["ratio"];
+}
+
+void bm_zstd_decompress(benchmark::State& state, std::size_t index) {
+  prepared_input& p = input(index);
+  const unsigned threads = threads_arg(state);
+  std::vector<ZSTD_DCtx*> contexts(threads);
+  for (auto& c : contexts) c = ZSTD_createDCtx();
+  std::vector<std::size_t> sizes(p.zstd_frames.size());
+  for (auto _ : state) {
+    floatzip::detail::parallel_for(threads, threads, [&](std::size_t t) {
+      for (std::size_t b = t; b < p.zstd_frames.size(); b += threads) {
+        const auto& frame = p.zstd_frames[b];
+        sizes[b] =
+            ZSTD_decompressDCtx(contexts[t], p.output.data() + p.bundle_first[b],
+                                p.data.bundles[b].all.size_bytes(), frame.data(), frame.size());
+      }
+    });
+    benchmark::DoNotOptimize(p.output.data());
+    benchmark::ClobberMemory();
+  }
+  for (std::size_t b = 0; b < sizes.size(); ++b) {
+    if (sizes[b] != p.data.bundles[b].all.size_bytes()) {
+      state.SkipWithError("zstd decompression failed");
+      break;
+    }
+  }
+  for (auto& c : contexts) ZSTD_freeDCtx(c);
+  set_bytes(state, p);
+  state.counters["ratio"] =
+      static_cast<double>(p.zstd_bytes) / static_cast<double>(p.data.size_bytes());
+}
+
+// Level 19 is far too slow for the whole input; its ratio on a prefix shows what zstd's best can
+// do, next to level 1 and floatzip (one bundle) on the same prefix.
+void bm_zstd19_ratio(benchmark::State& state, std::size_t index) {
+  prepared_input& p = input(index);
+  const std::size_t sample_values =
+      std::min<std::size_t>(p.data.values.size(), kRatioSampleBytes / 2);
+  const std::span<const std::uint16_t> sample(p.data.values.data(), sample_values);
+  std::vector<char> frame(ZSTD_compressBound(sample.size_bytes()));
+  std::size_t level19 = 0;
+  for (auto _ : state) {
+    level19 = ZSTD_compress(frame.data(), frame.size(), sample.data(), sample.size_bytes(), 19);
+  }
+  const std::size_t level1 =
+      ZSTD_compress(frame.data(), frame.size(), sample.data(), sample.size_bytes(), 1);
+  if (ZSTD_isError(level19) || ZSTD_isError(level1)) {
+    state.SkipWithError("zstd compression failed");
+    return;
+  }
+  const double bytes = static_cast<double>(sample.size_bytes());
+  const std::uint64_t fz = floatzip::compress_bundle(sample).size();
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                          static_cast<std::int64_t>(sample.size_bytes()));
+  state.counters["sample_MB"] = bytes / 1e6;
+  state.counters["zstd19_ratio"] = static_cast<double>(level19) / bytes;
+  state.counters["zstd1_ratio"] = static_cast<double>(level1) / bytes;
+  state.counters["floatzip_ratio"] = static_cast<double>(fz) / bytes;
+}
+
+void register_input(const std::string& name, std::function<dataset()> loader) {
+  const std::size_t index = g_loaders.size();
+  g_loaders.push_back(std::move(loader));
+  g_input_names.push_back(name);
+  const int all = static_cast<int>(floatzip::detail::resolve_threads(0));
+  auto add = [&](const char* what, void (*fn)(benchmark::State&, std::size_t)) {
+    auto* b = benchmark::RegisterBenchmark((std::string(what) + "/" + name).c_str(), fn, index);
+    b->ArgName("threads")->Arg(1);
+    if (all > 1) b->Arg(all);
+    b->UseRealTime()->Unit(benchmark::kMillisecond);
+  };
+  add("memcpy", bm_memcpy);
+  add("encode", bm_encode);
+  add("decode", bm_decode);
+  add("zstd1_compress", bm_zstd1_compress);
+  add("zstd_decompress", bm_zstd_decompress);
+  benchmark::RegisterBenchmark(("zstd19_ratio/" + name).c_str(), bm_zstd19_ratio, index)
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+// Takes --synth_mb=N and --models_dir=DIR out of argv before Google Benchmark parses it.
+void parse_own_flags(int& argc, char** argv) {
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.starts_with("--synth_mb=")) {
+      g_synth_mb = std::strtoull(argv[i] + 11, nullptr, 10);
+    } else if (arg.starts_with("--models_dir=")) {
+      g_models_dir = argv[i] + 13;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  parse_own_flags(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+
+  if (g_synth_mb > 0) {
+    // The name is known before generation: llama_dims_for_bytes fixes the size.
+    const auto dims = floatzip::bench::llama_dims_for_bytes(g_synth_mb << 20);
+    const std::uint64_t mb = (dims.value_count() * 2 + (1 << 19)) >> 20;
+    register_input("synth" + std::to_string(mb) + "MB", [] {
+      return floatzip::bench::make_synthetic_dataset(g_synth_mb << 20, kSynthSeed);
+    });
+  }
+  const auto models = floatzip::bench::real_model_files(g_models_dir);
+  if (models.empty()) {
+    std::fprintf(stderr,
+                 "floatzip_bench_codec: no *.bf16.safetensors in %s, skipping real models\n",
+                 g_models_dir.c_str());
+  }
+  for (const auto& path : models) {
+    std::string message;
+    auto probe = floatzip::bench::load_safetensors_dataset(path, &message);
+    if (!probe) {
+      std::fprintf(stderr, "floatzip_bench_codec: skipping %s: %s\n", path.c_str(),
+                   message.c_str());
+      continue;
+    }
+    register_input(probe->name, [path] {
+      std::string error_message;
+      auto d = floatzip::bench::load_safetensors_dataset(path, &error_message);
+      if (!d) throw std::runtime_error(error_message);
+      return std::move(*d);
+    });
+  }
+  benchmark::AddCustomContext("synthetic_input",
+                              "Llama-7B-shaped, Student-t(5) weights at scales 0.01-0.04, seed " +
+                                  std::to_string(kSynthSeed));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
