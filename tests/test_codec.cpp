@@ -50,12 +50,12 @@ class codec : public ::testing::TestWithParam<encode_options> {};
 // everywhere (tiny chunks, one chunk per group, odd group sizes).
 INSTANTIATE_TEST_SUITE_P(
     options, codec,
-    ::testing::Values(encode_options{},
-                      encode_options{.max_code_length = 15, .chunk_bytes = 32},
-                      encode_options{.max_code_length = 8, .chunk_bytes = 4, .chunks_per_group = 1},
-                      encode_options{.max_code_length = 11, .chunk_bytes = 8, .chunks_per_group = 3},
-                      encode_options{.max_code_length = 14, .chunk_bytes = 256, .chunks_per_group = 7,
-                                     .threads = 3}),
+    ::testing::Values(
+        encode_options{}, encode_options{.max_code_length = 15, .chunk_bytes = 32},
+        encode_options{.max_code_length = 8, .chunk_bytes = 4, .chunks_per_group = 1},
+        encode_options{.max_code_length = 11, .chunk_bytes = 8, .chunks_per_group = 3},
+        encode_options{
+            .max_code_length = 14, .chunk_bytes = 256, .chunks_per_group = 7, .threads = 3}),
     [](const auto& param_info) { return "set" + std::to_string(param_info.index); });
 
 TEST_P(codec, all_65536_bf16_patterns) {
@@ -96,7 +96,8 @@ TEST_P(codec, one_distinct_exponent) {
 TEST_P(codec, two_distinct_exponents) {
   values v(77777);
   std::mt19937 rng(4);
-  for (auto& w : v) w = static_cast<std::uint16_t>(((rng() % 2 ? 0x80u : 0x10u) << 7) | (rng() & 0x7F));
+  for (auto& w : v)
+    w = static_cast<std::uint16_t>(((rng() % 2 ? 0x80u : 0x10u) << 7) | (rng() & 0x7F));
   expect_round_trip(v, GetParam());
 }
 
@@ -132,6 +133,26 @@ TEST(codec_parallel, encoder_output_does_not_depend_on_threads) {
   const auto one = compress_bundle(s, {.threads = 1});
   for (unsigned threads : {2u, 3u, 8u}) {
     EXPECT_EQ(compress_bundle(s, {.threads = threads}), one) << threads << " threads";
+  }
+}
+
+TEST(codec_parallel, encode_into_a_dirty_reused_buffer) {
+  // encode_bundle must write every byte it owns: fill the buffer with garbage first.
+  for (std::size_t n : {0, 1, 999, 1'000'003}) {
+    const values v = test::llama_like(n, 0.02f, n + 1);
+    std::span<const std::uint16_t> s(v);
+    const auto expected = compress_bundle(s, {.threads = 1});
+    for (unsigned threads : {1u, 2u, 5u}) {
+      const auto plan = make_encode_plan({&s, 1}, {.threads = threads});
+      ASSERT_EQ(plan.encoded_size(), expected.size());
+      std::vector<std::byte> buffer(expected.size() + 7, std::byte{0xA5});
+      ASSERT_TRUE(encode_bundle(plan, buffer).ok());
+      EXPECT_TRUE(std::equal(expected.begin(), expected.end(), buffer.begin()))
+          << n << " values, " << threads << " threads";
+      EXPECT_EQ(buffer.back(), std::byte{0xA5});
+      std::vector<std::byte> small(expected.size() - 1);
+      EXPECT_EQ(encode_bundle(plan, small).code, errc::insufficient_space);
+    }
   }
 }
 
@@ -235,18 +256,18 @@ TEST(codec_hostile, header_fields_are_checked) {
     std::memcpy(b.data() + offset, &value, sizeof value);
     return parse_and_decode(b);
   };
-  EXPECT_EQ(with(0, std::uint32_t{0x12345678}), errc::bad_data);               // magic
-  EXPECT_EQ(with(4, std::uint16_t{2}), errc::unsupported_version);             // version
-  EXPECT_EQ(with(6, std::uint8_t{0}), errc::bad_data);                         // max length
+  EXPECT_EQ(with(0, std::uint32_t{0x12345678}), errc::bad_data);    // magic
+  EXPECT_EQ(with(4, std::uint16_t{2}), errc::unsupported_version);  // version
+  EXPECT_EQ(with(6, std::uint8_t{0}), errc::bad_data);              // max length
   EXPECT_EQ(with(6, std::uint8_t{16}), errc::bad_data);
-  EXPECT_EQ(with(7, std::uint8_t{1}), errc::unsupported_version);              // flags
-  EXPECT_EQ(with(8, std::uint32_t{0}), errc::bad_data);                        // chunk_bytes
-  EXPECT_EQ(with(12, std::uint32_t{0}), errc::bad_data);                       // chunks_per_group
-  EXPECT_EQ(with(16, std::uint64_t{1} << 60), errc::too_large);                // value_count
-  EXPECT_EQ(with(16, std::uint64_t{1} << 40), errc::bad_data);                 // vs stream_bits
-  EXPECT_EQ(with(24, std::uint64_t{0}), errc::bad_data);                       // stream_bits
-  EXPECT_EQ(with(32, std::uint32_t{0xFFFFFFFF}), errc::too_large);             // tensor_count
-  EXPECT_EQ(with(40, std::uint64_t{1} << 62), errc::bad_data);                 // total_bytes
+  EXPECT_EQ(with(7, std::uint8_t{1}), errc::unsupported_version);   // flags
+  EXPECT_EQ(with(8, std::uint32_t{0}), errc::bad_data);             // chunk_bytes
+  EXPECT_EQ(with(12, std::uint32_t{0}), errc::bad_data);            // chunks_per_group
+  EXPECT_EQ(with(16, std::uint64_t{1} << 60), errc::too_large);     // value_count
+  EXPECT_EQ(with(16, std::uint64_t{1} << 40), errc::bad_data);      // vs stream_bits
+  EXPECT_EQ(with(24, std::uint64_t{0}), errc::bad_data);            // stream_bits
+  EXPECT_EQ(with(32, std::uint32_t{0xFFFFFFFF}), errc::too_large);  // tensor_count
+  EXPECT_EQ(with(40, std::uint64_t{1} << 62), errc::bad_data);      // total_bytes
 }
 
 TEST(codec_hostile, bad_code_length_tables_are_rejected) {

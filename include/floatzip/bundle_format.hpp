@@ -58,7 +58,7 @@ inline constexpr std::uint32_t kBundleMagic = 0x31425A46;  // "FZB1" read as lit
 inline constexpr std::uint16_t kBundleFormatVersion = 1;
 inline constexpr std::size_t kBundleHeaderBytes = 64;
 inline constexpr std::size_t kSectionAlignment = 16;
-inline constexpr std::uint32_t kMinChunkBytes = 4;       // 32 bits >= kMaxCodeLength
+inline constexpr std::uint32_t kMinChunkBytes = 4;  // 32 bits >= kMaxCodeLength
 inline constexpr std::uint32_t kMaxChunkBytes = 1u << 16;
 inline constexpr std::uint32_t kMaxChunksPerGroup = 1u << 16;
 // Bounds far above any real bundle that keep every size computation far from overflow.

@@ -39,6 +39,46 @@ error validate(const encode_options& options);
 std::vector<std::byte> compress_bundle(std::span<const std::span<const std::uint16_t>> tensors,
                                        const encode_options& options = {});
 
+// The two passes of compress_bundle, for callers who own the output memory (a buffer reused for
+// every bundle of a model, a memory-mapped file):
+//
+//   const auto plan = floatzip::make_encode_plan(tensors, options);   // pass 1: histogram, code
+//   buffer.resize(plan.encoded_size());
+//   floatzip::encode_bundle(plan, buffer);                             // pass 2: writes it all
+//
+// The plan refers to `tensors` (the span of spans and the values): keep them alive and
+// unchanged until encode_bundle returns.
+class encode_plan {
+ public:
+  [[nodiscard]] std::uint64_t encoded_size() const noexcept { return layout_.total_bytes; }
+  [[nodiscard]] const bundle_header& header() const noexcept { return header_; }
+  [[nodiscard]] const symbol_histogram& histogram() const noexcept { return histogram_; }
+  [[nodiscard]] const code_lengths& code() const noexcept { return lengths_; }
+
+ private:
+  friend encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>>,
+                                      const encode_options&);
+  friend error encode_bundle(const encode_plan&, std::span<std::byte>);
+
+  std::span<const std::span<const std::uint16_t>> tensors_;
+  encode_options options_;
+  unsigned threads_ = 1;
+  symbol_histogram histogram_{};
+  code_lengths lengths_{};
+  std::vector<std::uint64_t> part_value_begin_;  // parts: runs of values encoded in parallel
+  std::vector<std::uint64_t> part_first_bit_;
+  bundle_header header_;
+  bundle_layout layout_;
+};
+
+// Pass 1. Throws floatzip::exception (errc::invalid_argument) like compress_bundle.
+encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>> tensors,
+                             const encode_options& options = {});
+
+// Pass 2: writes exactly plan.encoded_size() bytes to the front of `out`, whatever `out` held.
+//   errc::insufficient_space  out is smaller than plan.encoded_size()
+error encode_bundle(const encode_plan& plan, std::span<std::byte> out);
+
 // One tensor as a bundle of its own.
 std::vector<std::byte> compress_bundle(std::span<const std::uint16_t> tensor,
                                        const encode_options& options = {});

@@ -74,7 +74,7 @@ inline void throw_if_error(const error& e) {
 template <class T>
 class result {
  public:
-  result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
+  result(T value) : state_(std::in_place_index<0>, std::move(value)) {}        // NOLINT: implicit
   result(floatzip::error e) : state_(std::in_place_index<1>, std::move(e)) {}  // NOLINT: implicit
 
   [[nodiscard]] bool has_value() const noexcept { return state_.index() == 0; }

@@ -29,9 +29,9 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
   using detail::bundle_error;
   using std::to_string;
   if (bytes.size() < kBundleHeaderBytes + kPackedCodeLengthsBytes) {
-    return bundle_error(errc::truncated, "header: " + to_string(bytes.size()) +
-                                             " bytes, need at least " +
-                                             to_string(kBundleHeaderBytes + kPackedCodeLengthsBytes));
+    return bundle_error(errc::truncated,
+                        "header: " + to_string(bytes.size()) + " bytes, need at least " +
+                            to_string(kBundleHeaderBytes + kPackedCodeLengthsBytes));
   }
   const std::byte* p = bytes.data();
   if (detail::read_le32(p) != kBundleMagic) {
@@ -39,9 +39,9 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
   }
   const std::uint16_t version = detail::read_le16(p + 4);
   if (version != kBundleFormatVersion) {
-    return bundle_error(errc::unsupported_version,
-                        "header field version: " + to_string(version) + ", this build reads " +
-                            to_string(kBundleFormatVersion));
+    return bundle_error(errc::unsupported_version, "header field version: " + to_string(version) +
+                                                       ", this build reads " +
+                                                       to_string(kBundleFormatVersion));
   }
   bundle_header h;
   h.max_code_length = static_cast<std::uint8_t>(p[6]);
@@ -55,9 +55,9 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
   h.total_bytes = detail::read_le64(p + 40);
 
   if (h.max_code_length < 1 || h.max_code_length > kMaxCodeLength) {
-    return bundle_error(errc::bad_data, "header field max_code_length: " +
-                                            to_string(h.max_code_length) + " not in [1, " +
-                                            to_string(kMaxCodeLength) + "]");
+    return bundle_error(errc::bad_data,
+                        "header field max_code_length: " + to_string(h.max_code_length) +
+                            " not in [1, " + to_string(kMaxCodeLength) + "]");
   }
   if (flags != 0 || reserved32 != 0) {
     return bundle_error(errc::unsupported_version,
@@ -74,9 +74,9 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
                                             to_string(kMaxChunkBytes) + "]");
   }
   if (h.chunks_per_group < 1 || h.chunks_per_group > kMaxChunksPerGroup) {
-    return bundle_error(errc::bad_data, "header field chunks_per_group: " +
-                                            to_string(h.chunks_per_group) + " not in [1, " +
-                                            to_string(kMaxChunksPerGroup) + "]");
+    return bundle_error(errc::bad_data,
+                        "header field chunks_per_group: " + to_string(h.chunks_per_group) +
+                            " not in [1, " + to_string(kMaxChunksPerGroup) + "]");
   }
   if (h.value_count > kMaxBundleValues) {
     return bundle_error(errc::too_large,
@@ -90,14 +90,13 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
   if (h.stream_bits < h.value_count || h.stream_bits > h.value_count * h.max_code_length) {
     return bundle_error(errc::bad_data, "header field stream_bits: " + to_string(h.stream_bits) +
                                             " impossible for " + to_string(h.value_count) +
-                                            " values of 1.." +
-                                            to_string(h.max_code_length) + " bits");
+                                            " values of 1.." + to_string(h.max_code_length) +
+                                            " bits");
   }
   const bundle_layout layout = detail::compute_layout(h);
   if (h.total_bytes != layout.total_bytes) {
     return bundle_error(errc::bad_data, "header field total_bytes: " + to_string(h.total_bytes) +
-                                            ", the sections need " +
-                                            to_string(layout.total_bytes));
+                                            ", the sections need " + to_string(layout.total_bytes));
   }
   if (bytes.size() < layout.total_bytes) {
     return bundle_error(errc::truncated, "size: " + to_string(bytes.size()) +
@@ -116,7 +115,8 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
   }
   if (h.value_count == 0) {
     for (std::uint8_t len : view.lengths_) {
-      if (len != 0) return bundle_error(errc::bad_data, "section code_lengths: empty bundle has a code");
+      if (len != 0)
+        return bundle_error(errc::bad_data, "section code_lengths: empty bundle has a code");
     }
   }
 

@@ -26,7 +26,7 @@ namespace floatzip {
 namespace detail {
 
 inline constexpr int kDecodeLanes = 4;
-inline constexpr std::size_t kDecodeBatch = 2048;  // exponents per lane between merges
+inline constexpr std::size_t kDecodeBatch = 2048;    // exponents per lane between merges
 inline constexpr std::size_t kDecodeBatchSlack = 8;  // pair stores may write one byte past
 
 // One entry of the CPU pair table, indexed by the next max_code_length bits of the stream:
@@ -248,8 +248,7 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
   const std::uint64_t value_count = bundle.value_count();
   if (out.size() < value_count) {
     return {errc::insufficient_space, "decompress: output holds " + std::to_string(out.size()) +
-                                          " values, the bundle has " +
-                                          std::to_string(value_count)};
+                                          " values, the bundle has " + std::to_string(value_count)};
   }
   if (value_count == 0) return {};
 
@@ -266,8 +265,9 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
   constexpr std::uint64_t kMinValuesPerThread = std::uint64_t{1} << 18;
   const std::uint64_t groups = bundle.group_count();
   const std::uint64_t tasks = (groups + detail::kDecodeLanes - 1) / detail::kDecodeLanes;
-  const unsigned threads = static_cast<unsigned>(std::min<std::uint64_t>(
-      detail::resolve_threads(options.threads), std::max<std::uint64_t>(1, value_count / kMinValuesPerThread)));
+  const unsigned threads = static_cast<unsigned>(
+      std::min<std::uint64_t>(detail::resolve_threads(options.threads),
+                              std::max<std::uint64_t>(1, value_count / kMinValuesPerThread)));
 
   std::atomic<bool> failed{false};
   error first_error;
@@ -281,9 +281,8 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
       lanes[lane_count++] = {g, bundle.group_begin_bit(g), bundle.group_end_bit(g),
                              bundle.group_value_position(g), bundle.group_end_value(g)};
     }
-    error e = detail::dispatch_table_bits(table_bits, [&]<int Bits>() {
-      return detail::decode_lanes<Bits>(ctx, lanes, lane_count);
-    });
+    error e = detail::dispatch_table_bits(
+        table_bits, [&]<int Bits>() { return detail::decode_lanes<Bits>(ctx, lanes, lane_count); });
     if (e && !error_taken.test_and_set()) {
       first_error = std::move(e);
       failed.store(true);

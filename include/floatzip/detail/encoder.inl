@@ -118,7 +118,7 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
   std::uint64_t acc = 0;                                    // left-aligned pending bits
   unsigned pending = static_cast<unsigned>(first_bit & 7);  // bits in acc
   const std::uint64_t main_end_byte = end_bit / 8 >= 24 ? end_bit / 8 - 24 : 0;
-  const std::uint8_t* main_limit = last_part                   ? nullptr
+  const std::uint8_t* main_limit = last_part                       ? nullptr
                                    : main_end_byte > first_bit / 8 ? stream + main_end_byte
                                                                    : base;
   // Moves the writer from the stream to the private tail.
@@ -148,46 +148,46 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
       }
     }
   };
-  for_each_piece(tensors, begin, end, [&](std::span<const std::uint16_t> values,
-                                          std::uint64_t first_index) {
-    const std::uint16_t* v = values.data();
-    const std::size_t n = values.size();
-    std::uint8_t* o = out;
-    std::uint64_t a = acc;
-    unsigned p = pending;
-    std::size_t i = 0;
-    while (i < n) {
-      const std::uint64_t batch_bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
-      const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
-      if (batch == SymbolsPerFlush) {
-        for (int j = 0; j < SymbolsPerFlush; ++j) {
-          const std::uint8_t e = bf16_exponent(v[i + j]);
-          a |= code_left[e] >> p;
-          p += code_length[e];
+  for_each_piece(
+      tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
+        const std::uint16_t* v = values.data();
+        const std::size_t n = values.size();
+        std::uint8_t* o = out;
+        std::uint64_t a = acc;
+        unsigned p = pending;
+        std::size_t i = 0;
+        while (i < n) {
+          const std::uint64_t batch_bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
+          const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
+          if (batch == SymbolsPerFlush) {
+            for (int j = 0; j < SymbolsPerFlush; ++j) {
+              const std::uint8_t e = bf16_exponent(v[i + j]);
+              a |= code_left[e] >> p;
+              p += code_length[e];
+            }
+          } else {
+            for (std::size_t j = 0; j < batch; ++j) {
+              const std::uint8_t e = bf16_exponent(v[i + j]);
+              a |= code_left[e] >> p;
+              p += code_length[e];
+            }
+          }
+          // Flush: store all eight bytes, advance over the complete ones. At most 56 + 7 bits are
+          // pending, so whole_bytes <= 7 and the shift stays below 64.
+          store_be64(o, a);
+          const unsigned whole_bytes = p >> 3;
+          o += whole_bytes;
+          a <<= whole_bytes * 8;
+          p &= 7;
+          if (o >= main_limit && main_limit != nullptr) divert_to_tail(o);
+          const std::uint64_t bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
+          if (bit >= next_boundary) record_boundaries(v + i, batch, batch_bit, first_index + i);
+          i += batch;
         }
-      } else {
-        for (std::size_t j = 0; j < batch; ++j) {
-          const std::uint8_t e = bf16_exponent(v[i + j]);
-          a |= code_left[e] >> p;
-          p += code_length[e];
-        }
-      }
-      // Flush: store all eight bytes, advance over the complete ones. At most 56 + 7 bits are
-      // pending, so whole_bytes <= 7 and the shift stays below 64.
-      store_be64(o, a);
-      const unsigned whole_bytes = p >> 3;
-      o += whole_bytes;
-      a <<= whole_bytes * 8;
-      p &= 7;
-      if (o >= main_limit && main_limit != nullptr) divert_to_tail(o);
-      const std::uint64_t bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
-      if (bit >= next_boundary) record_boundaries(v + i, batch, batch_bit, first_index + i);
-      i += batch;
-    }
-    out = o;
-    acc = a;
-    pending = p;
-  });
+        out = o;
+        acc = a;
+        pending = p;
+      });
   store_be64(out, acc);
   if (base == tail.bytes.data()) {
     tail.size = (end_bit + 7) / 8 - tail.offset;
@@ -202,9 +202,12 @@ inline symbol_histogram exponent_histogram(std::span<const std::uint16_t> values
   return h;
 }
 
-inline std::vector<std::byte> compress_bundle(
-    std::span<const std::span<const std::uint16_t>> tensors, const encode_options& options) {
+inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>> tensors,
+                                    const encode_options& options) {
   throw_if_error(validate(options));
+  encode_plan plan;
+  plan.tensors_ = tensors;
+  plan.options_ = options;
   std::uint64_t value_count = 0;
   for (const auto& t : tensors) value_count += t.size();
   if (value_count > kMaxBundleValues) {
@@ -216,52 +219,63 @@ inline std::vector<std::byte> compress_bundle(
 
   // Parts: one per thread, but never so small that thread start-up dominates.
   constexpr std::uint64_t kMinValuesPerPart = std::uint64_t{1} << 18;
-  const unsigned threads = detail::resolve_threads(options.threads);
+  plan.threads_ = detail::resolve_threads(options.threads);
   const std::uint64_t part_count = std::max<std::uint64_t>(
-      1, std::min<std::uint64_t>(threads, value_count / kMinValuesPerPart));
+      1, std::min<std::uint64_t>(plan.threads_, value_count / kMinValuesPerPart));
   auto part_begin = [&](std::uint64_t p) { return value_count * p / part_count; };
 
   // Pass 1: exponent histograms.
   std::vector<symbol_histogram> part_hist(part_count, symbol_histogram{});
-  detail::parallel_for(part_count, threads, [&](std::size_t p) {
+  detail::parallel_for(part_count, plan.threads_, [&](std::size_t p) {
     detail::for_each_piece(tensors, part_begin(p), part_begin(p + 1),
                            [&](std::span<const std::uint16_t> values, std::uint64_t) {
                              detail::add_exponent_histogram(values, part_hist[p]);
                            });
   });
-  symbol_histogram hist{};
   for (const auto& h : part_hist) {
-    for (int s = 0; s < kSymbolCount; ++s) hist[s] += h[s];
+    for (int s = 0; s < kSymbolCount; ++s) plan.histogram_[s] += h[s];
   }
-  const code_lengths lengths = build_code_lengths(hist, options.max_code_length).value();
-  const canonical_code code = make_canonical_code(lengths);
-  detail::encode_table table;
-  for (int s = 0; s < kSymbolCount; ++s) {
-    table.length[s] = code.length[s];
-    table.code_left[s] =
-        code.length[s] == 0 ? 0 : std::uint64_t{code.code[s]} << (64 - code.length[s]);
-  }
-
-  std::vector<std::uint64_t> part_first_bit(part_count + 1, 0);
+  plan.lengths_ = build_code_lengths(plan.histogram_, options.max_code_length).value();
+  plan.part_value_begin_.resize(part_count + 1);
+  plan.part_first_bit_.assign(part_count + 1, 0);
+  for (std::uint64_t p = 0; p <= part_count; ++p) plan.part_value_begin_[p] = part_begin(p);
   for (std::uint64_t p = 0; p < part_count; ++p) {
-    part_first_bit[p + 1] = part_first_bit[p] + encoded_bits(part_hist[p], lengths);
+    plan.part_first_bit_[p + 1] =
+        plan.part_first_bit_[p] + encoded_bits(part_hist[p], plan.lengths_);
   }
 
-  bundle_header h;
+  bundle_header& h = plan.header_;
   h.max_code_length = static_cast<std::uint8_t>(options.max_code_length);
   h.chunk_bytes = options.chunk_bytes;
   h.chunks_per_group = options.chunks_per_group;
   h.value_count = value_count;
-  h.stream_bits = part_first_bit[part_count];
+  h.stream_bits = plan.part_first_bit_[part_count];
   h.tensor_count = static_cast<std::uint32_t>(tensors.size());
-  const bundle_layout layout = detail::compute_layout(h);
-  h.total_bytes = layout.total_bytes;
+  plan.layout_ = detail::compute_layout(h);
+  h.total_bytes = plan.layout_.total_bytes;
+  return plan;
+}
 
-  std::vector<std::byte> bundle(layout.total_bytes);  // zeroed: padding and reserved fields
-  std::byte* base = bundle.data();
+inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
+  const bundle_header& h = plan.header_;
+  const bundle_layout& layout = plan.layout_;
+  if (out.size() < layout.total_bytes) {
+    return {errc::insufficient_space, "encode_bundle: output holds " + std::to_string(out.size()) +
+                                          " bytes, the bundle needs " +
+                                          std::to_string(layout.total_bytes)};
+  }
+  const auto tensors = plan.tensors_;
+  std::byte* base = out.data();
   auto put_le = [&](std::uint64_t offset, auto value) {
     std::memcpy(base + offset, &value, sizeof value);
   };
+  // Everything but the sign/mantissa bytes and the stream's codewords, which are written whole
+  // below, starts as zero: reserved fields, alignment padding, the gap nibbles, stream padding.
+  std::memset(base, 0, layout.sign_mantissa_offset);
+  std::memset(base + layout.sign_mantissa_offset + h.value_count, 0,
+              layout.stream_offset - layout.sign_mantissa_offset - h.value_count);
+  std::memset(base + layout.stream_offset + h.stream_bits / 8, 0,
+              layout.stream_section_bytes - h.stream_bits / 8);
   put_le(0, kBundleMagic);
   put_le(4, kBundleFormatVersion);
   put_le(6, h.max_code_length);
@@ -271,24 +285,35 @@ inline std::vector<std::byte> compress_bundle(
   put_le(24, h.stream_bits);
   put_le(32, h.tensor_count);
   put_le(40, h.total_bytes);
-  pack_code_lengths(lengths, std::span<std::uint8_t, kPackedCodeLengthsBytes>(
-                                 reinterpret_cast<std::uint8_t*>(base + kBundleHeaderBytes),
-                                 kPackedCodeLengthsBytes));
+  pack_code_lengths(plan.lengths_, std::span<std::uint8_t, kPackedCodeLengthsBytes>(
+                                       reinterpret_cast<std::uint8_t*>(base + kBundleHeaderBytes),
+                                       kPackedCodeLengthsBytes));
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     put_le(layout.tensor_counts_offset + t * 8, std::uint64_t{tensors[t].size()});
   }
-  if (value_count == 0) return bundle;
+  if (h.value_count == 0) return {};
+
+  const canonical_code code = make_canonical_code(plan.lengths_);
+  detail::encode_table table;
+  for (int s = 0; s < kSymbolCount; ++s) {
+    table.length[s] = code.length[s];
+    table.code_left[s] =
+        code.length[s] == 0 ? 0 : std::uint64_t{code.code[s]} << (64 - code.length[s]);
+  }
 
   // Pass 2: sign/mantissa bytes and exponent codewords straight into place.
+  const std::size_t part_count = plan.part_value_begin_.size() - 1;
   auto* sign_mantissa = reinterpret_cast<std::uint8_t*>(base + layout.sign_mantissa_offset);
   auto* stream = reinterpret_cast<std::uint8_t*>(base + layout.stream_offset);
   std::vector<detail::part_tail> part_tails(part_count);
   std::vector<std::vector<detail::chunk_start_record>> part_records(part_count);
   const std::uint64_t chunk_bits = h.chunk_bits();
-  detail::parallel_for(part_count, threads, [&](std::size_t p) {
-    const std::uint64_t first_bit = part_first_bit[p];
-    const std::uint64_t end_bit = part_first_bit[p + 1];
-    detail::for_each_piece(tensors, part_begin(p), part_begin(p + 1),
+  detail::parallel_for(part_count, plan.threads_, [&](std::size_t p) {
+    const std::uint64_t begin = plan.part_value_begin_[p];
+    const std::uint64_t end = plan.part_value_begin_[p + 1];
+    const std::uint64_t first_bit = plan.part_first_bit_[p];
+    const std::uint64_t end_bit = plan.part_first_bit_[p + 1];
+    detail::for_each_piece(tensors, begin, end,
                            [&](std::span<const std::uint16_t> values, std::uint64_t first) {
                              std::uint8_t* dst = sign_mantissa + first;
                              for (std::size_t i = 0; i < values.size(); ++i) {
@@ -297,16 +322,26 @@ inline std::vector<std::byte> compress_bundle(
                            });
     part_records[p].reserve((end_bit - first_bit) / chunk_bits + 2);
     const bool last = p + 1 == part_count;
-    if (options.max_code_length <= 14) {
-      detail::encode_part<4>(tensors, part_begin(p), part_begin(p + 1), first_bit, end_bit,
-                             chunk_bits, table, stream, last, part_tails[p], part_records[p]);
+    if (h.max_code_length <= 14) {
+      detail::encode_part<4>(tensors, begin, end, first_bit, end_bit, chunk_bits, table, stream,
+                             last, part_tails[p], part_records[p]);
     } else {
-      detail::encode_part<3>(tensors, part_begin(p), part_begin(p + 1), first_bit, end_bit,
-                             chunk_bits, table, stream, last, part_tails[p], part_records[p]);
+      detail::encode_part<3>(tensors, begin, end, first_bit, end_bit, chunk_bits, table, stream,
+                             last, part_tails[p], part_records[p]);
     }
   });
-  for (const auto& tail : part_tails) {
-    for (std::uint64_t i = 0; i < tail.size; ++i) stream[tail.offset + i] |= tail.bytes[i];
+  // A tail's bytes are the part's own, except a final partial byte that the next part wrote
+  // first (with zeros where this part's bits go).
+  for (std::size_t p = 0; p < part_count; ++p) {
+    const detail::part_tail& tail = part_tails[p];
+    const bool shares_last_byte = plan.part_first_bit_[p + 1] % 8 != 0;
+    for (std::uint64_t i = 0; i < tail.size; ++i) {
+      if (i + 1 == tail.size && shares_last_byte) {
+        stream[tail.offset + i] |= tail.bytes[i];
+      } else {
+        stream[tail.offset + i] = tail.bytes[i];
+      }
+    }
   }
 
   auto* gaps = reinterpret_cast<std::uint8_t*>(base + layout.chunk_gaps_offset);
@@ -324,6 +359,14 @@ inline std::vector<std::byte> compress_bundle(
     throw std::logic_error("floatzip encoder: recorded " + std::to_string(recorded) +
                            " chunk starts for " + std::to_string(layout.chunk_count) + " chunks");
   }
+  return {};
+}
+
+inline std::vector<std::byte> compress_bundle(
+    std::span<const std::span<const std::uint16_t>> tensors, const encode_options& options) {
+  const encode_plan plan = make_encode_plan(tensors, options);
+  std::vector<std::byte> bundle(plan.encoded_size());
+  throw_if_error(encode_bundle(plan, bundle));
   return bundle;
 }
 

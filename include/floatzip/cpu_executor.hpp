@@ -1,0 +1,170 @@
+// floatzip: the GPU decode kernel's logic, run on the CPU.
+//
+// execute_kernel_on_cpu() decodes a bundle exactly as cuda/decode_kernel.cuh does - block by
+// block, phase by phase, thread by thread, with the same per-thread functions
+// (detail/kernel_logic.hpp), the same segment geometry, scan, checks, staging tiles and 16-byte
+// store units - only sequentially and with host memory standing in for shared memory. It is how
+// the kernel's logic is tested bit-exactly on machines without a GPU, and a reference for what
+// the kernel writes when the data is corrupt (nothing, for a group that fails its checks).
+//
+// It is a test and debugging tool, not a fast decoder: use decompress() from decoder.hpp on CPUs.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "floatzip/bundle_format.hpp"
+#include "floatzip/detail/kernel_logic.hpp"
+#include "floatzip/error.hpp"
+#include "floatzip/gpu.hpp"
+
+namespace floatzip {
+
+struct cpu_executor_options {
+  // Threads per simulated block; the kernel is compiled for kGpuThreadsPerBlock.
+  unsigned threads_per_block = kGpuThreadsPerBlock;
+  // Stage size per block, as gpu_decode_options::stage_bytes; 0 = the largest group in one tile.
+  std::uint32_t stage_bytes = 0;
+};
+
+namespace detail {
+
+// The exclusive prefix sum cub::BlockScan::ExclusiveSum computes, with its block aggregate.
+// Unsigned 32-bit arithmetic as in the kernel (the sums cannot wrap: see kMaxGroupBits).
+inline std::uint32_t exclusive_sum(const std::vector<std::uint32_t>& counts,
+                                   std::vector<std::uint32_t>& firsts) {
+  std::uint32_t running = 0;
+  for (std::size_t t = 0; t < counts.size(); ++t) {
+    firsts[t] = running;
+    running += counts[t];
+  }
+  return running;
+}
+
+// Per-block "shared memory" and per-thread registers, reused from block to block.
+struct executor_block_state {
+  std::vector<decode_entry> table;
+  std::vector<std::uint8_t> stage;
+  std::vector<thread_segment> segments;
+  std::vector<segment_walk> walks;
+  std::vector<std::uint32_t> counts;
+  std::vector<std::uint32_t> firsts;
+  std::vector<thread_output> outputs;
+};
+
+// One thread block: the kernel's body with each barrier-separated phase run for every thread.
+template <int TableBits>
+unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out,
+                                 std::uint32_t out_shift, std::uint32_t stage_slots,
+                                 unsigned threads, std::uint64_t group, executor_block_state& st) {
+  // The decode table into shared memory.
+  for (unsigned t = 0; t < threads; ++t) {
+    copy_block_part(st.table.data(), v.decode_table, decode_table_bytes(TableBits), t, threads);
+  }
+  // __syncthreads(); phase 1.
+  for (unsigned t = 0; t < threads; ++t) {
+    st.segments[t] = thread_segment_of(v, group, t, threads);
+    st.walks[t] = walk_segment<TableBits>(v.exponent_stream, st.table.data(), st.segments[t]);
+    st.counts[t] = st.walks[t].count;
+  }
+  // BlockScan; __syncthreads_and of the per-thread checks.
+  const std::uint32_t total = exclusive_sum(st.counts, st.firsts);
+  bool all_consistent = true;
+  for (unsigned t = 0; t < threads; ++t) {
+    all_consistent = all_consistent && segment_consistent(st.segments[t], st.walks[t]);
+  }
+  const group_values values = group_values_of(v, group);
+  const kernel_fault fault = block_fault(values, total, all_consistent);
+  if (fault != kernel_fault::none) return fault_record(group, fault);
+
+  // Phase 2, tile by tile.
+  const block_output b = block_output_of(out, out_shift, v, values);
+  for (unsigned t = 0; t < threads; ++t) {
+    st.outputs[t] =
+        start_output(v.exponent_stream, st.segments[t], b, st.firsts[t], st.counts[t]);
+  }
+  std::uint8_t poison = 0x5A;
+  for (std::uint32_t tile = 0; tile < b.slot_end; tile += stage_slots) {
+    // Stale bytes from the previous tile must never reach the output: make them visible.
+    std::fill(st.stage.begin(), st.stage.end(), poison++);
+    for (unsigned t = 0; t < threads; ++t) {
+      decode_to_stage<TableBits>(st.outputs[t], st.table.data(), st.stage.data(), tile,
+                                 tile + stage_slots);
+    }
+    // __syncthreads()
+    for (unsigned t = 0; t < threads; ++t) {
+      merge_tile_part(b, st.stage.data(), tile, tile + stage_slots, t, threads);
+    }
+    // __syncthreads()
+  }
+  return kNoFault;
+}
+
+template <int TableBits>
+error execute_kernel(const device_bundle_view& v, std::uint16_t* out, std::uint32_t stage_slots,
+                     unsigned threads) {
+  const auto out_shift =
+      static_cast<std::uint32_t>((reinterpret_cast<std::uintptr_t>(out) >> 1) & 7);
+  executor_block_state st;
+  st.table.resize(std::size_t{1} << TableBits);
+  st.stage.resize(stage_slots);
+  st.segments.resize(threads);
+  st.walks.resize(threads);
+  st.counts.resize(threads);
+  st.firsts.resize(threads);
+  st.outputs.resize(threads);
+  // Blocks run in order here; on the GPU in any order. Every block is independent, so the
+  // executor reports the fault of the lowest group, as the kernel's atomicMin does.
+  for (std::uint64_t g = 0; g < v.group_count; ++g) {
+    const unsigned long long record =
+        execute_block<TableBits>(v, out, out_shift, stage_slots, threads, g, st);
+    if (record != kNoFault) {
+      if (v.status != nullptr && record < *v.status) *v.status = record;
+      return describe_fault(record);
+    }
+  }
+  return {};
+}
+
+}  // namespace detail
+
+// Runs the kernel's logic over a view whose pointers are host memory, with the kernel's launch
+// checks first (alignment rules included: `out` must be 2-byte aligned and its address decides
+// the store alignment, as on the GPU). Stops at the first faulty group.
+inline error execute_kernel_on_cpu(const device_bundle_view& view, std::uint16_t* out,
+                                   std::uint64_t out_capacity,
+                                   const cpu_executor_options& options = {}) {
+  if (error e = detail::validate_launch(view, out, out_capacity)) return e;
+  if (view.value_count == 0) return {};
+  if (options.threads_per_block < 1 || options.threads_per_block > 1024) {
+    return {errc::invalid_argument, "cpu executor: threads_per_block not in [1, 1024]"};
+  }
+  const std::uint64_t max_stage =
+      options.stage_bytes == 0 ? std::uint64_t{1} << 32 : options.stage_bytes;
+  const std::uint32_t stage_slots = detail::stage_slots_for(view, max_stage);
+  if (view.table_bits == kGpuTableBitsSmall) {
+    return detail::execute_kernel<kGpuTableBitsSmall>(view, out, stage_slots,
+                                                      options.threads_per_block);
+  }
+  return detail::execute_kernel<kGpuTableBitsLarge>(view, out, stage_slots,
+                                                    options.threads_per_block);
+}
+
+// Builds the kernel's decode table and view over the bundle's host bytes, then runs the kernel's
+// logic into `out`. The bundle's bytes must be 16-byte aligned (as std::vector<std::byte> and
+// memory maps are).
+inline error execute_kernel_on_cpu(const bundle_view& bundle, std::span<std::uint16_t> out,
+                                   const cpu_executor_options& options = {}) {
+  const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
+  auto table = detail::build_kernel_decode_table(bundle, table_bits);
+  if (!table) return table.error();
+  unsigned long long status = detail::kNoFault;
+  const device_bundle_view view = detail::make_device_bundle_view(
+      bundle, bundle.bytes().data(), table->data(), table_bits, &status);
+  return execute_kernel_on_cpu(view, out.data(), out.size(), options);
+}
+
+}  // namespace floatzip

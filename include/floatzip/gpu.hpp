@@ -1,0 +1,150 @@
+// floatzip: decompressing bundles on an NVIDIA GPU.
+//
+//   auto host = floatzip::parse_bundle(bytes).value();            // validates every field
+//   auto bundle = floatzip::device_bundle::upload(host, stream).value();   // once
+//   ...
+//   // before the transformer block runs, on the engine's stream: one kernel launch
+//   if (auto err = floatzip::decompress(bundle.view(), weights, capacity, stream)) { ... }
+//   // tensor i is weights[bundle.tensor_offset(i) .. + bundle.tensor_value_count(i))
+//
+// This header is plain C++: it declares the functions that floatzip::cuda (cuda/*.cu) defines and
+// includes no CUDA header, so code that never calls them builds without the toolkit. A
+// `gpu_stream` is a `cudaStream_t` (both are `CUstream_st*`); nullptr is the default stream.
+//
+// decompress() allocates nothing, never synchronises the host and is a single kernel launch, so
+// it may be captured in a CUDA graph. What it cannot check before the launch - the codewords of
+// the exponent stream - the kernel checks per sync group: a group whose codewords disagree with
+// its metadata is not written, and the first such group is recorded in a status word of the
+// bundle that check_decode_status() reads back (that call does synchronise).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "floatzip/bundle_format.hpp"
+#include "floatzip/error.hpp"
+#include "floatzip/huffman.hpp"
+
+struct CUstream_st;
+
+namespace floatzip {
+
+using gpu_stream = CUstream_st*;
+
+// What the decode kernel receives, by value: a bundle's sections as device pointers plus the
+// header fields they are read with. Trivially copyable; it owns nothing. Obtain one from
+// device_bundle::view(). (The CPU executor, cpu_executor.hpp, builds the same struct over host
+// memory.) The header fields are validated on the host before every launch; what the pointers
+// point to is checked by the kernel as far as it is used, so a corrupt group is reported, never
+// read or written out of bounds. The decode table must be one built by floatzip for this bundle
+// (every entry a codeword of 1..table_bits bits).
+struct device_bundle_view {
+  const std::uint8_t* exponent_stream = nullptr;  // the stream section, padding included
+  const std::uint8_t* sign_mantissa = nullptr;    // one byte per value, section padding included
+  const std::uint8_t* chunk_gaps = nullptr;       // 4 bits per chunk
+  const std::uint64_t* group_positions = nullptr; // first value of each sync group
+  const decode_entry* decode_table = nullptr;     // 2^table_bits entries (huffman.hpp)
+  // First fault the kernel found, (group << 8) | kind; all ones when none. May be null: faults
+  // then leave their group unwritten without a record.
+  unsigned long long* status = nullptr;
+
+  std::uint64_t value_count = 0;
+  std::uint64_t stream_bits = 0;
+  std::uint64_t chunk_count = 0;
+  std::uint64_t group_count = 0;
+  std::uint64_t max_group_values = 0;  // sizes the shared-memory staging; not trusted for bounds
+  std::uint32_t chunk_bits = 0;
+  std::uint32_t chunks_per_group = 0;
+  int max_code_length = 0;
+  int table_bits = 0;  // the decode table's index width, >= max_code_length
+};
+
+struct gpu_decode_options {
+  // Shared memory for staging decoded exponents before the wide stores, per thread block. 0 picks
+  // a size from the device's shared memory (about four blocks per multiprocessor). Smaller values
+  // make a block stage its sync group in several tiles; rounded down to a multiple of 8 bytes.
+  std::uint32_t stage_bytes = 0;
+};
+
+// The decode table widths the kernel is compiled for: bundles whose max_code_length is at most
+// kGpuTableBitsSmall use an 8 KiB table, longer codes (up to kMaxCodeLength) a 64 KiB one.
+inline constexpr int kGpuTableBitsSmall = 12;
+inline constexpr int kGpuTableBitsLarge = 15;
+// Threads per block of the decode kernel. A block decodes one sync group; a bundle with more than
+// this many chunks per group gives each thread several consecutive chunks, one with fewer leaves
+// threads idle during decoding. Any chunks_per_group is accepted; 256 (the encoder's default)
+// gives one chunk per thread.
+inline constexpr unsigned kGpuThreadsPerBlock = 256;
+
+// A bundle uploaded to device memory: its serialized bytes (so the sections are usable as they
+// are), its decode table and its status word, in one allocation. Move-only; the destructor frees
+// the memory (cudaFree, which waits for work still using it).
+class device_bundle {
+ public:
+  device_bundle() = default;
+  device_bundle(device_bundle&& other) noexcept;
+  device_bundle& operator=(device_bundle&& other) noexcept;
+  device_bundle(const device_bundle&) = delete;
+  device_bundle& operator=(const device_bundle&) = delete;
+  ~device_bundle();
+
+  // Allocates device memory on the current device and copies the bundle into it on `stream`. When
+  // bundle.bytes() lie in pinned (page-locked) host memory the copy is asynchronous: the bytes
+  // must stay unchanged until the stream has passed it. From pageable memory the call returns
+  // once the bytes have been taken. Errors: errc::cuda_error (allocation, copy),
+  // errc::invalid_argument (a bundle the kernel cannot decode; see validate in the message).
+  static result<device_bundle> upload(const bundle_view& bundle, gpu_stream stream = nullptr);
+
+  [[nodiscard]] const device_bundle_view& view() const noexcept { return view_; }
+  [[nodiscard]] std::uint64_t value_count() const noexcept { return view_.value_count; }
+  [[nodiscard]] std::uint32_t tensor_count() const noexcept {
+    return static_cast<std::uint32_t>(tensor_offsets_.size() - 1);
+  }
+  // Index of tensor i's first value in the decoded output. Precondition: i < tensor_count().
+  [[nodiscard]] std::uint64_t tensor_offset(std::uint32_t i) const noexcept {
+    return tensor_offsets_[i];
+  }
+  [[nodiscard]] std::uint64_t tensor_value_count(std::uint32_t i) const noexcept {
+    return tensor_offsets_[i + 1] - tensor_offsets_[i];
+  }
+  // Device memory held, in bytes.
+  [[nodiscard]] std::uint64_t device_bytes() const noexcept { return device_bytes_; }
+
+  // Waits for `stream`, then reports the first corrupt sync group any decompress of this bundle
+  // found since the upload or the last reset: errc::bad_data naming the group, or ok.
+  [[nodiscard]] error check_decode_status(gpu_stream stream = nullptr) const;
+  // Clears the status word (asynchronously, on `stream`).
+  error reset_decode_status(gpu_stream stream = nullptr);
+
+ private:
+  void* device_memory_ = nullptr;
+  std::uint64_t device_bytes_ = 0;
+  device_bundle_view view_{};
+  std::vector<std::uint64_t> tensor_offsets_{0};  // tensor_count + 1 prefix sums
+};
+
+// Writes every value of the bundle to out[0 .. view.value_count) with one kernel launch on
+// `stream`. `out` is device memory holding out_capacity BF16 values, 2-byte aligned (16-byte
+// alignment gives the widest stores but is not required). Allocates nothing, does not
+// synchronise, may be captured in a CUDA graph. Returns, before launching anything:
+//   errc::insufficient_space  out_capacity < view.value_count
+//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, or a
+//                             geometry the kernel does not support (named in the message)
+// and after the launch errc::cuda_error if the launch failed. Corrupt exponent streams are
+// reported through device_bundle::check_decode_status().
+error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
+                 gpu_stream stream, const gpu_decode_options& options = {});
+
+inline error decompress(const device_bundle& bundle, std::uint16_t* out,
+                        std::uint64_t out_capacity, gpu_stream stream,
+                        const gpu_decode_options& options = {}) {
+  return decompress(bundle.view(), out, out_capacity, stream, options);
+}
+
+// Number of CUDA devices; 0 when there is no device or no usable driver.
+int device_count() noexcept;
+inline bool gpu_available() noexcept { return device_count() > 0; }
+
+}  // namespace floatzip
