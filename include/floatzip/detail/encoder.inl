@@ -96,6 +96,25 @@ struct part_tail {
   std::array<std::uint8_t, 64> bytes{};
 };
 
+// Walks a batch of codewords whose first started at `bit`, recording each chunk boundary it
+// reaches with where the first codeword at or after it starts. Out of line: it runs about once
+// per chunk, and inlining it would tie up registers the encode loop needs.
+[[gnu::noinline]] inline void record_chunk_starts(const std::uint16_t* batch, std::size_t count,
+                                                  std::uint64_t bit, std::uint64_t first_index,
+                                                  const std::uint8_t* code_length,
+                                                  std::uint64_t chunk_bits, std::uint64_t end_bit,
+                                                  std::uint64_t& boundary,
+                                                  std::vector<chunk_start_record>& records) {
+  for (std::size_t j = 0; j < count; ++j) {
+    bit += code_length[bf16_exponent(batch[j])];
+    if (bit >= boundary && boundary < end_bit) {
+      records.push_back(
+          {boundary / chunk_bits, static_cast<std::uint8_t>(bit - boundary), first_index + j + 1});
+      boundary += chunk_bits;
+    }
+  }
+}
+
 // Encodes the values [begin, end), whose codewords occupy stream bits [first_bit, end_bit), into
 // `stream` (the bundle's stream section). Records every chunk boundary c * chunk_bits in
 // [first_bit, end_bit) with where the first codeword at or after it starts. Unless `last_part`,
@@ -136,29 +155,21 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
     records.push_back({first_bit / chunk_bits, 0, begin});
     next_boundary += chunk_bits;
   }
-  // Walks a batch whose first codeword started at `bit`, recording the boundaries it crosses.
-  auto record_boundaries = [&](const std::uint16_t* batch, std::size_t count, std::uint64_t bit,
-                               std::uint64_t first_index) {
-    for (std::size_t j = 0; j < count; ++j) {
-      bit += code_length[bf16_exponent(batch[j])];
-      if (bit >= next_boundary && next_boundary < end_bit) {
-        records.push_back({next_boundary / chunk_bits,
-                           static_cast<std::uint8_t>(bit - next_boundary), first_index + j + 1});
-        next_boundary += chunk_bits;
-      }
-    }
-  };
   for_each_piece(
       tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
         const std::uint16_t* v = values.data();
         const std::size_t n = values.size();
+        // Locals, so that nothing in the loop has its address taken.
         std::uint8_t* o = out;
         std::uint64_t a = acc;
         unsigned p = pending;
+        std::uint64_t boundary = next_boundary;
+        std::uint64_t o_bit = base_bit;  // stream bit of *b
+        const std::uint8_t* b = base;
         std::size_t i = 0;
         while (i < n) {
-          const std::uint64_t batch_bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
           const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
+          const std::uint64_t batch_bit = o_bit + static_cast<std::uint64_t>(o - b) * 8 + p;
           if (batch == SymbolsPerFlush) {
             for (int j = 0; j < SymbolsPerFlush; ++j) {
               const std::uint8_t e = bf16_exponent(v[i + j]);
@@ -179,14 +190,21 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           o += whole_bytes;
           a <<= whole_bytes * 8;
           p &= 7;
-          if (o >= main_limit && main_limit != nullptr) divert_to_tail(o);
-          const std::uint64_t bit = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
-          if (bit >= next_boundary) record_boundaries(v + i, batch, batch_bit, first_index + i);
+          if (o >= main_limit && main_limit != nullptr) [[unlikely]] {
+            divert_to_tail(o);
+            o_bit = base_bit;
+            b = base;
+          }
+          if (o_bit + static_cast<std::uint64_t>(o - b) * 8 + p >= boundary) [[unlikely]] {
+            record_chunk_starts(v + i, batch, batch_bit, first_index + i, code_length, chunk_bits,
+                                end_bit, boundary, records);
+          }
           i += batch;
         }
         out = o;
         acc = a;
         pending = p;
+        next_boundary = boundary;
       });
   store_be64(out, acc);
   if (base == tail.bytes.data()) {
