@@ -1,0 +1,303 @@
+// floatzip compress / decompress / verify / info.
+#include <fmt/core.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "cli.hpp"
+#include "floatzip/container.hpp"
+
+namespace floatzip::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_dir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec);
+}
+
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+// "a/b/" -> "a/b": a trailing separator would make DIR.fzip a path inside DIR.
+fs::path without_trailing_separator(fs::path p) {
+  while (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  return p;
+}
+
+fs::path replace_suffix(const fs::path& p, std::string_view from, std::string_view to) {
+  const std::string s = p.string();
+  if (s.size() > from.size() && s.compare(s.size() - from.size(), from.size(), from) == 0)
+    return s.substr(0, s.size() - from.size()) + std::string(to);
+  return s + std::string(to);
+}
+
+bool has_suffix(const fs::path& p, std::string_view suffix) {
+  const std::string s = p.filename().string();
+  return s.size() > suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Refuses to overwrite the input or, without --force, any existing file.
+error check_output(const fs::path& input, const fs::path& output, bool force) {
+  std::error_code ec;
+  if (fs::exists(output, ec) && fs::equivalent(input, output, ec))
+    return {errc::invalid_argument, output.string() + " is the input itself"};
+  if (!force && fs::exists(output, ec))
+    return {errc::invalid_argument, output.string() + " exists (use --force to replace it)"};
+  return {};
+}
+
+unsigned threads_option(const arguments& args) {
+  return static_cast<unsigned>(args.unsigned_value("threads", 0, 1, 4096));
+}
+
+void print_totals_line(const fs::path& in, const fs::path& out, const container_totals& t,
+                       double seconds) {
+  fmt::print(
+      "{} -> {}: {} -> {} (ratio {:.4f}), {:.3f} bits per BF16 weight, {:.2f} s, {:.2f} GB/s\n",
+      in.string(), out.string(), human_bytes(double(t.original_bytes)),
+      human_bytes(double(t.file_bytes)), t.ratio(), t.bits_per_bf16_value(), seconds,
+      seconds > 0 ? double(t.original_bytes) / seconds / 1e9 : 0.0);
+}
+
+}  // namespace
+
+int compress_command(const std::vector<std::string>& tokens) {
+  const arguments args(tokens, {{"output", 'o', true}, {"threads", 0, true}, {"force", 0, false}});
+  args.expect_positionals(1, 1, "one input: a .safetensors file or a checkpoint directory");
+  const fs::path input = without_trailing_separator(args.positionals()[0]);
+  const bool directory = is_dir(input);
+  const fs::path output =
+      args.value("output")
+          ? without_trailing_separator(*args.value("output"))
+          : (directory ? fs::path(input.string() + std::string(kContainerExtension))
+                       : replace_suffix(input, ".safetensors", kContainerExtension));
+  if (!path_exists(input))
+    return fail({errc::io_error, input.string() + ": no such file or directory"});
+  if (error e = check_output(input, output, args.flag("force"))) return fail(e);
+
+  compress_options options;
+  options.codec.threads = threads_option(args);
+  progress_bar bar("compress");
+  options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
+  const stopwatch clock;
+  auto totals = directory ? compress_directory(input, output, options, args.flag("force"))
+                          : compress_file(input, output, options);
+  bar.finish();
+  if (!totals) return fail(totals.error());
+  print_totals_line(input, output, *totals, clock.seconds());
+  return kExitOk;
+}
+
+int decompress_command(const std::vector<std::string>& tokens) {
+  const arguments args(tokens, {{"output", 'o', true}, {"threads", 0, true}, {"force", 0, false}});
+  args.expect_positionals(1, 1, "one input: a .fzip file or directory");
+  const fs::path input = without_trailing_separator(args.positionals()[0]);
+  const bool directory = is_dir(input);
+  fs::path output;
+  if (args.value("output")) {
+    output = without_trailing_separator(*args.value("output"));
+  } else if (directory) {
+    if (!has_suffix(input, kContainerExtension))
+      throw usage_error("the directory name does not end in .fzip: name the output with -o");
+    output = replace_suffix(input, kContainerExtension, "");
+  } else {
+    output = replace_suffix(input, kContainerExtension, ".safetensors");
+  }
+  if (!path_exists(input))
+    return fail({errc::io_error, input.string() + ": no such file or directory"});
+  if (error e = check_output(input, output, args.flag("force"))) return fail(e);
+
+  decompress_options options;
+  options.codec.threads = threads_option(args);
+  progress_bar bar("decompress");
+  options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
+  const stopwatch clock;
+  const error e = directory ? decompress_directory(input, output, options, args.flag("force"))
+                            : decompress_file(input, output, options);
+  bar.finish();
+  if (e) return fail(e);
+  const double seconds = clock.seconds();
+  fmt::print("{} -> {}: {:.2f} s\n", input.string(), output.string(), seconds);
+  return kExitOk;
+}
+
+int verify_command(const std::vector<std::string>& tokens) {
+  const arguments args(tokens, {{"threads", 0, true}});
+  args.expect_positionals(2, 2, "ORIGINAL and COMPRESSED");
+  const fs::path original = without_trailing_separator(args.positionals()[0]);
+  const fs::path compressed = without_trailing_separator(args.positionals()[1]);
+  decompress_options options;
+  options.codec.threads = threads_option(args);
+  progress_bar bar("verify");
+  options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
+  const stopwatch clock;
+  const bool directories = is_dir(original) || is_dir(compressed);
+  if (directories && !(is_dir(original) && is_dir(compressed)))
+    return fail({errc::invalid_argument,
+                 "verify: compare a file with a file, or a directory "
+                 "with a directory"});
+  const error e = directories ? verify_directory(original, compressed, options)
+                              : verify_file(original, compressed, options);
+  bar.finish();
+  if (e) {
+    fmt::print(stderr, "floatzip: verification FAILED\n");
+    return fail(e);
+  }
+  fmt::print("{}: identical to {} (every checksum checked, every bit compared), {:.2f} s\n",
+             compressed.string(), original.string(), clock.seconds());
+  return kExitOk;
+}
+
+namespace {
+
+std::string bundle_label(const container_reader& reader, std::uint32_t b) {
+  const auto members = reader.bundle_tensors(b);
+  if (members.empty()) {
+    for (const auto& g : reader.gaps())
+      if (g.bundle == b) return fmt::format("(gap at data offset {})", g.original.begin);
+    return "(gap)";
+  }
+  const auto& first = reader.tensors()[members[0]];
+  if (members.size() == 1) return first.name;
+  const auto prefix = transformer_block_prefix(first.name);
+  return fmt::format("{}* ({} tensors)", prefix.empty() ? first.name : std::string(prefix),
+                     members.size());
+}
+
+nlohmann::ordered_json totals_json(const container_totals& t) {
+  nlohmann::ordered_json j;
+  j["original_bytes"] = t.original_bytes;
+  j["compressed_bytes"] = t.file_bytes;
+  j["ratio"] = t.ratio();
+  j["bf16_values"] = t.bf16_values;
+  j["bits_per_bf16_value"] = t.bits_per_bf16_value();
+  j["exponent_entropy_bits_per_value"] =
+      t.bf16_values == 0 ? 0.0 : t.exponent_entropy_bits / double(t.bf16_values);
+  j["entropy_bound_bits_per_value"] = t.entropy_bound_bits_per_value();
+  j["huffman_ideal_bits_per_value"] = t.huffman_ideal_bits_per_value();
+  j["bf16_stored_bytes"] = t.bf16_stored_bytes;
+  j["raw_bytes"] = t.raw_bytes;
+  j["tensor_count"] = t.tensor_count;
+  j["bundle_count"] = t.bundle_count;
+  return j;
+}
+
+nlohmann::ordered_json file_json(const fs::path& path, const container_reader& reader) {
+  nlohmann::ordered_json j;
+  j["file"] = path.string();
+  const auto totals = totals_json(reader.totals());
+  for (const auto& [key, value] : totals.items()) j[key] = value;
+  auto& bundles = j["bundles"] = nlohmann::ordered_json::array();
+  for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
+    const auto& rec = reader.bundles()[b];
+    nlohmann::ordered_json jb;
+    jb["index"] = b;
+    jb["kind"] = rec.kind == bundle_kind::raw ? "raw" : "bf16";
+    jb["name"] = bundle_label(reader, b);
+    jb["tensors"] = reader.bundle_tensors(b).size();
+    jb["values"] = rec.value_count;
+    jb["original_bytes"] = rec.decoded_bytes;
+    jb["stored_bytes"] = rec.stored_bytes;
+    jb["bits_per_value"] = rec.bits_per_value();
+    jb["exponent_entropy"] = rec.exponent_entropy;
+    jb["huffman_ideal_bits_per_value"] =
+        rec.value_count == 0 ? 0.0 : 8.0 + double(rec.huffman_ideal_bits) / double(rec.value_count);
+    jb["ratio"] =
+        rec.decoded_bytes == 0 ? 0.0 : double(rec.stored_bytes) / double(rec.decoded_bytes);
+    bundles.push_back(std::move(jb));
+  }
+  return j;
+}
+
+void print_file_table(const fs::path& path, const container_reader& reader) {
+  const auto t = reader.totals();
+  fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw)\n", path.string(), t.tensor_count,
+             t.bundle_count, t.bf16_bundle_count, t.bundle_count - t.bf16_bundle_count);
+  fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind", "values",
+             "bytes before", "bytes after", "bits/w", "H(exp)", "ratio", "tensors");
+  for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
+    const auto& rec = reader.bundles()[b];
+    const bool raw = rec.kind == bundle_kind::raw;
+    fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>6}  {}\n", b, raw ? "raw" : "bf16",
+               raw ? std::string("-") : std::to_string(rec.value_count), rec.decoded_bytes,
+               rec.stored_bytes,
+               raw ? std::string("-") : fmt::format("{:.3f}", rec.bits_per_value()),
+               raw ? std::string("-") : fmt::format("{:.3f}", rec.exponent_entropy),
+               rec.decoded_bytes == 0
+                   ? std::string("-")
+                   : fmt::format("{:.3f}", double(rec.stored_bytes) / double(rec.decoded_bytes)),
+               bundle_label(reader, b));
+  }
+}
+
+void print_totals(const container_totals& t) {
+  fmt::print("total: {} bytes -> {} bytes, ratio {:.4f}\n", t.original_bytes, t.file_bytes,
+             t.ratio());
+  if (t.bf16_values > 0)
+    fmt::print(
+        "BF16: {} values, {:.3f} bits per weight (entropy bound {:.3f}, unlimited Huffman "
+        "{:.3f})\n",
+        t.bf16_values, t.bits_per_bf16_value(), t.entropy_bound_bits_per_value(),
+        t.huffman_ideal_bits_per_value());
+}
+
+}  // namespace
+
+int info_command(const std::vector<std::string>& tokens) {
+  const arguments args(tokens, {{"json", 0, false}});
+  args.expect_positionals(1, 1, "one .fzip file or directory");
+  const fs::path input = without_trailing_separator(args.positionals()[0]);
+  const bool json = args.flag("json");
+
+  std::vector<fs::path> files;
+  if (is_dir(input)) {
+    auto entries = detail::list_regular_files(input);
+    if (!entries) return fail(entries.error());
+    for (const auto& e : *entries)
+      if (has_suffix(e.name, kContainerExtension)) files.push_back(input / e.name);
+    if (files.empty())
+      return fail({errc::invalid_argument, input.string() + ": no .fzip files in the directory"});
+  } else {
+    files.push_back(input);
+  }
+
+  container_totals all;
+  nlohmann::ordered_json file_objects = nlohmann::ordered_json::array();
+  for (const auto& f : files) {
+    auto reader = container_reader::open(f);
+    if (!reader) return fail(reader.error());
+    all += reader->totals();
+    if (json) {
+      file_objects.push_back(file_json(f, *reader));
+    } else {
+      print_file_table(f, *reader);
+      if (files.size() > 1) print_totals(reader->totals());
+      fmt::print("\n");
+    }
+  }
+  if (json) {
+    nlohmann::ordered_json out;
+    if (files.size() == 1) {
+      out = std::move(file_objects[0]);
+    } else {
+      out["directory"] = input.string();
+      const auto totals = totals_json(all);
+      for (const auto& [key, value] : totals.items()) out[key] = value;
+      out["files"] = std::move(file_objects);
+    }
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    print_totals(all);
+  }
+  return kExitOk;
+}
+
+}  // namespace floatzip::cli
