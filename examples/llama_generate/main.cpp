@@ -280,15 +280,14 @@ int run(const options& opts) {
     if (!reference) return {};
     auto expected = reference->forward(token, position);
     if (!expected) return expected.error();
-    for (std::size_t i = 0; i < logits.size(); ++i) {
-      if (std::memcmp(&logits[i], &(*expected)[i], sizeof(float)) != 0) {
-        mismatch = fmt::format(
-            "position {} (token {}): logit {} is {:.9g} (0x{:08x}), the "
-            "uncompressed model gives {:.9g} (0x{:08x})",
-            position, token, i, logits[i], std::bit_cast<std::uint32_t>(logits[i]), (*expected)[i],
-            std::bit_cast<std::uint32_t>((*expected)[i]));
-        return {floatzip::errc::bad_data, *mismatch};
-      }
+    if (const auto i = llama::first_bit_difference(logits, *expected)) {
+      // Sizes are equal (one config), so *i indexes both.
+      mismatch = fmt::format(
+          "position {} (token {}): logit {} is {:.9g} (bits 0x{:08x}), the uncompressed "
+          "model's {:.9g} (bits 0x{:08x})",
+          position, token, *i, logits[*i], std::bit_cast<std::uint32_t>(logits[*i]),
+          (*expected)[*i], std::bit_cast<std::uint32_t>((*expected)[*i]));
+      return {floatzip::errc::bad_data, *mismatch};
     }
     ++compared_steps;
     return {};

@@ -12,12 +12,15 @@
 // produce bit-identical logits.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -314,6 +317,18 @@ inline int argmax(std::span<const float> logits) {
   for (std::size_t i = 1; i < logits.size(); ++i)
     if (logits[i] > logits[best]) best = i;
   return static_cast<int>(best);
+}
+
+// Index of the first logit whose bit pattern differs between two runs (the first index past the
+// shorter one when the lengths differ), or nullopt when they are bit-identical. Compares bits,
+// not values: -0 and +0, or two NaNs, are differences here.
+inline std::optional<std::size_t> first_bit_difference(std::span<const float> a,
+                                                       std::span<const float> b) {
+  const std::size_t common = std::min(a.size(), b.size());
+  for (std::size_t i = 0; i < common; ++i)
+    if (std::bit_cast<std::uint32_t>(a[i]) != std::bit_cast<std::uint32_t>(b[i])) return i;
+  if (a.size() != b.size()) return common;
+  return std::nullopt;
 }
 
 // Greedy decoding. Feeds prompt[0], prompt[1], ... (at least one token), then feeds back the
