@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <memory>
 #include <new>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,19 +28,38 @@
 #include "floatzip/container.hpp"
 
 // Every heap allocation of the process, so a test can check that forward passes make none.
-// Kept out of line: inlined, GCC pairs the malloc() of one with the free() of the other and
-// warns about a new/delete mismatch that is not there.
 namespace {
 std::atomic<std::uint64_t> g_heap_allocations{0};
+
+void* counted_malloc(std::size_t size) noexcept {
+  g_heap_allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(size == 0 ? 1 : size);
+}
 }  // namespace
 
+// Every replaceable form but the aligned ones (left to the library, with their own deletes), so
+// that no allocation from one family is released by the other. Out of line: inlined, GCC pairs
+// the malloc() of one with the free() of the other and warns about a mismatch that is not there.
 [[gnu::noinline]] void* operator new(std::size_t size) {
-  g_heap_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  if (void* p = counted_malloc(size)) return p;
   throw std::bad_alloc();
 }
+[[gnu::noinline]] void* operator new[](std::size_t size) {
+  if (void* p = counted_malloc(size)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
+[[gnu::noinline]] void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
@@ -305,6 +327,63 @@ TEST_F(LlamaGenerate, MisalignedSafetensorsAreStagedThroughTheBuffer) {
   const auto actual = generate(config, *misaligned, {1, 400, 401}, 20, -1);
   EXPECT_EQ(actual.tokens, expected.tokens);
   EXPECT_FALSE(llama::first_bit_difference(actual.logits, expected.logits).has_value());
+}
+
+// Hugging Face's Meta-to-HF conversion permutes the rows of q_proj and k_proj within each head
+// (row 2i to i, row 2i+1 to i + head_size/2) so that rotate_half pairing reproduces Meta's
+// adjacent pairing. A copy of stories260K permuted that way and run with split_halves must
+// rotate exactly the same numbers; only the order of the terms of each q.k sum changes, so the
+// logits agree to rounding and the greedy tokens agree.
+TEST_F(LlamaGenerate, SplitHalvesRopeOnPermutedWeightsMatchesAdjacentRope) {
+  require(kStories);
+  std::ifstream in(kStories.bf16(), std::ios::binary);
+  std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto header = floatzip::safetensors::parse_header(std::as_bytes(std::span(file)),
+                                                          file.size(), "stories260K")
+                          .value();
+  const auto config = config_of(kStories);
+  const std::size_t head_size = std::size_t(config.head_size());
+  const std::size_t row_bytes = std::size_t(config.dim) * 2;
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    for (const char* suffix : {"self_attn.q_proj.weight", "self_attn.k_proj.weight"}) {
+      const auto* tensor = header.find(llama::block_prefix(layer) + suffix);
+      ASSERT_NE(tensor, nullptr);
+      char* rows = file.data() + header.header_size() + tensor->data.begin;
+      const std::vector<char> original(rows, rows + tensor->size_bytes());
+      const std::size_t heads = tensor->shape[0] / head_size;
+      for (std::size_t h = 0; h < heads; ++h)
+        for (std::size_t i = 0; i < head_size; ++i) {
+          // Row i of the permuted head is row 2i (first half) or 2(i - half) + 1 of the original.
+          const std::size_t half = head_size / 2;
+          const std::size_t from = i < half ? 2 * i : 2 * (i - half) + 1;
+          std::memcpy(rows + (h * head_size + i) * row_bytes,
+                      original.data() + (h * head_size + from) * row_bytes, row_bytes);
+        }
+    }
+  }
+  const fs::path path = fzip(kStories).replace_extension(".hf.safetensors");
+  std::ofstream(path, std::ios::binary)
+      .write(file.data(), static_cast<std::streamsize>(file.size()));
+
+  auto hf_config = config;
+  hf_config.rope = llama::rope_pairing::split_halves;
+  auto permuted = open_safetensors(path, hf_config);
+  auto plain = open_safetensors(kStories.bf16(), config);
+  ASSERT_TRUE(permuted && plain);
+  const std::vector<int> prompt = {llama::kBosToken, 400, 401};
+  const auto expected = generate(config, *plain, prompt, 40, -1);
+  const auto actual = generate(hf_config, *permuted, prompt, 40, -1);
+  EXPECT_EQ(actual.tokens, expected.tokens);
+  ASSERT_EQ(actual.logits.size(), expected.logits.size());
+  float worst = 0.0f;
+  for (std::size_t i = 0; i < actual.logits.size(); ++i)
+    worst = std::max(worst, std::abs(actual.logits[i] - expected.logits[i]));
+  EXPECT_LT(worst, 1e-3f);
+  // And the pairing matters: the permuted weights with adjacent pairing are a different model.
+  auto misread = open_safetensors(path, config);
+  ASSERT_TRUE(misread);
+  const auto wrong = generate(config, *misread, prompt, 40, -1);
+  EXPECT_NE(wrong.tokens, expected.tokens);
 }
 
 TEST_F(LlamaGenerate, ConfigAndWeightMismatchesAreTypedErrors) {

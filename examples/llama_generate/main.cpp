@@ -218,11 +218,12 @@ std::string grouped(std::uint64_t n) {
   return out;
 }
 
-// Text as llama2.c prints it: pieces that are single unprintable bytes are left out.
+// Text as llama2.c prints it, except that bytes >= 0x80 are kept: byte tokens spell UTF-8
+// characters a byte at a time. Single-byte control pieces other than whitespace are left out.
 void append_piece(std::string& text, const std::string& piece) {
   if (piece.size() == 1) {
     const unsigned char c = static_cast<unsigned char>(piece[0]);
-    if (!(c >= 0x20 && c < 0x7F) && c != '\n' && c != '\t' && c != '\r') return;
+    if ((c < 0x20 || c == 0x7F) && c != '\n' && c != '\t' && c != '\r') return;
   }
   text += piece;
 }
