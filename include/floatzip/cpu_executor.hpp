@@ -83,8 +83,7 @@ unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out
   // Phase 2, tile by tile.
   const block_output b = block_output_of(out, out_shift, v, values);
   for (unsigned t = 0; t < threads; ++t) {
-    st.outputs[t] =
-        start_output(v.exponent_stream, st.segments[t], b, st.firsts[t], st.counts[t]);
+    st.outputs[t] = start_output(v.exponent_stream, st.segments[t], b, st.firsts[t], st.counts[t]);
   }
   std::uint8_t poison = 0x5A;
   for (std::uint32_t tile = 0; tile < b.slot_end; tile += stage_slots) {

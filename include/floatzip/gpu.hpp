@@ -41,11 +41,11 @@ using gpu_stream = CUstream_st*;
 // read or written out of bounds. The decode table must be one built by floatzip for this bundle
 // (every entry a codeword of 1..table_bits bits).
 struct device_bundle_view {
-  const std::uint8_t* exponent_stream = nullptr;  // the stream section, padding included
-  const std::uint8_t* sign_mantissa = nullptr;    // one byte per value, section padding included
-  const std::uint8_t* chunk_gaps = nullptr;       // 4 bits per chunk
-  const std::uint64_t* group_positions = nullptr; // first value of each sync group
-  const decode_entry* decode_table = nullptr;     // 2^table_bits entries (huffman.hpp)
+  const std::uint8_t* exponent_stream = nullptr;   // the stream section, padding included
+  const std::uint8_t* sign_mantissa = nullptr;     // one byte per value, section padding included
+  const std::uint8_t* chunk_gaps = nullptr;        // 4 bits per chunk
+  const std::uint64_t* group_positions = nullptr;  // first value of each sync group
+  const decode_entry* decode_table = nullptr;      // 2^table_bits entries (huffman.hpp)
   // First fault the kernel found, (group << 8) | kind; all ones when none. May be null: faults
   // then leave their group unwritten without a record.
   unsigned long long* status = nullptr;
@@ -137,9 +137,8 @@ class device_bundle {
 error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
                  gpu_stream stream, const gpu_decode_options& options = {});
 
-inline error decompress(const device_bundle& bundle, std::uint16_t* out,
-                        std::uint64_t out_capacity, gpu_stream stream,
-                        const gpu_decode_options& options = {}) {
+inline error decompress(const device_bundle& bundle, std::uint16_t* out, std::uint64_t out_capacity,
+                        gpu_stream stream, const gpu_decode_options& options = {}) {
   return decompress(bundle.view(), out, out_capacity, stream, options);
 }
 

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -53,13 +54,24 @@ inline constexpr std::uint32_t kSlotsPerStore = 8;  // BF16 values per 16-byte s
 inline constexpr std::uint64_t kMaxGroupBits = std::uint64_t{1} << 31;
 
 // ---- loads and stores ---------------------------------------------------------------------------
-// The device loads through typed pointers (alignment is a precondition the host validated); the
-// host through memcpy, which allows any alignment.
+// The device loads through typed pointers: alignment is a precondition, and a misaligned access
+// would fault. The host (the CPU executor) goes through memcpy, which would hide a misaligned
+// address, so it checks the alignment the device relies on and throws: that is how the tests
+// prove the kernel's alignment arithmetic.
+
+#if !defined(__CUDA_ARCH__)
+inline void require_host_alignment(const void* p, std::uintptr_t alignment, const char* what) {
+  if (reinterpret_cast<std::uintptr_t>(p) % alignment != 0) {
+    throw std::logic_error(std::string("floatzip kernel logic: misaligned ") + what);
+  }
+}
+#endif
 
 FLOATZIP_HD std::uint32_t load_u32_aligned(const std::uint8_t* p) {
 #if defined(__CUDA_ARCH__)
   return *reinterpret_cast<const std::uint32_t*>(p);
 #else
+  require_host_alignment(p, 4, "32-bit load");
   std::uint32_t v;
   std::memcpy(&v, p, sizeof v);
   return v;
@@ -70,6 +82,7 @@ FLOATZIP_HD std::uint64_t load_u64_aligned(const std::uint8_t* p) {
 #if defined(__CUDA_ARCH__)
   return *reinterpret_cast<const std::uint64_t*>(p);
 #else
+  require_host_alignment(p, 8, "64-bit load");
   std::uint64_t v;
   std::memcpy(&v, p, sizeof v);
   return v;
@@ -82,6 +95,7 @@ FLOATZIP_HD void store_16_aligned(std::uint16_t* p, std::uint32_t w0, std::uint3
 #if defined(__CUDA_ARCH__)
   *reinterpret_cast<uint4*>(p) = make_uint4(w0, w1, w2, w3);
 #else
+  require_host_alignment(p, 16, "16-byte store");
   const std::uint32_t words[4] = {w0, w1, w2, w3};
   std::memcpy(p, words, sizeof words);
 #endif
@@ -157,8 +171,8 @@ struct thread_segment {
   std::uint64_t begin_bit = 0;
   std::uint64_t expected_end_bit = 0;
   std::uint32_t limit_bits = 0;
-  bool empty = true;   // the thread has no chunk (group smaller than the block)
-  bool valid = true;   // false: the chunk gap points past the stream
+  bool empty = true;  // the thread has no chunk (group smaller than the block)
+  bool valid = true;  // false: the chunk gap points past the stream
 };
 
 FLOATZIP_HD thread_segment thread_segment_of(const device_bundle_view& v, std::uint64_t group,
@@ -166,9 +180,9 @@ FLOATZIP_HD thread_segment thread_segment_of(const device_bundle_view& v, std::u
   thread_segment s;
   const std::uint64_t first_chunk = group * v.chunks_per_group;
   const std::uint64_t chunks_left = v.chunk_count - first_chunk;
-  const std::uint32_t chunks =
-      chunks_left < v.chunks_per_group ? static_cast<std::uint32_t>(chunks_left)
-                                       : v.chunks_per_group;
+  const std::uint32_t chunks = chunks_left < v.chunks_per_group
+                                   ? static_cast<std::uint32_t>(chunks_left)
+                                   : v.chunks_per_group;
   const std::uint32_t per_thread = (v.chunks_per_group + threads - 1) / threads;
   const std::uint32_t c0 = thread * per_thread < chunks ? thread * per_thread : chunks;
   const std::uint32_t c1 = c0 + per_thread < chunks ? c0 + per_thread : chunks;
@@ -180,8 +194,8 @@ FLOATZIP_HD thread_segment thread_segment_of(const device_bundle_view& v, std::u
   s.begin_bit = begin;
   s.valid = begin <= limit;
   s.limit_bits = s.valid ? static_cast<std::uint32_t>(limit - begin) : 0;
-  s.expected_end_bit = first_chunk + c1 < v.chunk_count ? chunk_start_bit(v, first_chunk + c1)
-                                                        : v.stream_bits;
+  s.expected_end_bit =
+      first_chunk + c1 < v.chunk_count ? chunk_start_bit(v, first_chunk + c1) : v.stream_bits;
   return s;
 }
 
@@ -271,8 +285,7 @@ struct block_output {
 // out_shift: (address of out[0] / 2) % 8, i.e. how many values out[0] lies past a 16-byte
 // boundary. Precondition: values.valid.
 FLOATZIP_HD block_output block_output_of(std::uint16_t* out, std::uint32_t out_shift,
-                                         const device_bundle_view& v,
-                                         const group_values& values) {
+                                         const device_bundle_view& v, const group_values& values) {
   block_output b;
   b.out = out;
   b.sign_mantissa = v.sign_mantissa;
@@ -349,15 +362,15 @@ FLOATZIP_HD void merge_unit(const block_output& b, const std::uint8_t* stage,
     const std::uint64_t pos = b.first + (unit_slot - b.lead);
     const std::uint64_t e8 = load_u64_aligned(exponents);
     const std::uint64_t s8 = load_sign_mantissa8(b.sign_mantissa, pos);
-    store_16_aligned(b.out + pos,
-                     merge_two_values(static_cast<std::uint32_t>(e8),
-                                      static_cast<std::uint32_t>(s8)),
-                     merge_two_values(static_cast<std::uint32_t>(e8 >> 16),
-                                      static_cast<std::uint32_t>(s8 >> 16)),
-                     merge_two_values(static_cast<std::uint32_t>(e8 >> 32),
-                                      static_cast<std::uint32_t>(s8 >> 32)),
-                     merge_two_values(static_cast<std::uint32_t>(e8 >> 48),
-                                      static_cast<std::uint32_t>(s8 >> 48)));
+    store_16_aligned(
+        b.out + pos,
+        merge_two_values(static_cast<std::uint32_t>(e8), static_cast<std::uint32_t>(s8)),
+        merge_two_values(static_cast<std::uint32_t>(e8 >> 16),
+                         static_cast<std::uint32_t>(s8 >> 16)),
+        merge_two_values(static_cast<std::uint32_t>(e8 >> 32),
+                         static_cast<std::uint32_t>(s8 >> 32)),
+        merge_two_values(static_cast<std::uint32_t>(e8 >> 48),
+                         static_cast<std::uint32_t>(s8 >> 48)));
     return;
   }
   const std::uint32_t lo = unit_slot > b.lead ? unit_slot : b.lead;
@@ -389,6 +402,8 @@ FLOATZIP_HD void copy_block_part(void* dst, const void* src, std::uint32_t bytes
     *reinterpret_cast<uint4*>(static_cast<char*>(dst) + offset) =
         *reinterpret_cast<const uint4*>(static_cast<const char*>(src) + offset);
 #else
+    require_host_alignment(static_cast<char*>(dst) + offset, 16, "16-byte copy destination");
+    require_host_alignment(static_cast<const char*>(src) + offset, 16, "16-byte copy source");
     std::memcpy(static_cast<char*>(dst) + offset, static_cast<const char*>(src) + offset, 16);
 #endif
   }
@@ -407,15 +422,17 @@ inline std::uint32_t decode_table_bytes(int table_bits) {
 // The flat table the kernel indexes, built from the bundle's (validated) code lengths and
 // checked entry by entry: the decode loops rely on every length lying in [1, table_bits].
 inline result<std::vector<decode_entry>> build_kernel_decode_table(const bundle_view& bundle,
-                                                                    int table_bits) {
+                                                                   int table_bits) {
   std::vector<decode_entry> table(std::size_t{1} << table_bits);
   build_decode_table(bundle.code(), table_bits, table);
   if (bundle.value_count() == 0) return table;  // never indexed
   for (const decode_entry e : table) {
     const unsigned length = entry_length(e);
     if (length == 0 || length > static_cast<unsigned>(table_bits)) {
-      return error{errc::bad_data, "bundle: section code_lengths: decode table has an entry of "
-                                   "length " + std::to_string(length)};
+      return error{errc::bad_data,
+                   "bundle: section code_lengths: decode table has an entry of "
+                   "length " +
+                       std::to_string(length)};
     }
   }
   return table;
@@ -525,8 +542,7 @@ inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t 
   // Every value takes at least one bit, which bounds a group whatever max_group_values says.
   const std::uint64_t group_bits = std::uint64_t{v.chunks_per_group} * v.chunk_bits;
   const std::uint64_t values = v.max_group_values < group_bits ? v.max_group_values : group_bits;
-  const std::uint64_t needed =
-      (values + 2 * kSlotsPerStore - 1) / kSlotsPerStore * kSlotsPerStore;
+  const std::uint64_t needed = (values + 2 * kSlotsPerStore - 1) / kSlotsPerStore * kSlotsPerStore;
   std::uint64_t slots = needed < max_stage_bytes ? needed : max_stage_bytes;
   slots = slots / kSlotsPerStore * kSlotsPerStore;
   if (slots < kSlotsPerStore) slots = kSlotsPerStore;
@@ -546,8 +562,8 @@ inline error describe_fault(unsigned long long record) {
       break;
     case kernel_fault::none: break;
   }
-  return {errc::bad_data,
-          "bundle: exponent stream of group " + std::to_string(group) + ": " + what + " (GPU kernel)"};
+  return {errc::bad_data, "bundle: exponent stream of group " + std::to_string(group) + ": " +
+                              what + " (GPU kernel)"};
 }
 
 }  // namespace floatzip::detail

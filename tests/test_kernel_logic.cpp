@@ -1,0 +1,600 @@
+// Tests for the GPU decode kernel's logic (detail/kernel_logic.hpp) through the CPU executor
+// (cpu_executor.hpp), which runs the kernel's per-thread functions block by block and phase by
+// phase. Every decode is compared bit for bit with the original values, into an output poisoned
+// with the complement of the expected values and guarded by canaries, at every store alignment.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <regex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "floatzip/bf16.hpp"
+#include "floatzip/bundle_format.hpp"
+#include "floatzip/cpu_executor.hpp"
+#include "floatzip/decoder.hpp"
+#include "floatzip/detail/bitstream.hpp"
+#include "floatzip/detail/file_io.hpp"
+#include "floatzip/detail/kernel_logic.hpp"
+#include "floatzip/encoder.hpp"
+#include "floatzip/safetensors.hpp"
+
+namespace floatzip {
+namespace {
+
+using tensor_list = std::vector<std::vector<std::uint16_t>>;
+
+std::uint16_t float_to_bf16(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>(bits >> 16 | 0x40);
+  bits += 0x7FFFu + ((bits >> 16) & 1);  // round to nearest even
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+// Llama-like weights: Student-t (3 degrees of freedom) at a per-tensor scale.
+std::vector<std::uint16_t> heavy_tailed(std::size_t n, std::uint64_t seed, float scale = 0.02f) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> t(3.0f);
+  std::vector<std::uint16_t> v(n);
+  for (auto& x : v) x = float_to_bf16(scale * t(rng));
+  return v;
+}
+
+std::vector<std::uint16_t> all_patterns(bool shuffled) {
+  std::vector<std::uint16_t> v(65536);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::uint16_t>(i);
+  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
+  return v;
+}
+
+std::vector<std::byte> compress(const tensor_list& tensors, const encode_options& options) {
+  std::vector<std::span<const std::uint16_t>> spans(tensors.begin(), tensors.end());
+  return compress_bundle(spans, options);
+}
+
+std::vector<std::uint16_t> concatenated(const tensor_list& tensors) {
+  std::vector<std::uint16_t> all;
+  for (const auto& t : tensors) all.insert(all.end(), t.begin(), t.end());
+  return all;
+}
+
+encode_options geometry(int max_code_length, std::uint32_t chunk_bytes,
+                        std::uint32_t chunks_per_group) {
+  encode_options o;
+  o.max_code_length = max_code_length;
+  o.chunk_bytes = chunk_bytes;
+  o.chunks_per_group = chunks_per_group;
+  return o;
+}
+
+constexpr std::size_t kGuardValues = 16;  // canaries on both sides of the output
+constexpr std::uint16_t kCanary = 0xC0DE;
+
+// Runs the executor into a buffer whose first value lies `shift` values past a 16-byte boundary,
+// poisoned with ~expected so that an unwritten value cannot pass, and checks every value and the
+// canaries around it.
+void expect_executor_decodes(std::span<const std::byte> bytes,
+                             const std::vector<std::uint16_t>& expected, unsigned shift,
+                             const cpu_executor_options& options = {}) {
+  auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value()) << view.error().message;
+  ASSERT_EQ(view->value_count(), expected.size());
+  std::vector<std::uint16_t> buffer(expected.size() + 2 * kGuardValues + 8, kCanary);
+  const std::size_t misalignment =
+      (reinterpret_cast<std::uintptr_t>(buffer.data()) / 2) % detail::kSlotsPerStore;
+  const std::size_t begin = kGuardValues + (shift + 8 - misalignment) % 8;
+  std::uint16_t* out = buffer.data() + begin;
+  ASSERT_EQ((reinterpret_cast<std::uintptr_t>(out) / 2) % 8, shift);
+  for (std::size_t i = 0; i < expected.size(); ++i)
+    out[i] = static_cast<std::uint16_t>(~expected[i]);
+
+  const error e =
+      execute_kernel_on_cpu(*view, std::span<std::uint16_t>(out, expected.size()), options);
+  ASSERT_TRUE(e.ok()) << e.message;
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    if (out[i] != expected[i] && ++mismatches <= 5) {
+      ADD_FAILURE() << "value " << i << " of " << expected.size() << ": got " << std::hex << out[i]
+                    << " expected " << expected[i] << " (shift " << shift << ")";
+    }
+  }
+  EXPECT_EQ(mismatches, 0u);
+  for (std::size_t i = 0; i < begin; ++i) ASSERT_EQ(buffer[i], kCanary) << "before output " << i;
+  for (std::size_t i = begin + expected.size(); i < buffer.size(); ++i) {
+    ASSERT_EQ(buffer[i], kCanary) << "after output " << i;
+  }
+}
+
+void expect_all_shifts(std::span<const std::byte> bytes, const std::vector<std::uint16_t>& expected,
+                       const cpu_executor_options& options = {}) {
+  for (unsigned shift = 0; shift < detail::kSlotsPerStore; ++shift) {
+    SCOPED_TRACE("output shift " + std::to_string(shift));
+    expect_executor_decodes(bytes, expected, shift, options);
+    if (testing::Test::HasFatalFailure()) return;
+  }
+}
+
+// ---- the per-thread building blocks -------------------------------------------------------------
+
+TEST(KernelLogic, MergeTwoValuesMatchesBf16MergeForEveryPattern) {
+  std::mt19937 rng(1);
+  for (unsigned e = 0; e < 256; ++e) {
+    for (unsigned s = 0; s < 256; ++s) {
+      const unsigned e2 = rng() & 0xFF;
+      const unsigned s2 = rng() & 0xFF;
+      const std::uint32_t word = detail::merge_two_values(e | e2 << 8, s | s2 << 8);
+      ASSERT_EQ(word & 0xFFFF,
+                bf16_merge(static_cast<std::uint8_t>(e), static_cast<std::uint8_t>(s)));
+      ASSERT_EQ(word >> 16,
+                bf16_merge(static_cast<std::uint8_t>(e2), static_cast<std::uint8_t>(s2)));
+      const std::uint32_t swapped = detail::merge_two_values(e2 | e << 8, s2 | s << 8);
+      ASSERT_EQ(swapped >> 16,
+                bf16_merge(static_cast<std::uint8_t>(e), static_cast<std::uint8_t>(s)));
+    }
+  }
+}
+
+TEST(KernelLogic, LoadSignMantissa8AtEveryMisalignment) {
+  alignas(16) std::array<std::uint8_t, 48> bytes;
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 37 + 5);
+  for (std::uint64_t pos = 0; pos + 8 <= 32; ++pos) {
+    const std::uint64_t got = detail::load_sign_mantissa8(bytes.data(), pos);
+    for (unsigned k = 0; k < 8; ++k) {
+      ASSERT_EQ((got >> (8 * k)) & 0xFF, bytes[pos + k]) << "pos " << pos << " byte " << k;
+    }
+  }
+}
+
+TEST(KernelLogic, StreamReaderSeesTheStreamFromAnyPosition) {
+  std::mt19937_64 rng(3);
+  alignas(16) std::array<std::uint8_t, 256 + kStreamPaddingBytes> stream{};
+  for (std::size_t i = 0; i < 256; ++i) stream[i] = static_cast<std::uint8_t>(rng());
+  // A table that maps every 12-bit index to "length = 1 + index % 12", symbol = low index bits,
+  // so that the reader's consumed lengths vary; compare what it peeks with stream_window.
+  std::vector<decode_entry> table(1 << 12);
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    table[i] = make_decode_entry(static_cast<std::uint8_t>(i), 1 + i % 12);
+  }
+  for (std::uint64_t start = 0; start < 200 * 8; start += 7) {
+    detail::stream_reader reader;
+    reader.start(stream.data(), start);
+    std::uint64_t pos = start;
+    while (pos + 64 < 256 * 8) {
+      const decode_entry e = reader.peek<12>(table.data());
+      const std::uint64_t index = detail::stream_window(stream.data(), pos) >> 52;
+      ASSERT_EQ(e, table[index]) << "start " << start << " pos " << pos;
+      reader.consume(entry_length(e));
+      pos += entry_length(e);
+    }
+  }
+}
+
+// ---- whole bundles
+// --------------------------------------------------------------------------------
+
+TEST(KernelExecutor, AllBf16PatternsAtEveryAlignment) {
+  for (const bool shuffled : {false, true}) {
+    const std::vector<std::uint16_t> values = all_patterns(shuffled);
+    for (const int max_length : {8, 12, 15}) {
+      SCOPED_TRACE("max_code_length " + std::to_string(max_length) +
+                   (shuffled ? " shuffled" : " in order"));
+      const auto bytes = compress({values}, geometry(max_length, 64, 256));
+      expect_all_shifts(bytes, values);
+    }
+  }
+}
+
+TEST(KernelExecutor, EmptyBundlesWriteNothing) {
+  for (const tensor_list& tensors : {tensor_list{}, tensor_list{{}}, tensor_list{{}, {}, {}}}) {
+    const auto bytes = compress(tensors, {});
+    auto view = parse_bundle(bytes);
+    ASSERT_TRUE(view.has_value()) << view.error().message;
+    std::vector<std::uint16_t> out(4, kCanary);
+    EXPECT_TRUE(execute_kernel_on_cpu(*view, std::span<std::uint16_t>(out)).ok());
+    EXPECT_TRUE(execute_kernel_on_cpu(*view, std::span<std::uint16_t>()).ok());
+    EXPECT_EQ(out, std::vector<std::uint16_t>(4, kCanary));
+  }
+}
+
+TEST(KernelExecutor, OneValue) {
+  for (const std::uint16_t v : {std::uint16_t{0}, std::uint16_t{0x8000}, std::uint16_t{0x3F80},
+                                std::uint16_t{0x7FC1}, std::uint16_t{0xFFFF}}) {
+    const std::vector<std::uint16_t> values{v};
+    expect_all_shifts(compress({values}, {}), values);
+  }
+}
+
+// Sizes that end mid-chunk, on a chunk, mid-group and on a group, under geometries that give a
+// thread one chunk, several chunks, or no chunk at all.
+TEST(KernelExecutor, OddSizesAndGeometries) {
+  const std::vector<std::size_t> sizes = {2,   3,   7,    8,    9,     15,    17,    189,
+                                          190, 191, 1000, 4097, 48611, 50000, 100003};
+  struct case_geometry {
+    encode_options options;
+    unsigned threads;
+  };
+  const std::vector<case_geometry> geometries = {
+      {geometry(12, 64, 256), 256},   // the defaults: one chunk per thread
+      {geometry(12, 4, 1), 256},      // smallest chunks, one chunk per group
+      {geometry(12, 5, 3), 256},      // chunk bits not a multiple of 32
+      {geometry(12, 64, 512), 256},   // two chunks per thread
+      {geometry(12, 16, 1000), 256},  // four chunks per thread, last thread short
+      {geometry(12, 64, 100), 256},   // threads without chunks
+      {geometry(11, 64, 256), 32},    // a small block: eight chunks per thread
+      {geometry(14, 8, 257), 1024},   // the large table, a large block
+  };
+  std::uint64_t seed = 11;
+  for (const std::size_t n : sizes) {
+    const std::vector<std::uint16_t> values = heavy_tailed(n, ++seed);
+    for (const auto& g : geometries) {
+      SCOPED_TRACE("n " + std::to_string(n) + " chunk_bytes " +
+                   std::to_string(g.options.chunk_bytes) + " chunks_per_group " +
+                   std::to_string(g.options.chunks_per_group) + " threads " +
+                   std::to_string(g.threads));
+      const auto bytes = compress({values}, g.options);
+      cpu_executor_options options;
+      options.threads_per_block = g.threads;
+      expect_executor_decodes(bytes, values, static_cast<unsigned>(n % 8), options);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+// Small stages force several tiles per group; each thread's decoder carries over between tiles.
+TEST(KernelExecutor, StagingInTiles) {
+  const std::vector<std::uint16_t> values = heavy_tailed(300001, 5);
+  const auto bytes = compress({values}, {});
+  for (const std::uint32_t stage : {8u, 16u, 24u, 1000u, 4096u, 20000u, 65536u}) {
+    SCOPED_TRACE("stage_bytes " + std::to_string(stage));
+    cpu_executor_options options;
+    options.stage_bytes = stage;
+    expect_executor_decodes(bytes, values, stage % 8, options);
+    if (HasFatalFailure()) return;
+  }
+  cpu_executor_options options;
+  options.stage_bytes = 40;
+  expect_all_shifts(bytes, values, options);
+}
+
+TEST(KernelExecutor, ManyOddSizedTensorsInOneBundle) {
+  std::mt19937_64 rng(9);
+  tensor_list tensors;
+  for (int i = 0; i < 300; ++i) {
+    const std::size_t n = rng() % 4 == 0 ? rng() % 8 : rng() % 5000;
+    tensors.push_back(heavy_tailed(n, rng(), 0.005f + 0.001f * static_cast<float>(i % 40)));
+  }
+  const auto bytes = compress(tensors, {});
+  const auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value());
+  ASSERT_EQ(view->tensor_count(), tensors.size());
+  expect_all_shifts(bytes, concatenated(tensors));
+}
+
+TEST(KernelExecutor, HeavyTailedLarge) {
+  const std::vector<std::uint16_t> values = heavy_tailed(3'000'017, 21, 0.03f);
+  expect_executor_decodes(compress({values}, {}), values, 0);
+}
+
+// One exponent only: the one-symbol code, one bit per value, so a group holds 131,072 values and
+// the default-sized stages of a real GPU need several tiles.
+TEST(KernelExecutor, OneSymbolCode) {
+  std::vector<std::uint16_t> values(400'000);
+  std::mt19937 rng(2);
+  for (auto& v : values) v = static_cast<std::uint16_t>(0x3F80 | (rng() & 0x807F));
+  const auto bytes = compress({values}, {});
+  expect_executor_decodes(bytes, values, 3);
+  cpu_executor_options options;
+  options.stage_bytes = 32 * 1024;
+  expect_executor_decodes(bytes, values, 5, options);
+}
+
+// Fibonacci-like exponent counts force codes up to the 15-bit limit (the large table).
+TEST(KernelExecutor, LongestCodes) {
+  std::vector<std::uint16_t> values;
+  std::uint64_t a = 1, b = 1;
+  std::mt19937 rng(4);
+  for (unsigned e = 100; e < 122; ++e) {
+    for (std::uint64_t i = 0; i < a; ++i) {
+      values.push_back(static_cast<std::uint16_t>((e << 7) | (rng() & 0x807F)));
+    }
+    const std::uint64_t next = a + b;
+    a = b;
+    b = next;
+  }
+  std::shuffle(values.begin(), values.end(), rng);
+  const auto bytes = compress({values}, geometry(15, 64, 256));
+  const auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value());
+  ASSERT_EQ(view->max_code_length(), 15);
+  int longest = 0;
+  for (const auto len : view->code()) longest = std::max<int>(longest, len);
+  ASSERT_EQ(longest, 15) << "the test data no longer forces 15-bit codes";
+  expect_all_shifts(bytes, values);
+}
+
+// ---- the real models
+// ------------------------------------------------------------------------------
+
+struct model_tensor {
+  std::string name;
+  std::vector<std::uint16_t> values;
+};
+
+// The 16-bit tensors of a safetensors file (BF16 and F16 as they are, F32 cut to its top half).
+std::vector<model_tensor> read_model(const std::filesystem::path& path) {
+  auto file = detail::mapped_file::open(path);
+  EXPECT_TRUE(file.has_value()) << file.error().message;
+  if (!file) return {};
+  auto header = safetensors::parse_header(file->bytes(), file->size(), path.filename().string());
+  EXPECT_TRUE(header.has_value()) << header.error().message;
+  if (!header) return {};
+  std::vector<model_tensor> tensors;
+  const std::byte* data = file->bytes().data() + header->header_size();
+  for (const auto& t : header->tensors) {
+    model_tensor m{t.name, {}};
+    const std::byte* p = data + t.data.begin;
+    const std::uint64_t n = t.element_count();
+    if (t.type == safetensors::dtype::bf16 || t.type == safetensors::dtype::f16) {
+      m.values.resize(n);
+      std::memcpy(m.values.data(), p, n * 2);
+    } else if (t.type == safetensors::dtype::f32) {
+      m.values.resize(n);
+      for (std::uint64_t i = 0; i < n; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, p + i * 4, 4);
+        m.values[i] = static_cast<std::uint16_t>(bits >> 16);
+      }
+    } else {
+      continue;
+    }
+    tensors.push_back(std::move(m));
+  }
+  return tensors;
+}
+
+TEST(KernelExecutor, RealModels) {
+  const std::filesystem::path dir = FLOATZIP_MODELS_DIR;
+  if (!std::filesystem::is_directory(dir)) {
+    GTEST_SKIP() << "models directory " << dir << " not found (set FLOATZIP_MODELS_DIR)";
+  }
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
+  }
+  if (files.empty()) GTEST_SKIP() << "no .safetensors files in " << dir;
+  std::sort(files.begin(), files.end());
+  const std::regex layer_prefix(R"(^(.*\blayers\.\d+\.))");
+  for (const auto& path : files) {
+    SCOPED_TRACE(path.filename().string());
+    const std::vector<model_tensor> tensors = read_model(path);
+    ASSERT_FALSE(tensors.empty());
+    // Bundles as the container forms them: one per transformer block, every other tensor alone.
+    std::map<std::string, tensor_list> bundles;
+    tensor_list whole_file;
+    for (const auto& t : tensors) {
+      std::smatch match;
+      const std::string key =
+          std::regex_search(t.name, match, layer_prefix) ? match[1].str() : t.name;
+      bundles[key].push_back(t.values);
+      whole_file.push_back(t.values);
+    }
+    bundles["<whole file>"] = whole_file;
+    for (const auto& [name, bundle] : bundles) {
+      SCOPED_TRACE(name);
+      const std::vector<std::uint16_t> expected = concatenated(bundle);
+      expect_executor_decodes(compress(bundle, {}), expected,
+                              static_cast<unsigned>(name.size() % 8));
+      if (HasFatalFailure()) return;
+    }
+    cpu_executor_options tiny_stage;
+    tiny_stage.stage_bytes = 2048;
+    expect_all_shifts(compress(whole_file, {}), concatenated(whole_file), tiny_stage);
+  }
+}
+
+// ---- launch checks and corrupt data
+// ----------------------------------------------------------------
+
+struct host_kernel_bundle {
+  std::vector<std::byte> bytes;
+  bundle_view view;
+  std::vector<decode_entry> table;
+  unsigned long long status = detail::kNoFault;
+  device_bundle_view device_view;
+};
+
+// A parsed bundle with its kernel view over host memory. Changing `bytes` afterwards changes what
+// the executor reads, which is how the metadata is corrupted past parse_bundle's checks.
+std::unique_ptr<host_kernel_bundle> make_host_kernel_bundle(const tensor_list& tensors,
+                                                            const encode_options& options) {
+  auto b = std::make_unique<host_kernel_bundle>();
+  b->bytes = compress(tensors, options);
+  b->view = parse_bundle(b->bytes).value();
+  const int bits = detail::gpu_table_bits(b->view.max_code_length());
+  b->table = detail::build_kernel_decode_table(b->view, bits).value();
+  b->device_view =
+      detail::make_device_bundle_view(b->view, b->bytes.data(), b->table.data(), bits, &b->status);
+  return b;
+}
+
+TEST(KernelExecutor, LaunchChecks) {
+  const std::vector<std::uint16_t> values = heavy_tailed(5000, 1);
+  auto b = make_host_kernel_bundle({values}, {});
+  std::vector<std::uint16_t> out(values.size() + 8);
+  std::uint16_t* aligned =
+      out.data() + (8 - (reinterpret_cast<std::uintptr_t>(out.data()) / 2) % 8) % 8;
+
+  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, aligned, values.size() - 1).code,
+            errc::insufficient_space);
+  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, nullptr, values.size()).code,
+            errc::invalid_argument);
+  auto* odd = reinterpret_cast<std::uint16_t*>(reinterpret_cast<char*>(aligned) + 1);
+  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, odd, values.size()).code, errc::invalid_argument);
+
+  auto expect_invalid = [&](auto mutate, const char* what) {
+    device_bundle_view v = b->device_view;
+    mutate(v);
+    const error e = execute_kernel_on_cpu(v, aligned, values.size());
+    EXPECT_EQ(e.code, errc::invalid_argument) << what << ": " << e.message;
+  };
+  expect_invalid([](device_bundle_view& v) { v.table_bits = 13; }, "table bits not compiled");
+  expect_invalid([](device_bundle_view& v) { v.max_code_length = 16; }, "code longer than table");
+  expect_invalid([](device_bundle_view& v) { v.exponent_stream = nullptr; }, "null stream");
+  expect_invalid([](device_bundle_view& v) { v.sign_mantissa += 1; }, "misaligned section");
+  expect_invalid([](device_bundle_view& v) { v.chunk_count += 1; }, "chunk count");
+  expect_invalid([](device_bundle_view& v) { v.group_count -= 1; }, "group count");
+  expect_invalid([](device_bundle_view& v) { v.stream_bits = v.value_count * 20; }, "stream bits");
+  expect_invalid(
+      [](device_bundle_view& v) {
+        v.chunks_per_group = 1u << 16;
+        v.chunk_bits = 1u << 16;
+      },
+      "group too large for 32-bit offsets");
+  cpu_executor_options no_threads;
+  no_threads.threads_per_block = 0;
+  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, aligned, values.size(), no_threads).code,
+            errc::invalid_argument);
+  EXPECT_TRUE(execute_kernel_on_cpu(b->device_view, aligned, values.size()).ok());
+}
+
+// Metadata that parse_bundle accepted but that was changed afterwards (as a bit flip in device
+// memory would): the block that uses it must refuse to write and report its group.
+TEST(KernelExecutor, CorruptGroupPositionsAreReported) {
+  const std::vector<std::uint16_t> values = heavy_tailed(400'000, 8);
+  auto b = make_host_kernel_bundle({values}, {});
+  const std::uint64_t groups = b->view.group_count();
+  ASSERT_GE(groups, 4u);
+  std::vector<std::uint16_t> out(values.size());
+  const std::uint64_t offset = b->view.layout().group_positions_offset;
+  for (const std::uint64_t g : {std::uint64_t{0}, std::uint64_t{1}, groups / 2, groups - 1}) {
+    for (const std::int64_t delta : {-1, 1, 1000, -1000}) {
+      std::uint64_t position;
+      std::memcpy(&position, b->bytes.data() + offset + g * 8, 8);
+      if (static_cast<std::int64_t>(position) + delta < 0) continue;
+      const std::uint64_t corrupt = position + static_cast<std::uint64_t>(delta);
+      std::memcpy(b->bytes.data() + offset + g * 8, &corrupt, 8);
+      b->status = detail::kNoFault;
+      const error e = execute_kernel_on_cpu(b->device_view, out.data(), out.size());
+      std::memcpy(b->bytes.data() + offset + g * 8, &position, 8);
+      EXPECT_EQ(e.code, errc::bad_data) << "group " << g << " delta " << delta;
+      // The group before a moved boundary sees it as its end: it may be reported first.
+      const std::uint64_t reported = b->status >> 8;
+      EXPECT_TRUE(reported == g || reported + 1 == g) << "reported " << reported << " for " << g;
+      EXPECT_NE(e.message.find("group " + std::to_string(reported)), std::string::npos)
+          << e.message;
+    }
+  }
+  EXPECT_TRUE(execute_kernel_on_cpu(b->device_view, out.data(), out.size()).ok());
+  EXPECT_EQ(out, values);
+}
+
+// Every position moved by the same amount, with a value count to match: each group's count
+// agrees with its neighbours, so only the rule "group 0 starts at value 0" stops the blocks from
+// leaving the first values unwritten.
+TEST(KernelExecutor, ShiftedGroupPositionsAreReported) {
+  const std::vector<std::uint16_t> values = heavy_tailed(200'000, 14);
+  auto b = make_host_kernel_bundle({values}, {});
+  const std::uint64_t offset = b->view.layout().group_positions_offset;
+  for (std::uint64_t g = 0; g < b->view.group_count(); ++g) {
+    std::uint64_t position;
+    std::memcpy(&position, b->bytes.data() + offset + g * 8, 8);
+    position += 5;
+    std::memcpy(b->bytes.data() + offset + g * 8, &position, 8);
+  }
+  device_bundle_view shifted = b->device_view;
+  shifted.value_count += 5;
+  std::vector<std::uint16_t> out(shifted.value_count);
+  const error e = execute_kernel_on_cpu(shifted, out.data(), out.size());
+  EXPECT_EQ(e.code, errc::bad_data) << e.message;
+  EXPECT_EQ(b->status, detail::fault_record(0, detail::kernel_fault::group_position));
+}
+
+TEST(KernelExecutor, CorruptChunkGapsAreReported) {
+  const std::vector<std::uint16_t> values = heavy_tailed(200'000, 12);
+  auto b = make_host_kernel_bundle({values}, {});
+  std::vector<std::uint16_t> out(values.size());
+  auto* gaps =
+      reinterpret_cast<std::uint8_t*>(b->bytes.data() + b->view.layout().chunk_gaps_offset);
+  std::mt19937_64 rng(6);
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::uint64_t chunk = 1 + rng() % (b->view.chunk_count() - 1);
+    const std::uint8_t saved = gaps[chunk >> 1];
+    const unsigned shift = (chunk & 1) != 0 ? 4 : 0;
+    const unsigned gap = (saved >> shift) & 0xF;
+    const unsigned corrupt = (gap + 1 + rng() % 15) & 0xF;  // any other nibble, 0..15
+    gaps[chunk >> 1] = static_cast<std::uint8_t>((saved & ~(0xF << shift)) | (corrupt << shift));
+    b->status = detail::kNoFault;
+    const error e = execute_kernel_on_cpu(b->device_view, out.data(), out.size());
+    gaps[chunk >> 1] = saved;
+    ASSERT_EQ(e.code, errc::bad_data) << "chunk " << chunk << " gap " << gap << " -> " << corrupt;
+    EXPECT_EQ(b->status & 0xFF, static_cast<unsigned>(detail::kernel_fault::chunk_boundary));
+    // The chunk's own group or, when it starts a group, the group before it.
+    const std::uint64_t group = chunk / b->view.header().chunks_per_group;
+    const std::uint64_t reported = b->status >> 8;
+    EXPECT_TRUE(reported == group || reported + 1 == group) << reported << " vs " << group;
+  }
+}
+
+// Flipped stream bits: whatever the executor accepts, the CPU decoder must decode identically
+// (both check the codewords against the metadata; the executor per chunk, so it is stricter).
+// Never a crash or an out-of-bounds access (CI runs this under AddressSanitizer).
+TEST(KernelExecutor, FlippedStreamBitsNeverEscapeTheBundle) {
+  const std::vector<std::uint16_t> values = heavy_tailed(3000, 13);
+  const auto original = compress({values}, geometry(12, 8, 4));
+  const auto layout = parse_bundle(original).value().layout();
+  const std::uint64_t stream_bytes = (parse_bundle(original).value().stream_bits() + 7) / 8;
+  int rejected = 0, accepted = 0;
+  for (std::uint64_t i = 0; i < stream_bytes; ++i) {
+    for (int bit = 0; bit < 8; bit += 3) {
+      std::vector<std::byte> bytes = original;
+      bytes[layout.stream_offset + i] ^= std::byte{static_cast<unsigned char>(1u << bit)};
+      const bundle_view view = parse_bundle(bytes).value();
+      std::vector<std::uint16_t> out(values.size(), 0);
+      const error e = execute_kernel_on_cpu(view, std::span<std::uint16_t>(out));
+      if (e) {
+        ASSERT_EQ(e.code, errc::bad_data) << e.message;
+        ++rejected;
+        continue;
+      }
+      ++accepted;
+      std::vector<std::uint16_t> reference(values.size(), 1);
+      decode_options one_thread;
+      one_thread.threads = 1;
+      ASSERT_TRUE(decompress(view, reference, one_thread).ok()) << "byte " << i << " bit " << bit;
+      ASSERT_EQ(out, reference) << "byte " << i << " bit " << bit;
+    }
+  }
+  EXPECT_GT(rejected, 0);
+  std::printf("flipped stream bits: %d rejected, %d decoded to other values\n", rejected, accepted);
+}
+
+// Agreement with the CPU decoder on data that is not made of BF16 weights at all.
+TEST(KernelExecutor, AgreesWithCpuDecoderOnRandomBits) {
+  std::mt19937_64 rng(17);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<std::uint16_t> values(1 + rng() % 70'000);
+    for (auto& v : values) v = static_cast<std::uint16_t>(rng());
+    const auto bytes =
+        compress({values}, geometry(8 + trial % 8, 4 + rng() % 100, 1 + rng() % 600));
+    const bundle_view view = parse_bundle(bytes).value();
+    std::vector<std::uint16_t> a(values.size()), c(values.size());
+    ASSERT_TRUE(execute_kernel_on_cpu(view, std::span<std::uint16_t>(a)).ok());
+    ASSERT_TRUE(decompress(view, c).ok());
+    ASSERT_EQ(a, values);
+    ASSERT_EQ(c, values);
+  }
+}
+
+}  // namespace
+}  // namespace floatzip
