@@ -327,29 +327,34 @@ int run(const options& opts) {
       "tokens      {} prompt + {} generated; {} forward passes in {:.3f} s: {:.1f} tokens/s\n",
       prompt.size(), generated->size(), stats.forward_passes, stats.forward_seconds,
       per_second(stats));
-  fmt::print("weights     {} loads, {:.3f} s loading ({:.1f} % of the forward time){}\n",
-             stats.weight_loads, stats.load_seconds,
-             stats.forward_seconds > 0 ? 100.0 * stats.load_seconds / stats.forward_seconds : 0.0,
-             source->format() == "fzip" ? ": decompression" : ": no decoding, mapped file");
+  const bool compressed = source->format() == "fzip";
+  const double passes = stats.forward_passes ? double(stats.forward_passes) : 1.0;
+  fmt::print(
+      "weights     {} loads, {:.3f} s{} ({:.1f} % of the forward time, {:.3f} ms per token){}\n",
+      stats.weight_loads, stats.load_seconds, compressed ? " decompressing" : "",
+      stats.forward_seconds > 0 ? 100.0 * stats.load_seconds / stats.forward_seconds : 0.0,
+      1e3 * stats.load_seconds / passes,
+      compressed ? "" : ": views into the mapped file, no decoding");
   const std::uint64_t model_bytes = source->model_weight_bytes();
   const std::uint64_t resident = model.buffer().size_bytes();
-  if (source->format() == "fzip") {
+  if (compressed) {
     fmt::print(
-        "memory      peak resident decoded weights {} bytes (the reused buffer: largest "
-        "bundle) vs {} bytes for the uncompressed model ({:.1f} %)\n",
+        "memory      peak resident decoded weights {} bytes (one reused buffer: the largest "
+        "bundle) vs {} bytes for the uncompressed model ({:.1f} %); compressed file {} bytes\n",
         grouped(resident), grouped(model_bytes),
-        model_bytes ? 100.0 * double(resident) / double(model_bytes) : 0.0);
+        model_bytes ? 100.0 * double(resident) / double(model_bytes) : 0.0,
+        grouped(source->file_bytes()));
   } else {
     fmt::print("memory      resident weights {} bytes (the whole uncompressed model, mapped)\n",
                grouped(model_bytes));
   }
   if (reference) {
     const llama::run_stats& ref = reference->stats();
-    fmt::print(
-        "verify      OK: {} steps x {} logits bit-identical to {} ({}: {:.1f} tokens/s, "
-        "{:.3f} s)\n",
-        compared_steps, config.vocab_size, opts.verify->string(), reference_source->format(),
-        per_second(ref), ref.forward_seconds);
+    fmt::print("verify      OK: {} steps x {} logits bit-identical to {}\n", compared_steps,
+               config.vocab_size, opts.verify->string());
+    fmt::print("reference   {}: {:.1f} tokens/s; {} costs {:+.3f} ms per token against it\n",
+               reference_source->format(), per_second(ref), opts.model.filename().string(),
+               1e3 * (stats.forward_seconds - ref.forward_seconds) / passes);
   }
   return 0;
 }
