@@ -79,12 +79,11 @@ int compress_command(const std::vector<std::string>& tokens) {
           ? without_trailing_separator(*args.value("output"))
           : (directory ? fs::path(input.string() + std::string(kContainerExtension))
                        : replace_suffix(input, ".safetensors", kContainerExtension));
+  compress_options options;
+  options.codec.threads = threads_option(args);  // usage errors before any file is touched
   if (!path_exists(input))
     return fail({errc::io_error, input.string() + ": no such file or directory"});
   if (error e = check_output(input, output, args.flag("force"))) return fail(e);
-
-  compress_options options;
-  options.codec.threads = threads_option(args);
   progress_bar bar("compress");
   options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const stopwatch clock;
@@ -111,12 +110,11 @@ int decompress_command(const std::vector<std::string>& tokens) {
   } else {
     output = replace_suffix(input, kContainerExtension, ".safetensors");
   }
+  decompress_options options;
+  options.codec.threads = threads_option(args);  // usage errors before any file is touched
   if (!path_exists(input))
     return fail({errc::io_error, input.string() + ": no such file or directory"});
   if (error e = check_output(input, output, args.flag("force"))) return fail(e);
-
-  decompress_options options;
-  options.codec.threads = threads_option(args);
   progress_bar bar("decompress");
   options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const stopwatch clock;

@@ -1,0 +1,439 @@
+// The `floatzip` command as users and scripts meet it: exit codes (0 ok, 1 bad input or failed
+// verification, 2 usage), byte-for-byte round trips of the real models and of sharded
+// directories, `verify` catching one flipped bit, `info --json` agreeing with the file sizes,
+// every kind of bad input leaving no output behind, and memory bounded by bundles.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "container_test_util.hpp"
+
+namespace floatzip {
+namespace {
+
+using testing::temp_dir;
+namespace fs = std::filesystem;
+
+struct run_result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+  long max_rss_kb = 0;
+};
+
+std::string slurp(const fs::path& p) {
+  const auto bytes = testing::read_file(p);
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+// Runs the floatzip binary with `args`, capturing stdout, stderr, exit code and peak memory.
+run_result run(const std::vector<std::string>& args) {
+  temp_dir capture;
+  const fs::path out = capture / "stdout";
+  const fs::path err = capture / "stderr";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    std::vector<char*> argv;
+    std::string program = FLOATZIP_CLI_PATH;
+    argv.push_back(program.data());
+    std::vector<std::string> copies = args;
+    for (auto& a : copies) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(program.c_str(), argv.data());
+    ::_exit(127);
+  }
+  run_result r;
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.max_rss_kb = usage.ru_maxrss;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+std::string describe(const run_result& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
+}
+
+void flip_bit(const fs::path& p, std::uint64_t byte, int bit) {
+  auto bytes = testing::read_file(p);
+  bytes.at(byte) ^= std::byte(1u << bit);
+  testing::write_file(p, bytes);
+}
+
+TEST(Cli, HelpForEveryCommandAndUsageErrors) {
+  EXPECT_EQ(run({"--help"}).exit_code, 0);
+  EXPECT_EQ(run({"--version"}).exit_code, 0);
+  for (const char* command : {"compress", "decompress", "verify", "info", "bench", "demo"}) {
+    const auto r = run({command, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << command;
+    EXPECT_NE(r.out.find(std::string("usage: floatzip ") + command), std::string::npos) << r.out;
+    EXPECT_EQ(run({"help", command}).exit_code, 0) << command;
+  }
+  EXPECT_EQ(run({}).exit_code, 2);
+  EXPECT_EQ(run({"explode"}).exit_code, 2);
+  EXPECT_EQ(run({"compress"}).exit_code, 2);
+  EXPECT_EQ(run({"compress", "a", "b"}).exit_code, 2);
+  EXPECT_EQ(run({"compress", "x.safetensors", "--frobnicate"}).exit_code, 2);
+  EXPECT_EQ(run({"compress", "x.safetensors", "--threads", "many"}).exit_code, 2);
+  EXPECT_EQ(run({"compress", "x.safetensors", "--threads"}).exit_code, 2);
+  EXPECT_EQ(run({"verify", "only-one"}).exit_code, 2);
+  EXPECT_EQ(run({"info"}).exit_code, 2);
+  EXPECT_EQ(run({"demo", "--size-mb", "0"}).exit_code, 2);
+  const auto usage = run({"decompress", "a", "--nope"});
+  EXPECT_NE(usage.err.find("unknown option --nope"), std::string::npos) << usage.err;
+}
+
+TEST(Cli, EveryModelRoundTripsByteForByte) {
+  const auto models = testing::model_files();
+  if (models.empty()) GTEST_SKIP() << "no models in " << testing::models_dir();
+  for (const auto& model : models) {
+    SCOPED_TRACE(model.string());
+    temp_dir dir;
+    fs::copy_file(model, dir / "m.safetensors");
+    auto r = run({"compress", (dir / "m.safetensors").string()});  // default name m.fzip
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    ASSERT_TRUE(fs::exists(dir / "m.fzip"));
+    r = run({"decompress", (dir / "m.fzip").string(), "-o", (dir / "back.safetensors").string(),
+             "--threads", "2"});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    EXPECT_EQ(testing::read_file(dir / "back.safetensors"), testing::read_file(model));
+    r = run({"verify", model.string(), (dir / "m.fzip").string()});
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    EXPECT_EQ(dir.entries(),
+              (std::vector<std::string>{"back.safetensors", "m.fzip", "m.safetensors"}));
+  }
+}
+
+TEST(Cli, VerifyCatchesASingleFlippedBit) {
+  const auto model = testing::models_dir() / "stories260K.bf16.safetensors";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " not present";
+  temp_dir dir;
+  ASSERT_EQ(run({"compress", model.string(), "-o", (dir / "m.fzip").string()}).exit_code, 0);
+  const auto fzip = testing::read_file(dir / "m.fzip");
+  const auto l = testing::layout_of(fzip);
+  // Bits in the file header, the verbatim header, the index, a bundle's sign/mantissa bytes,
+  // its exponent stream, and the last byte.
+  const std::vector<std::uint64_t> positions = {20,
+                                                l.header_offset + 100,
+                                                l.index_offset + 50,
+                                                l.bundles_offset + 300,
+                                                l.bundles_offset + fzip.size() / 2,
+                                                fzip.size() - 1};
+  for (std::uint64_t at : positions) {
+    fs::copy_file(dir / "m.fzip", dir / "flipped.fzip", fs::copy_options::overwrite_existing);
+    flip_bit(dir / "flipped.fzip", at, static_cast<int>(at % 8));
+    const auto r = run({"verify", model.string(), (dir / "flipped.fzip").string()});
+    EXPECT_EQ(r.exit_code, 1) << "flip at " << at << "\n" << describe(r);
+    EXPECT_NE(r.err.find("flipped.fzip"), std::string::npos) << r.err;
+  }
+  // A flipped bit in the original is caught too (the container is intact, the data differ).
+  fs::copy_file(model, dir / "original.safetensors");
+  const std::uint64_t tensor_byte = fs::file_size(model) - 1000;
+  flip_bit(dir / "original.safetensors", tensor_byte, 3);
+  const auto r =
+      run({"verify", (dir / "original.safetensors").string(), (dir / "m.fzip").string()});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("differs at byte"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(std::to_string(tensor_byte)), std::string::npos) << r.err;
+}
+
+TEST(Cli, InfoJsonAgreesWithTheFiles) {
+  const auto models = testing::model_files();
+  if (models.empty()) GTEST_SKIP() << "no models in " << testing::models_dir();
+  for (const auto& model : models) {
+    SCOPED_TRACE(model.string());
+    temp_dir dir;
+    ASSERT_EQ(run({"compress", model.string(), "-o", (dir / "m.fzip").string()}).exit_code, 0);
+    const auto r = run({"info", (dir / "m.fzip").string(), "--json"});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    const auto json = nlohmann::json::parse(r.out);
+    const auto compressed = fs::file_size(dir / "m.fzip");
+    const auto original = fs::file_size(model);
+    EXPECT_EQ(json.at("compressed_bytes").get<std::uint64_t>(), compressed);
+    EXPECT_EQ(json.at("original_bytes").get<std::uint64_t>(), original);
+    EXPECT_NEAR(json.at("ratio").get<double>(), double(compressed) / double(original), 1e-12);
+    // BF16 values from the safetensors header itself.
+    auto file = detail::mapped_file::open(model).value();
+    const auto header = safetensors::parse_header(file.bytes(), file.size(), "m").value();
+    std::uint64_t bf16_values = 0;
+    for (const auto& t : header.tensors)
+      if (t.type == safetensors::dtype::bf16) bf16_values += t.element_count();
+    EXPECT_EQ(json.at("bf16_values").get<std::uint64_t>(), bf16_values);
+    // Per-bundle figures add up to the totals; bits per value follow from the stored bytes.
+    std::uint64_t stored = 0;
+    std::uint64_t decoded = 0;
+    std::uint64_t values = 0;
+    for (const auto& b : json.at("bundles")) {
+      stored += b.at("stored_bytes").get<std::uint64_t>();
+      decoded += b.at("original_bytes").get<std::uint64_t>();
+      values += b.at("values").get<std::uint64_t>();
+    }
+    EXPECT_EQ(values, bf16_values);
+    EXPECT_EQ(decoded, original - header.header_size());
+    EXPECT_LT(stored, compressed);
+    if (bf16_values > 0) {
+      const double bits = json.at("bits_per_bf16_value").get<double>();
+      EXPECT_NEAR(bits, 8.0 * json.at("bf16_stored_bytes").get<double>() / double(bf16_values),
+                  1e-9);
+      EXPECT_GT(bits, 10.0);
+      EXPECT_LT(bits, 11.0);
+    }
+    const auto text = run({"info", (dir / "m.fzip").string()});
+    EXPECT_EQ(text.exit_code, 0);
+    EXPECT_NE(text.out.find("bits/w"), std::string::npos) << text.out;
+  }
+}
+
+TEST(Cli, ShardedDirectoryRoundTrips) {
+  const auto model = testing::models_dir() / "tang-poem-750K.bf16.safetensors";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " not present";
+  temp_dir dir;
+  fs::create_directories(dir / "ckpt");
+  testing::make_sharded_checkpoint(model, dir / "ckpt", 2);
+  auto r = run({"compress", (dir / "ckpt").string() + "/"});  // -> ckpt.fzip
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  ASSERT_TRUE(fs::is_directory(dir / "ckpt.fzip"));
+  r = run({"verify", (dir / "ckpt").string(), (dir / "ckpt.fzip").string()});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  r = run({"info", (dir / "ckpt.fzip").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json.at("files").size(), 2u);
+  EXPECT_EQ(json.at("compressed_bytes").get<std::uint64_t>(),
+            fs::file_size(dir / "ckpt.fzip" / "model-00001-of-00002.fzip") +
+                fs::file_size(dir / "ckpt.fzip" / "model-00002-of-00002.fzip"));
+  fs::rename(dir / "ckpt", dir / "original");
+  r = run({"decompress", (dir / "ckpt.fzip").string()});  // -> ckpt
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (const auto& e : fs::directory_iterator(dir / "original"))
+    EXPECT_EQ(testing::read_file(e.path()), testing::read_file(dir / "ckpt" / e.path().filename()))
+        << e.path().filename();
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir / "ckpt"), fs::directory_iterator()), 4);
+  // A shard that goes missing after compression is caught.
+  fs::remove(dir / "ckpt.fzip" / "model-00002-of-00002.fzip");
+  r = run({"decompress", (dir / "ckpt.fzip").string(), "-o", (dir / "again").string()});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_FALSE(fs::exists(dir / "again"));
+}
+
+TEST(Cli, ExistingOutputNeedsForce) {
+  const auto model = testing::models_dir() / "aidreams260K.bf16.safetensors";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " not present";
+  temp_dir dir;
+  const auto out = (dir / "m.fzip").string();
+  ASSERT_EQ(run({"compress", model.string(), "-o", out}).exit_code, 0);
+  const auto r = run({"compress", model.string(), "-o", out});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"compress", model.string(), "-o", out, "--force"}).exit_code, 0);
+  EXPECT_EQ(run({"decompress", out, "-o", out, "--force"}).exit_code, 1);  // the input itself
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"m.fzip"});
+}
+
+// Each bad input: exit code 1, a message naming the file (and usually the field), no output.
+class CliBadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto model = testing::models_dir() / "stories260K.bf16.safetensors";
+    if (!fs::exists(model)) GTEST_SKIP() << model << " not present";
+    ASSERT_EQ(run({"compress", model.string(), "-o", (dir_ / "good.fzip").string()}).exit_code, 0);
+    good_ = testing::read_file(dir_ / "good.fzip");
+  }
+
+  // Writes `bytes` as bad.fzip, runs decompress and verify-less info, expects failure.
+  void expect_decompress_fails(const std::vector<std::byte>& bytes, const std::string& needle) {
+    temp_dir work;
+    testing::write_file(work / "bad.fzip", bytes);
+    const auto r = run({"decompress", (work / "bad.fzip").string()});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_NE(r.err.find("bad.fzip"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in " << r.err;
+    EXPECT_EQ(work.entries(), std::vector<std::string>{"bad.fzip"});
+  }
+
+  void expect_compress_fails(const std::vector<std::byte>& safetensors, const std::string& needle) {
+    temp_dir work;
+    testing::write_file(work / "bad.safetensors", safetensors);
+    const auto r = run({"compress", (work / "bad.safetensors").string()});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_NE(r.err.find("bad.safetensors"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in " << r.err;
+    EXPECT_EQ(work.entries(), std::vector<std::string>{"bad.safetensors"});
+  }
+
+  temp_dir dir_;
+  std::vector<std::byte> good_;
+};
+
+TEST_F(CliBadInput, Truncated) {
+  for (std::uint64_t keep : {std::uint64_t{0}, std::uint64_t{7}, std::uint64_t{100},
+                             std::uint64_t{good_.size() / 2}, std::uint64_t{good_.size() - 1}}) {
+    expect_decompress_fails({good_.begin(), good_.begin() + static_cast<std::ptrdiff_t>(keep)},
+                            keep < 8 ? "magic" : "file");
+  }
+}
+
+TEST_F(CliBadInput, FlippedBytes) {
+  const auto l = testing::layout_of(good_);
+  for (std::uint64_t at : {std::uint64_t{30}, l.header_offset + 9, l.index_offset + 3,
+                           l.bundles_offset + 1000, std::uint64_t{good_.size() - 70}}) {
+    auto bad = good_;
+    bad[at] ^= std::byte{0xA5};
+    expect_decompress_fails(bad, "checksum");
+  }
+}
+
+TEST_F(CliBadInput, WrongMagic) {
+  auto bad = good_;
+  bad[0] = std::byte{'P'};
+  expect_decompress_fails(bad, "magic");
+}
+
+TEST_F(CliBadInput, NewerVersion) {
+  auto bad = good_;
+  testing::put<std::uint16_t>(bad, 8, 7);
+  testing::fix_checksums(bad);
+  expect_decompress_fails(bad, "version");
+}
+
+TEST_F(CliBadInput, OffsetsBeyondTheFile) {
+  auto bad = good_;
+  const auto l = testing::layout_of(bad);
+  testing::put<std::uint64_t>(bad, l.bundle_record(2) + 8, bad.size() * 3);
+  testing::fix_checksums(bad);
+  expect_decompress_fails(bad, "stored_bytes");
+}
+
+TEST_F(CliBadInput, HugeDeclaredSizes) {
+  auto bad = good_;
+  const auto l = testing::layout_of(bad);
+  testing::put<std::uint64_t>(bad, l.bundle_record(1) + 40, std::uint64_t{1} << 61);
+  testing::fix_checksums(bad);
+  expect_decompress_fails(bad, "value_count");
+  auto names = good_;
+  testing::put<std::uint64_t>(names, l.index_offset + 16, std::uint64_t{1} << 62);
+  testing::fix_checksums(names);
+  expect_decompress_fails(names, "names_bytes");
+}
+
+TEST_F(CliBadInput, ChecksumMismatch) {
+  auto bad = good_;
+  const auto l = testing::layout_of(bad);
+  bad[testing::get_u64(bad, l.bundle_record(3)) + 17] ^= std::byte{0x08};
+  expect_decompress_fails(bad, "stored_checksum");
+}
+
+TEST_F(CliBadInput, InvalidSafetensorsJson) {
+  expect_compress_fails(testing::safetensors_image(R"({"w":{"dtype":"BF16",)", {}), "invalid JSON");
+}
+
+TEST_F(CliBadInput, OverlappingTensors) {
+  expect_compress_fails(
+      testing::safetensors_image(R"({"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]},)"
+                                 R"("b":{"dtype":"BF16","shape":[4],"data_offsets":[6,14]}})",
+                                 testing::weight_like_bytes(14, 2)),
+      "overlap");
+}
+
+TEST_F(CliBadInput, OutOfOrderTensors) {
+  expect_compress_fails(
+      testing::safetensors_image(R"({"a":{"dtype":"BF16","shape":[4],"data_offsets":[8,0]}})",
+                                 testing::weight_like_bytes(8, 2)),
+      "out of order");
+}
+
+TEST_F(CliBadInput, OffsetsBeyondTheSafetensorsFile) {
+  expect_compress_fails(
+      testing::safetensors_image(R"({"a":{"dtype":"BF16","shape":[400],"data_offsets":[0,800]}})",
+                                 testing::weight_like_bytes(8, 2)),
+      "beyond the data section");
+}
+
+TEST_F(CliBadInput, MissingInputAndNotAContainer) {
+  const auto r = run({"decompress", (dir_ / "nothing.fzip").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  expect_decompress_fails(testing::read_file(FLOATZIP_CLI_PATH), "magic");  // an ELF file
+}
+
+TEST(Cli, DemoRunsAndVerifies) {
+  temp_dir dir;
+  const auto r = run({"demo", "--size-mb", "8", "--keep", (dir / "demo").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("bit-identical"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("entropy bound"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("unlimited-Huffman ideal"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "demo" / "llama.fzip"));
+  // Deterministic: the same seed gives the same checkpoint.
+  const auto again = run({"demo", "--size-mb", "8", "--keep", (dir / "again").string()});
+  ASSERT_EQ(again.exit_code, 0) << describe(again);
+  EXPECT_EQ(testing::read_file(dir / "demo" / "llama.safetensors"),
+            testing::read_file(dir / "again" / "llama.safetensors"));
+  // Heavy-tailed weights compress like trained ones: 10.5-11 bits per weight.
+  const auto info = run({"info", (dir / "demo" / "llama.fzip").string(), "--json"});
+  const auto json = nlohmann::json::parse(info.out);
+  EXPECT_GT(json.at("bits_per_bf16_value").get<double>(), 10.5);
+  EXPECT_LT(json.at("bits_per_bf16_value").get<double>(), 11.0);
+}
+
+TEST(Cli, BenchReportsThroughputAndNoMadeUpGpuFigures) {
+  const auto model = testing::models_dir() / "stories260K.bf16.safetensors";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " not present";
+  const auto r = run({"bench", model.string(), "--repeat", "1"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("encode GB/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("memcpy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("GPU"), std::string::npos) << r.out;
+}
+
+TEST(Cli, CompressionMemoryIsBoundedByBundlesNotTheModel) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's quarantine keeps freed memory resident";
+#endif
+  // 48 transformer blocks of 2 MiB each (96 MiB of BF16): streaming compression and
+  // decompression must stay far below the model's size in resident memory.
+  temp_dir dir;
+  std::vector<safetensors::tensor_spec> specs;
+  for (int layer = 0; layer < 48; ++layer)
+    for (const char* name : {"q", "k"})
+      specs.push_back({"model.layers." + std::to_string(layer) + "." + name + ".weight",
+                       safetensors::dtype::bf16,
+                       {512, 1024}});
+  const auto path = dir / "big.safetensors";
+  ASSERT_FALSE(safetensors::write_file(
+      path, specs, {}, [](std::size_t i, std::span<std::byte> out) -> error {
+        const auto bytes = testing::weight_like_bytes(out.size(), static_cast<std::uint32_t>(i));
+        std::memcpy(out.data(), bytes.data(), out.size());
+        return {};
+      }));
+  const double model_mb = double(fs::file_size(path)) / (1 << 20);
+  auto r = run({"compress", path.string(), "--threads", "2"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const double compress_mb = double(r.max_rss_kb) / 1024;
+  r = run({"decompress", (dir / "big.fzip").string(), "-o", (dir / "back.safetensors").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const double decompress_mb = double(r.max_rss_kb) / 1024;
+  EXPECT_LT(compress_mb, model_mb / 3) << "compress peak RSS " << compress_mb << " MiB";
+  EXPECT_LT(decompress_mb, model_mb / 3) << "decompress peak RSS " << decompress_mb << " MiB";
+  RecordProperty("compress_peak_rss_mib", std::to_string(compress_mb));
+  RecordProperty("decompress_peak_rss_mib", std::to_string(decompress_mb));
+  EXPECT_EQ(testing::read_file(path), testing::read_file(dir / "back.safetensors"));
+}
+
+}  // namespace
+}  // namespace floatzip
