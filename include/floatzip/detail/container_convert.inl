@@ -199,7 +199,9 @@ inline error compress_file_impl(const std::filesystem::path& input,
         const std::size_t count = static_cast<std::size_t>(t.size_bytes() / 2);
         decoded_hash.update({p, t.size_bytes()});
         tile_bytes += t.size_bytes();
-        if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint16_t) == 0) {
+        if (count == 0) {
+          tensors.emplace_back();
+        } else if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint16_t) == 0) {
           tensors.emplace_back(reinterpret_cast<const std::uint16_t*>(p), count);
         } else {
           // The JSON length puts the data section at an odd address: copy to read u16 safely.

@@ -638,6 +638,7 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
             name_ + ": tensor " + safetensors::detail::quoted(tensor.name) + " has " +
                 std::to_string(tensor.size_bytes()) + " bytes, got " + std::to_string(out.size())};
   const auto& rec = bundles_[tensor.bundle];
+  if (out.empty()) return {};  // an empty tensor: nothing to read (and no null memcpy)
   if (rec.kind == bundle_kind::raw) {
     auto bytes = bundle_bytes(tensor.bundle);
     if (!bytes) return bytes.error();

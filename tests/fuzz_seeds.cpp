@@ -1,0 +1,134 @@
+// Writes the seed corpus of the container fuzzer from the real models at test time (the models
+// are not part of the repository, and neither are files derived from them).
+//
+//   fuzz_seeds MODELS_DIR CORPUS_DIR [SCRATCH_DIR]
+//
+// CORPUS_DIR is rewritten from scratch; SCRATCH_DIR, where the fuzzer keeps the inputs it finds,
+// is emptied so that every run starts from the seeds alone.
+//
+// Seeds are kept small so the fuzzer runs many inputs per second: for each model, a checkpoint
+// of a few of its real tensors (a block's norm and smallest matrix, the final norm) is written
+// as safetensors and compressed twice, once with the default options and once with tiny chunks
+// and groups so that a few kilobytes already hold many chunks and sync groups. One hand-built
+// checkpoint adds gaps, empty tensors and mixed dtypes.
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "floatzip/container.hpp"
+
+namespace fs = std::filesystem;
+using namespace floatzip;
+
+namespace {
+
+void die(const std::string& what) {
+  std::fprintf(stderr, "fuzz_seeds: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void check(const error& e) {
+  if (e) die(e.message);
+}
+
+// A few real tensors that keep a seed small but give every kind of bundle something to hold:
+// the first vector (a block's norm), the first matrix of at most 8 KiB, and the last vector.
+std::vector<const safetensors::tensor_info*> pick_tensors(const safetensors::header& header) {
+  const safetensors::tensor_info* first_vector = nullptr;
+  const safetensors::tensor_info* matrix = nullptr;
+  const safetensors::tensor_info* last_vector = nullptr;
+  for (const auto& t : header.tensors) {
+    if (t.shape.size() == 1) {
+      if (first_vector == nullptr) first_vector = &t;
+      last_vector = &t;
+    } else if (matrix == nullptr && t.size_bytes() <= 8192) {
+      matrix = &t;
+    }
+  }
+  std::vector<const safetensors::tensor_info*> picked;
+  for (const auto* t : {first_vector, matrix, last_vector})
+    if (t != nullptr && (picked.empty() || picked.back() != t)) picked.push_back(t);
+  return picked;
+}
+
+void write_subset(const fs::path& model, const fs::path& out) {
+  auto file = detail::mapped_file::open(model);
+  if (!file) die(file.error().message);
+  auto header = safetensors::parse_header(file->bytes(), file->size(), model.string());
+  if (!header) die(header.error().message);
+  const auto picked = pick_tensors(*header);
+  std::vector<safetensors::tensor_spec> specs;
+  for (const auto* t : picked) specs.push_back({t->name, t->type, t->shape});
+  const std::byte* data = file->bytes().data() + header->header_size();
+  check(safetensors::write_file(
+      out, specs, header->metadata, [&](std::size_t i, std::span<std::byte> bytes) {
+        std::memcpy(bytes.data(), data + picked[i]->data.begin, bytes.size());
+        return error{};
+      }));
+}
+
+void compress_both_ways(const fs::path& safetensors_file, const fs::path& corpus,
+                        const std::string& stem) {
+  compress_options plain;
+  plain.codec.threads = 1;
+  auto a = compress_file(safetensors_file, corpus / (stem + ".fzip"), plain);
+  if (!a) die(a.error().message);
+  compress_options tiny = plain;
+  tiny.codec.chunk_bytes = kMinChunkBytes;
+  tiny.codec.chunks_per_group = 4;
+  tiny.codec.max_code_length = 9;
+  auto b = compress_file(safetensors_file, corpus / (stem + ".tiny-chunks.fzip"), tiny);
+  if (!b) die(b.error().message);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3 && argc != 4) die("usage: fuzz_seeds MODELS_DIR CORPUS_DIR [SCRATCH_DIR]");
+  const fs::path models = argv[1];
+  const fs::path corpus = argv[2];
+  std::error_code ec;
+  fs::remove_all(corpus, ec);
+  fs::create_directories(corpus);
+  if (argc == 4) {
+    fs::remove_all(argv[3], ec);
+    fs::create_directories(argv[3]);
+  }
+  int seeds = 0;
+  if (fs::is_directory(models, ec)) {
+    for (const auto& entry : fs::directory_iterator(models)) {
+      if (entry.path().extension() != ".safetensors") continue;
+      const std::string stem = entry.path().stem().string();
+      const fs::path subset = corpus / (stem + ".subset.safetensors");
+      write_subset(entry.path(), subset);
+      compress_both_ways(subset, corpus, stem);
+      seeds += 3;
+    }
+  } else {
+    std::fprintf(stderr, "fuzz_seeds: %s not present; only the hand-built seed\n", models.c_str());
+  }
+  // Gaps, an empty tensor, mixed dtypes and an odd header length.
+  const std::string json =
+      R"({"model.layers.0.a":{"dtype":"BF16","shape":[40],"data_offsets":[0,80]},)"
+      R"("model.layers.0.b":{"dtype":"BF16","shape":[8],"data_offsets":[80,96]},)"
+      R"("f":{"dtype":"F32","shape":[2],"data_offsets":[100,108]},)"
+      R"("e":{"dtype":"BF16","shape":[0],"data_offsets":[108,108]},)"
+      R"("h":{"dtype":"BF16","shape":[3],"data_offsets":[108,114]}})";
+  std::string image(8, '\0');
+  const std::uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) image[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  image += json;
+  for (int i = 0; i < 120; ++i) image += static_cast<char>((i * 37) & 0x7F);
+  {
+    std::FILE* f = std::fopen((corpus / "mixed.safetensors").c_str(), "wb");
+    if (f == nullptr) die("cannot write the mixed seed");
+    std::fwrite(image.data(), 1, image.size(), f);
+    std::fclose(f);
+  }
+  compress_both_ways(corpus / "mixed.safetensors", corpus, "mixed");
+  seeds += 3;
+  std::printf("fuzz_seeds: %d seeds in %s\n", seeds, corpus.c_str());
+  return 0;
+}
