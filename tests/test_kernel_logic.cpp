@@ -6,15 +6,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <map>
 #include <memory>
 #include <random>
-#include <regex>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,59 +20,19 @@
 #include "floatzip/cpu_executor.hpp"
 #include "floatzip/decoder.hpp"
 #include "floatzip/detail/bitstream.hpp"
-#include "floatzip/detail/file_io.hpp"
 #include "floatzip/detail/kernel_logic.hpp"
 #include "floatzip/encoder.hpp"
-#include "floatzip/safetensors.hpp"
+#include "kernel_test_inputs.hpp"
 
 namespace floatzip {
 namespace {
 
-using tensor_list = std::vector<std::vector<std::uint16_t>>;
-
-std::uint16_t float_to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>(bits >> 16 | 0x40);
-  bits += 0x7FFFu + ((bits >> 16) & 1);  // round to nearest even
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-// Llama-like weights: Student-t (3 degrees of freedom) at a per-tensor scale.
-std::vector<std::uint16_t> heavy_tailed(std::size_t n, std::uint64_t seed, float scale = 0.02f) {
-  std::mt19937_64 rng(seed);
-  std::student_t_distribution<float> t(3.0f);
-  std::vector<std::uint16_t> v(n);
-  for (auto& x : v) x = float_to_bf16(scale * t(rng));
-  return v;
-}
-
-std::vector<std::uint16_t> all_patterns(bool shuffled) {
-  std::vector<std::uint16_t> v(65536);
-  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::uint16_t>(i);
-  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
-  return v;
-}
-
-std::vector<std::byte> compress(const tensor_list& tensors, const encode_options& options) {
-  std::vector<std::span<const std::uint16_t>> spans(tensors.begin(), tensors.end());
-  return compress_bundle(spans, options);
-}
-
-std::vector<std::uint16_t> concatenated(const tensor_list& tensors) {
-  std::vector<std::uint16_t> all;
-  for (const auto& t : tensors) all.insert(all.end(), t.begin(), t.end());
-  return all;
-}
-
-encode_options geometry(int max_code_length, std::uint32_t chunk_bytes,
-                        std::uint32_t chunks_per_group) {
-  encode_options o;
-  o.max_code_length = max_code_length;
-  o.chunk_bytes = chunk_bytes;
-  o.chunks_per_group = chunks_per_group;
-  return o;
-}
+using test::all_patterns;
+using test::compress;
+using test::concatenated;
+using test::geometry;
+using test::heavy_tailed;
+using test::tensor_list;
 
 constexpr std::size_t kGuardValues = 16;  // canaries on both sides of the output
 constexpr std::uint16_t kCanary = 0xC0DE;
@@ -218,24 +174,16 @@ TEST(KernelExecutor, OneValue) {
 // Sizes that end mid-chunk, on a chunk, mid-group and on a group, under geometries that give a
 // thread one chunk, several chunks, or no chunk at all.
 TEST(KernelExecutor, OddSizesAndGeometries) {
-  const std::vector<std::size_t> sizes = {2,   3,   7,    8,    9,     15,    17,    189,
-                                          190, 191, 1000, 4097, 48611, 50000, 100003};
   struct case_geometry {
     encode_options options;
     unsigned threads;
   };
-  const std::vector<case_geometry> geometries = {
-      {geometry(12, 64, 256), 256},   // the defaults: one chunk per thread
-      {geometry(12, 4, 1), 256},      // smallest chunks, one chunk per group
-      {geometry(12, 5, 3), 256},      // chunk bits not a multiple of 32
-      {geometry(12, 64, 512), 256},   // two chunks per thread
-      {geometry(12, 16, 1000), 256},  // four chunks per thread, last thread short
-      {geometry(12, 64, 100), 256},   // threads without chunks
-      {geometry(11, 64, 256), 32},    // a small block: eight chunks per thread
-      {geometry(14, 8, 257), 1024},   // the large table, a large block
-  };
+  std::vector<case_geometry> geometries;
+  for (const auto& g : test::odd_geometries()) geometries.push_back({g, 256});
+  geometries.push_back({geometry(11, 64, 256), 32});   // a small block: eight chunks per thread
+  geometries.push_back({geometry(13, 8, 257), 1024});  // a large block
   std::uint64_t seed = 11;
-  for (const std::size_t n : sizes) {
+  for (const std::size_t n : test::odd_sizes()) {
     const std::vector<std::uint16_t> values = heavy_tailed(n, ++seed);
     for (const auto& g : geometries) {
       SCOPED_TRACE("n " + std::to_string(n) + " chunk_bytes " +
@@ -289,9 +237,7 @@ TEST(KernelExecutor, HeavyTailedLarge) {
 // One exponent only: the one-symbol code, one bit per value, so a group holds 131,072 values and
 // the default-sized stages of a real GPU need several tiles.
 TEST(KernelExecutor, OneSymbolCode) {
-  std::vector<std::uint16_t> values(400'000);
-  std::mt19937 rng(2);
-  for (auto& v : values) v = static_cast<std::uint16_t>(0x3F80 | (rng() & 0x807F));
+  const std::vector<std::uint16_t> values = test::one_exponent(400'000, 2);
   const auto bytes = compress({values}, {});
   expect_executor_decodes(bytes, values, 3);
   cpu_executor_options options;
@@ -301,18 +247,7 @@ TEST(KernelExecutor, OneSymbolCode) {
 
 // Fibonacci-like exponent counts force codes up to the 15-bit limit (the large table).
 TEST(KernelExecutor, LongestCodes) {
-  std::vector<std::uint16_t> values;
-  std::uint64_t a = 1, b = 1;
-  std::mt19937 rng(4);
-  for (unsigned e = 100; e < 122; ++e) {
-    for (std::uint64_t i = 0; i < a; ++i) {
-      values.push_back(static_cast<std::uint16_t>((e << 7) | (rng() & 0x807F)));
-    }
-    const std::uint64_t next = a + b;
-    a = b;
-    b = next;
-  }
-  std::shuffle(values.begin(), values.end(), rng);
+  const std::vector<std::uint16_t> values = test::fibonacci_exponents();
   const auto bytes = compress({values}, geometry(15, 64, 256));
   const auto view = parse_bundle(bytes);
   ASSERT_TRUE(view.has_value());
@@ -326,80 +261,30 @@ TEST(KernelExecutor, LongestCodes) {
 // ---- the real models
 // ------------------------------------------------------------------------------
 
-struct model_tensor {
-  std::string name;
-  std::vector<std::uint16_t> values;
-};
-
-// The 16-bit tensors of a safetensors file (BF16 and F16 as they are, F32 cut to its top half).
-std::vector<model_tensor> read_model(const std::filesystem::path& path) {
-  auto file = detail::mapped_file::open(path);
-  EXPECT_TRUE(file.has_value()) << file.error().message;
-  if (!file) return {};
-  auto header = safetensors::parse_header(file->bytes(), file->size(), path.filename().string());
-  EXPECT_TRUE(header.has_value()) << header.error().message;
-  if (!header) return {};
-  std::vector<model_tensor> tensors;
-  const std::byte* data = file->bytes().data() + header->header_size();
-  for (const auto& t : header->tensors) {
-    model_tensor m{t.name, {}};
-    const std::byte* p = data + t.data.begin;
-    const std::uint64_t n = t.element_count();
-    if (t.type == safetensors::dtype::bf16 || t.type == safetensors::dtype::f16) {
-      m.values.resize(n);
-      std::memcpy(m.values.data(), p, n * 2);
-    } else if (t.type == safetensors::dtype::f32) {
-      m.values.resize(n);
-      for (std::uint64_t i = 0; i < n; ++i) {
-        std::uint32_t bits;
-        std::memcpy(&bits, p + i * 4, 4);
-        m.values[i] = static_cast<std::uint16_t>(bits >> 16);
-      }
-    } else {
-      continue;
-    }
-    tensors.push_back(std::move(m));
-  }
-  return tensors;
+TEST(KernelTestInputs, BundleKeyGroupsTransformerBlocks) {
+  EXPECT_EQ(test::bundle_key("model.layers.12.mlp.up_proj.weight"), "model.layers.12.");
+  EXPECT_EQ(test::bundle_key("layers.3.attention.wq.weight"), "layers.3.");
+  EXPECT_EQ(test::bundle_key("model.embed_tokens.weight"), "model.embed_tokens.weight");
+  EXPECT_EQ(test::bundle_key("model.extra_layers.weight"), "model.extra_layers.weight");
+  EXPECT_EQ(test::bundle_key("model.layers.x.weight"), "model.layers.x.weight");
 }
 
 TEST(KernelExecutor, RealModels) {
-  const std::filesystem::path dir = FLOATZIP_MODELS_DIR;
-  if (!std::filesystem::is_directory(dir)) {
-    GTEST_SKIP() << "models directory " << dir << " not found (set FLOATZIP_MODELS_DIR)";
-  }
-  std::vector<std::filesystem::path> files;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.path().extension() == ".safetensors") files.push_back(entry.path());
-  }
-  if (files.empty()) GTEST_SKIP() << "no .safetensors files in " << dir;
-  std::sort(files.begin(), files.end());
-  const std::regex layer_prefix(R"(^(.*\blayers\.\d+\.))");
-  for (const auto& path : files) {
-    SCOPED_TRACE(path.filename().string());
-    const std::vector<model_tensor> tensors = read_model(path);
-    ASSERT_FALSE(tensors.empty());
-    // Bundles as the container forms them: one per transformer block, every other tensor alone.
-    std::map<std::string, tensor_list> bundles;
-    tensor_list whole_file;
-    for (const auto& t : tensors) {
-      std::smatch match;
-      const std::string key =
-          std::regex_search(t.name, match, layer_prefix) ? match[1].str() : t.name;
-      bundles[key].push_back(t.values);
-      whole_file.push_back(t.values);
+  std::string skip_reason;
+  const std::vector<test::model_bundle> bundles = test::model_bundles(skip_reason);
+  if (bundles.empty()) GTEST_SKIP() << skip_reason;
+  std::printf("%zu bundles from the real models\n", bundles.size());
+  for (const auto& bundle : bundles) {
+    SCOPED_TRACE(bundle.name);
+    const std::vector<std::uint16_t> expected = concatenated(bundle.tensors);
+    const auto bytes = compress(bundle.tensors, {});
+    expect_executor_decodes(bytes, expected, static_cast<unsigned>(bundle.name.size() % 8));
+    if (HasFatalFailure()) return;
+    if (bundle.name.ends_with("<whole file>")) {
+      cpu_executor_options tiny_stage;
+      tiny_stage.stage_bytes = 2048;
+      expect_all_shifts(bytes, expected, tiny_stage);
     }
-    bundles["<whole file>"] = whole_file;
-    for (const auto& [name, bundle] : bundles) {
-      SCOPED_TRACE(name);
-      const std::vector<std::uint16_t> expected = concatenated(bundle);
-      expect_executor_decodes(compress(bundle, {}), expected,
-                              static_cast<unsigned>(name.size() % 8));
-      if (HasFatalFailure()) return;
-    }
-    cpu_executor_options tiny_stage;
-    tiny_stage.stage_bytes = 2048;
-    expect_all_shifts(compress(whole_file, {}), concatenated(whole_file), tiny_stage);
   }
 }
 

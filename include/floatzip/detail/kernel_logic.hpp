@@ -480,19 +480,13 @@ inline bool aligned_to(const void* p, std::uintptr_t alignment) {
   return reinterpret_cast<std::uintptr_t>(p) % alignment == 0;
 }
 
-// Everything the kernel assumes about its arguments, checked on the host before a launch.
-inline error validate_launch(const device_bundle_view& v, const std::uint16_t* out,
-                             std::uint64_t out_capacity) {
+// Everything the kernel assumes about a view of a non-empty bundle, checked on the host (at
+// upload and before every launch).
+inline error validate_view(const device_bundle_view& v) {
   using std::to_string;
   auto invalid = [](const std::string& what) {
     return error{errc::invalid_argument, "gpu decompress: " + what};
   };
-  if (out_capacity < v.value_count) {
-    return {errc::insufficient_space, "gpu decompress: output holds " + to_string(out_capacity) +
-                                          " values, the bundle has " + to_string(v.value_count)};
-  }
-  if (v.value_count == 0) return {};
-  if (out == nullptr || !aligned_to(out, 2)) return invalid("output pointer null or odd");
   if (v.exponent_stream == nullptr || v.sign_mantissa == nullptr || v.chunk_gaps == nullptr ||
       v.group_positions == nullptr || v.decode_table == nullptr) {
     return invalid("view has a null section pointer");
@@ -536,17 +530,37 @@ inline error validate_launch(const device_bundle_view& v, const std::uint16_t* o
   return {};
 }
 
-// Stage size in slots: enough for the largest group in one tile, at most max_stage_bytes, at
-// least one store unit, a multiple of 8.
+// validate_view plus the output buffer: what a launch needs.
+inline error validate_launch(const device_bundle_view& v, const std::uint16_t* out,
+                             std::uint64_t out_capacity) {
+  using std::to_string;
+  if (out_capacity < v.value_count) {
+    return {errc::insufficient_space, "gpu decompress: output holds " + to_string(out_capacity) +
+                                          " values, the bundle has " + to_string(v.value_count)};
+  }
+  if (v.value_count == 0) return {};
+  if (out == nullptr || !aligned_to(out, 2)) {
+    return {errc::invalid_argument, "gpu decompress: output pointer null or odd"};
+  }
+  return validate_view(v);
+}
+
+// Stage size in slots: enough for the largest group in one tile if that fits max_stage_bytes,
+// else the size of equal tiles that do; at least one store unit, a multiple of 8.
 inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t max_stage_bytes) {
   // Every value takes at least one bit, which bounds a group whatever max_group_values says.
   const std::uint64_t group_bits = std::uint64_t{v.chunks_per_group} * v.chunk_bits;
   const std::uint64_t values = v.max_group_values < group_bits ? v.max_group_values : group_bits;
   const std::uint64_t needed = (values + 2 * kSlotsPerStore - 1) / kSlotsPerStore * kSlotsPerStore;
-  std::uint64_t slots = needed < max_stage_bytes ? needed : max_stage_bytes;
-  slots = slots / kSlotsPerStore * kSlotsPerStore;
-  if (slots < kSlotsPerStore) slots = kSlotsPerStore;
-  return static_cast<std::uint32_t>(slots);
+  std::uint64_t limit = max_stage_bytes / kSlotsPerStore * kSlotsPerStore;
+  if (limit < kSlotsPerStore) limit = kSlotsPerStore;
+  if (needed <= limit) return static_cast<std::uint32_t>(needed);
+  // Equal tiles rather than full tiles and a small last one: a tile's decode takes as long as
+  // its longest thread, and threads are only busy in the tiles their values fall into.
+  const std::uint64_t tiles = (needed + limit - 1) / limit;
+  const std::uint64_t per_tile = (needed + tiles - 1) / tiles;
+  return static_cast<std::uint32_t>((per_tile + kSlotsPerStore - 1) / kSlotsPerStore *
+                                    kSlotsPerStore);
 }
 
 inline error describe_fault(unsigned long long record) {

@@ -1,0 +1,113 @@
+// floatzip: the GPU decode kernel (one launch inflates one bundle) and its block primitive.
+//
+// Included only by CUDA translation units (cuda/floatzip_cuda.cu instantiates it). The per-thread
+// work is in floatzip/detail/kernel_logic.hpp, shared with the CPU executor that tests it; this
+// file adds what only a GPU has: the launch shape, shared memory, barriers and cub::BlockScan.
+//
+// Shared memory of one block (dynamic, sized at launch):
+//
+//   decode_shared:  the decode table (2^TableBits 16-bit entries: 8 KiB or 64 KiB)
+//                   cub::BlockScan's temporary storage
+//   stage:          stage_slots bytes of decoded exponents, the block's output in tiles
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cub/block/block_scan.cuh>
+
+#include "floatzip/detail/kernel_logic.hpp"
+#include "floatzip/gpu.hpp"
+
+namespace floatzip::detail {
+
+// The flat decode table of one thread block in shared memory, filled once per block from the
+// bundle's table in global memory (a copy of 8 KiB that L2 serves to every block after the
+// first). Entries are documented at decode_entry (huffman.hpp).
+template <int TableBits, int Threads>
+class block_decode_table {
+ public:
+  static constexpr std::uint32_t kEntries = std::uint32_t{1} << TableBits;
+  static constexpr std::uint32_t kBytes = kEntries * sizeof(decode_entry);
+
+  struct alignas(16) TempStorage {
+    decode_entry entries[kEntries];
+  };
+  static_assert(sizeof(TempStorage) == kBytes, "the table is exactly its entries");
+  static_assert(kBytes % 16 == 0, "the cooperative load moves 16-byte words");
+
+  __device__ explicit block_decode_table(TempStorage& storage) : storage_(storage) {}
+
+  // Every thread of the block calls this; the caller synchronises before the first look-up.
+  __device__ void load(const decode_entry* global_table) {
+    copy_block_part(storage_.entries, global_table, kBytes, threadIdx.x, Threads);
+  }
+
+  [[nodiscard]] __device__ const decode_entry* entries() const { return storage_.entries; }
+
+ private:
+  TempStorage& storage_;
+};
+
+template <int TableBits, int Threads>
+struct decode_shared {
+  using table_type = block_decode_table<TableBits, Threads>;
+  using scan_type = cub::BlockScan<std::uint32_t, Threads>;
+  typename table_type::TempStorage table;
+  typename scan_type::TempStorage scan;
+};
+
+// Offset of the stage in the block's dynamic shared memory.
+template <int TableBits, int Threads>
+inline constexpr std::uint32_t kStageOffset = (sizeof(decode_shared<TableBits, Threads>) + 15) /
+                                              16 * 16;
+
+// One block per sync group. See kernel_logic.hpp for the phases. Every barrier is reached by all
+// threads: the fault decision is block-uniform (it follows the scan aggregate and
+// __syncthreads_and), and the tile loop's bounds are block-uniform.
+// Register budget: at least this many blocks per multiprocessor (64 registers a thread at 256
+// threads). Without it ptxas aims for full occupancy on sm_80 and spills at 32 registers.
+inline constexpr int kMinBlocksPerMultiprocessor = 4;
+
+template <int TableBits, int Threads>
+__global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
+    decode_bundle_kernel(const device_bundle_view v, std::uint16_t* const out,
+                         const std::uint32_t out_shift, const std::uint32_t stage_slots) {
+  extern __shared__ uint4 shared_words[];
+  using shared_type = decode_shared<TableBits, Threads>;
+  auto& shared = *reinterpret_cast<shared_type*>(shared_words);
+  std::uint8_t* const stage =
+      reinterpret_cast<std::uint8_t*>(shared_words) + kStageOffset<TableBits, Threads>;
+  const unsigned thread = threadIdx.x;
+  const std::uint64_t group = blockIdx.x;
+
+  typename shared_type::table_type table(shared.table);
+  table.load(v.decode_table);
+  const thread_segment segment = thread_segment_of(v, group, thread, Threads);
+  __syncthreads();
+
+  // Phase 1: count; scan; check.
+  const segment_walk walk = walk_segment<TableBits>(v.exponent_stream, table.entries(), segment);
+  std::uint32_t first_value = 0;
+  std::uint32_t codeword_total = 0;
+  typename shared_type::scan_type(shared.scan)
+      .ExclusiveSum(walk.count, first_value, codeword_total);
+  const bool all_consistent = __syncthreads_and(segment_consistent(segment, walk)) != 0;
+  const group_values values = group_values_of(v, group);
+  const kernel_fault fault = block_fault(values, codeword_total, all_consistent);
+  if (fault != kernel_fault::none) {
+    if (thread == 0 && v.status != nullptr) atomicMin(v.status, fault_record(group, fault));
+    return;
+  }
+
+  // Phase 2: decode into the stage, merge into the output, one tile at a time.
+  const block_output b = block_output_of(out, out_shift, v, values);
+  thread_output o = start_output(v.exponent_stream, segment, b, first_value, walk.count);
+  for (std::uint32_t tile = 0; tile < b.slot_end; tile += stage_slots) {
+    decode_to_stage<TableBits>(o, table.entries(), stage, tile, tile + stage_slots);
+    __syncthreads();
+    merge_tile_part(b, stage, tile, tile + stage_slots, thread, Threads);
+    __syncthreads();  // the next tile overwrites the stage
+  }
+}
+
+}  // namespace floatzip::detail

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Everything floatzip checks on a machine with an NVIDIA GPU, in one command:
+#
+#   scripts/gpu_checks.sh [STEPS] [LOG]
+#
+# STEPS: comma-separated, default all = build,test,memcheck,racecheck,synccheck,bench
+#   build      configure (Release, FLOATZIP_CUDA=ON) and build the GPU tests and benchmark
+#   test       ctest -L 'gpu|kernel' (the real kernel against the CPU decoder, and its logic)
+#   memcheck   compute-sanitizer memcheck (with leak check) on test_gpu
+#   racecheck  compute-sanitizer racecheck (shared-memory hazards) on test_gpu
+#   synccheck  compute-sanitizer synccheck (barrier misuse) on test_gpu
+#   bench      floatzip_bench_gpu: decode GB/s beside D2D copy and raw BF16 loads
+# LOG: where everything is written (default: BUILD_DIR/gpu_checks.log); also echoed to stdout.
+#
+# Each step runs even when an earlier one failed (except after a failed build); the last lines of
+# the log list every step as PASS or FAIL and the exit code is non-zero if any failed. The
+# sanitizers skip the >2 GiB test, which takes minutes under instrumentation and exercises no
+# path the smaller tests do not. Steps can be run separately to fit a time limit per command.
+# BUILD_DIR (default build-gpu-checks) and JOBS (default: all cores) may be set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+steps=${1:-all}
+[[ $steps == all ]] && steps=build,test,memcheck,racecheck,synccheck,bench
+build_dir=${BUILD_DIR:-build-gpu-checks}
+jobs=${JOBS:-$(nproc)}
+log=${2:-$build_dir/gpu_checks.log}
+mkdir -p "$build_dir" "$(dirname "$log")"
+: >"$log"
+
+results=()
+failed=0
+say() { echo "$*" | tee -a "$log"; }
+run_step() {
+  local name=$1
+  shift
+  say "=== gpu_checks: $name: $*"
+  local start=$SECONDS
+  "$@" 2>&1 | tee -a "$log"
+  local status=${PIPESTATUS[0]}
+  local verdict=PASS
+  if ((status != 0)); then
+    verdict="FAIL (exit $status)"
+    failed=1
+  fi
+  results+=("$name: $verdict, $((SECONDS - start)) s")
+  say "=== gpu_checks: $name: $verdict"
+  return "$status"
+}
+
+sanitizer=""
+for candidate in compute-sanitizer /usr/local/cuda/bin/compute-sanitizer \
+  /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  if command -v "$candidate" >/dev/null 2>&1; then
+    sanitizer=$(command -v "$candidate")
+    break
+  fi
+done
+
+{
+  echo "=== gpu_checks: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || echo "nvidia-smi not available"
+  /usr/local/cuda/bin/nvcc --version 2>&1 | tail -1
+  echo "compute-sanitizer: ${sanitizer:-not found}"
+} 2>&1 | tee -a "$log"
+
+test_gpu=$build_dir/tests/test_gpu
+sanitizer_filter=--gtest_filter=-Gpu.BundleLargerThan2GiB
+
+IFS=, read -r -a step_list <<<"$steps"
+for step in "${step_list[@]}"; do
+  case $step in
+    build)
+      run_step configure cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DFLOATZIP_CUDA=ON -DFLOATZIP_BUILD_EXAMPLES=OFF &&
+        run_step build cmake --build "$build_dir" -j "$jobs" \
+          --target test_gpu test_kernel_logic floatzip_bench_gpu ||
+        break
+      ;;
+    test)
+      run_step test ctest --test-dir "$build_dir" --output-on-failure -L 'gpu|kernel'
+      ;;
+    memcheck | racecheck | synccheck)
+      if [[ -z $sanitizer ]]; then
+        say "=== gpu_checks: $step: compute-sanitizer not found"
+        results+=("$step: FAIL (compute-sanitizer not found)")
+        failed=1
+        continue
+      fi
+      extra=()
+      [[ $step == memcheck ]] && extra=(--leak-check full)
+      [[ $step == racecheck ]] && extra=(--racecheck-report all)
+      run_step "$step" "$sanitizer" --tool "$step" "${extra[@]}" --error-exitcode 1 \
+        "$test_gpu" "$sanitizer_filter"
+      ;;
+    bench)
+      run_step bench "$build_dir/bench/floatzip_bench_gpu"
+      ;;
+    *)
+      say "gpu_checks: unknown step '$step' (build, test, memcheck, racecheck, synccheck, bench)"
+      exit 2
+      ;;
+  esac
+done
+
+say "=== gpu_checks: summary"
+for r in "${results[@]}"; do say "  $r"; done
+say "log: $log"
+exit "$failed"
