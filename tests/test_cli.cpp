@@ -8,11 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "container_test_util.hpp"
@@ -64,6 +67,29 @@ run_result run(const std::vector<std::string>& args) {
   r.out = slurp(out);
   r.err = slurp(err);
   return r;
+}
+
+// Starts the binary, sends SIGINT after `delay`, and returns its exit code.
+int run_interrupted(const std::vector<std::string>& args, std::chrono::milliseconds delay) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null_fd = ::open("/dev/null", O_WRONLY);
+    ::dup2(null_fd, STDOUT_FILENO);
+    ::dup2(null_fd, STDERR_FILENO);
+    std::vector<char*> argv;
+    std::string program = FLOATZIP_CLI_PATH;
+    argv.push_back(program.data());
+    std::vector<std::string> copies = args;
+    for (auto& a : copies) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(program.c_str(), argv.data());
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(delay);
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 std::string describe(const run_result& r) {
@@ -433,6 +459,19 @@ TEST(Cli, CompressionMemoryIsBoundedByBundlesNotTheModel) {
   RecordProperty("compress_peak_rss_mib", std::to_string(compress_mb));
   RecordProperty("decompress_peak_rss_mib", std::to_string(decompress_mb));
   EXPECT_EQ(testing::read_file(path), testing::read_file(dir / "back.safetensors"));
+
+  // Interrupted part-way (Ctrl-C), compression stops and removes its temporary file. On a
+  // machine fast enough to finish first, the output must then be complete.
+  fs::remove(dir / "back.safetensors");
+  const int code = run_interrupted(
+      {"compress", path.string(), "-o", (dir / "i.fzip").string(), "--threads", "1"},
+      std::chrono::milliseconds(30));
+  if (code == 0) {
+    EXPECT_FALSE(container_reader::open(dir / "i.fzip").value().verify_all());
+  } else {
+    EXPECT_EQ(code, 130);
+    EXPECT_EQ(dir.entries(), (std::vector<std::string>{"big.fzip", "big.safetensors"}));
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -117,6 +118,25 @@ class arguments {
   std::map<std::string, std::string> values_;
 };
 
+// Ctrl-C and SIGTERM: the handler only records the request; the next progress report throws,
+// so the library unwinds and its temporary output files are removed as on any other error. A
+// second signal terminates at once (SA_RESETHAND).
+inline volatile std::sig_atomic_t g_interrupted = 0;
+
+inline void install_interrupt_handlers() {
+  struct sigaction action {};
+  action.sa_handler = [](int) { g_interrupted = 1; };
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+}
+
+// Called from progress callbacks.
+inline void throw_if_interrupted() {
+  if (g_interrupted != 0) throw exception(error{errc::io_error, "interrupted"});
+}
+
 inline bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
 
 // A one-line progress bar on stderr, drawn only when stderr is a terminal (so logs and pipes
@@ -130,6 +150,7 @@ class progress_bar {
   ~progress_bar() { finish(); }
 
   void update(std::uint64_t done, std::uint64_t total) {
+    throw_if_interrupted();
     if (!enabled_) return;
     const auto now = clock::now();
     if (drawn_ && done < total && now - last_draw_ < std::chrono::milliseconds(100)) return;
@@ -173,8 +194,15 @@ inline std::string human_bytes(double bytes) {
                    : fmt::format("{:.2f} {}", bytes, kUnits[unit]);
 }
 
+// Exit code after SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+inline constexpr int kExitInterrupted = 130;
+
 // Prints an error from the library and returns the exit code for it.
 inline int fail(const error& e) {
+  if (g_interrupted != 0) {
+    fmt::print(stderr, "floatzip: interrupted; no output was left behind\n");
+    return kExitInterrupted;
+  }
   fmt::print(stderr, "floatzip: error: {}\n", e.message);
   return kExitFailure;
 }

@@ -121,7 +121,10 @@ int demo_command(const std::vector<std::string>& tokens) {
   std::fflush(stdout);
 
   const stopwatch generate_clock;
-  if (error e = synthetic::write_llama_checkpoint(original, shape, seed, threads)) return fail(e);
+  if (error e = synthetic::write_llama_checkpoint(original, shape, seed, threads, [] {
+        return g_interrupted != 0 ? error{errc::io_error, "interrupted"} : error{};
+      }))
+    return fail(e);
   const double generate_seconds = generate_clock.seconds();
 
   compress_options copts;

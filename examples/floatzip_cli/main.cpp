@@ -151,6 +151,7 @@ int run(int argc, char** argv) {
       return kExitOk;
     }
   }
+  install_interrupt_handlers();
   try {
     return c->run(rest);
   } catch (const usage_error& e) {

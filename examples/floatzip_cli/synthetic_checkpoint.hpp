@@ -9,6 +9,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -173,9 +174,11 @@ inline void fill_tensor(std::span<std::uint16_t> out, std::uint64_t seed, std::u
   });
 }
 
-// Writes the checkpoint as a safetensors file.
+// Writes the checkpoint as a safetensors file. `keep_going` is asked before each tensor; an
+// error from it abandons the file (nothing is left behind).
 inline error write_llama_checkpoint(const std::filesystem::path& path, const llama_shape& shape,
-                                    std::uint64_t seed, unsigned threads) {
+                                    std::uint64_t seed, unsigned threads,
+                                    const std::function<error()>& keep_going = {}) {
   const auto plan = llama_tensors(shape);
   std::vector<safetensors::tensor_spec> specs;
   for (const auto& t : plan) specs.push_back(t.spec);
@@ -185,6 +188,8 @@ inline error write_llama_checkpoint(const std::filesystem::path& path, const lla
       {"seed", std::to_string(seed)}};
   return safetensors::write_file(path, specs, metadata,
                                  [&](std::size_t i, std::span<std::byte> bytes) -> error {
+                                   if (keep_going)
+                                     if (error e = keep_going()) return e;
                                    std::vector<std::uint16_t> values(bytes.size() / 2);
                                    fill_tensor(values, seed, i, plan[i].is_norm, threads);
                                    std::memcpy(bytes.data(), values.data(), bytes.size());
