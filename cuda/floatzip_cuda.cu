@@ -28,9 +28,12 @@ error cuda_failure(const char* call, cudaError_t status) {
     if (floatzip_status_ != cudaSuccess) return cuda_failure(#call, floatzip_status_); \
   } while (false)
 
-// Blocks per multiprocessor the default stage size aims for: enough warps to hide the latency
-// of the dependent table look-ups in phase 1. A starting point to be tuned with
-// bench_gpu --stage sweeps (bench/RESULTS.md).
+// The default stage is this fraction of a multiprocessor's shared memory: enough blocks to hide
+// the latency of the dependent table look-ups. stage_slots_for then splits a group that does not
+// fit into equal tiles, so the real block is often smaller (on an H100, a Llama block's ~48,200
+// values per group become two tiles of ~24 KiB, 33.5 KiB per block, and registers limit the
+// kernel to 6 blocks per multiprocessor). A starting point until floatzip_bench_gpu's stage
+// sweep has been run (bench/RESULTS.md).
 constexpr int kTargetBlocksPerMultiprocessor = 4;
 // Shared memory the runtime reserves per block (cudaDevAttrReservedSharedMemoryPerBlock is 1 KiB
 // on sm_80..sm_90).
