@@ -376,12 +376,36 @@ TEST(KernelExecutor, CorruptGroupPositionsAreReported) {
       // The group before a moved boundary sees it as its end: it may be reported first.
       const std::uint64_t reported = b->status >> 8;
       EXPECT_TRUE(reported == g || reported + 1 == g) << "reported " << reported << " for " << g;
-      EXPECT_NE(e.message.find("group " + std::to_string(reported)), std::string::npos)
+      EXPECT_NE(e.message.find("group " + std::to_string(reported) + ":"), std::string::npos)
           << e.message;
     }
   }
   EXPECT_TRUE(execute_kernel_on_cpu(b->device_view, out.data(), out.size()).ok());
   EXPECT_EQ(out, values);
+}
+
+// What the GPU test CorruptDeviceMetadataIsReported expects, proven here: moving one group's
+// position fails the two groups that use it; they stay unwritten, every other group is decoded.
+TEST(KernelExecutor, FaultyGroupsAloneAreLeftUnwritten) {
+  const std::vector<std::uint16_t> values = heavy_tailed(400'000, 8);
+  auto b = make_host_kernel_bundle({values}, {});
+  const std::uint64_t groups = b->view.group_count();
+  ASSERT_GE(groups, 4u);
+  const std::uint64_t g = groups / 2;
+  const std::uint64_t bad_first = b->view.group_value_position(g - 1);
+  const std::uint64_t bad_end = b->view.group_value_position(g + 1);
+  const std::uint64_t corrupt = b->view.group_value_position(g) + 1;
+  std::memcpy(b->bytes.data() + b->view.layout().group_positions_offset + g * 8, &corrupt, 8);
+  std::vector<std::uint16_t> out(values.size());
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::uint16_t>(~values[i]);
+  const error e = execute_kernel_on_cpu(b->device_view, out.data(), out.size());
+  EXPECT_EQ(e.code, errc::bad_data);
+  EXPECT_NE(e.message.find("group " + std::to_string(g - 1) + ":"), std::string::npos) << e.message;
+  for (std::uint64_t i = 0; i < values.size(); ++i) {
+    const bool in_bad_group = i >= bad_first && i < bad_end;
+    ASSERT_EQ(out[i], in_bad_group ? static_cast<std::uint16_t>(~values[i]) : values[i])
+        << "value " << i;
+  }
 }
 
 // Every position moved by the same amount, with a value count to match: each group's count

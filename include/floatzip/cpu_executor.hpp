@@ -115,24 +115,27 @@ error execute_kernel(const device_bundle_view& v, std::uint16_t* out, std::uint3
   st.counts.resize(threads);
   st.firsts.resize(threads);
   st.outputs.resize(threads);
-  // Blocks run in order here; on the GPU in any order. Every block is independent, so the
-  // executor reports the fault of the lowest group, as the kernel's atomicMin does.
+  // Blocks run in order here, on the GPU in any order; they are independent. As on the GPU, a
+  // faulty group is left unwritten, the others are decoded, and the lowest fault is recorded
+  // (the kernel's atomicMin).
+  unsigned long long first_fault = kNoFault;
   for (std::uint64_t g = 0; g < v.group_count; ++g) {
     const unsigned long long record =
         execute_block<TableBits>(v, out, out_shift, stage_slots, threads, g, st);
-    if (record != kNoFault) {
-      if (v.status != nullptr && record < *v.status) *v.status = record;
-      return describe_fault(record);
-    }
+    if (record < first_fault) first_fault = record;
   }
-  return {};
+  if (first_fault == kNoFault) return {};
+  if (v.status != nullptr && first_fault < *v.status) *v.status = first_fault;
+  return describe_fault(first_fault);
 }
 
 }  // namespace detail
 
 // Runs the kernel's logic over a view whose pointers are host memory, with the kernel's launch
 // checks first (alignment rules included: `out` must be 2-byte aligned and its address decides
-// the store alignment, as on the GPU). Stops at the first faulty group.
+// the store alignment, as on the GPU). Like the kernel, decodes every group that passes its
+// checks, leaves the others unwritten, and reports the lowest faulty group (errc::bad_data; also
+// stored in view.status when that is lower than what it holds).
 inline error execute_kernel_on_cpu(const device_bundle_view& view, std::uint16_t* out,
                                    std::uint64_t out_capacity,
                                    const cpu_executor_options& options = {}) {
