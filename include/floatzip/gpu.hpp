@@ -93,8 +93,9 @@ class device_bundle {
   // Allocates device memory on the current device and copies the bundle into it on `stream`. When
   // bundle.bytes() lie in pinned (page-locked) host memory the copy is asynchronous: the bytes
   // must stay unchanged until the stream has passed it. From pageable memory the call returns
-  // once the bytes have been taken. Errors: errc::cuda_error (allocation, copy),
-  // errc::invalid_argument (a bundle the kernel cannot decode; see validate in the message).
+  // once the bytes have been taken. Errors: errc::too_large (device memory exhausted),
+  // errc::cuda_error (another CUDA failure), errc::invalid_argument (a geometry the kernel does
+  // not support, e.g. chunks_per_group * chunk_bits >= 2^31; named in the message).
   static result<device_bundle> upload(const bundle_view& bundle, gpu_stream stream = nullptr);
 
   [[nodiscard]] const device_bundle_view& view() const noexcept { return view_; }
