@@ -398,6 +398,14 @@ struct directory_entry {
   std::uint64_t size = 0;
 };
 
+// "<name>.tmp.XXXXXX": the names atomic_output_file and atomic_output_directory write under.
+inline bool is_temporary_name(std::string_view name) noexcept {
+  constexpr std::string_view kMarker = ".tmp.";
+  constexpr std::size_t kRandom = 6;
+  if (name.size() < kMarker.size() + kRandom) return false;
+  return name.substr(name.size() - kRandom - kMarker.size(), kMarker.size()) == kMarker;
+}
+
 // Regular files (symlinks followed, as in a Hugging Face cache snapshot) sorted by name.
 // Subdirectories are not part of a checkpoint and are skipped.
 inline result<std::vector<directory_entry>> list_regular_files(const std::filesystem::path& dir) {
@@ -409,7 +417,7 @@ inline result<std::vector<directory_entry>> list_regular_files(const std::filesy
     std::error_code entry_ec;
     if (!it->is_regular_file(entry_ec)) continue;
     const auto name = it->path().filename().string();
-    if (name.find(".tmp.") != std::string::npos) continue;  // an interrupted run's leftovers
+    if (is_temporary_name(name)) continue;  // another run's output in progress, or leftovers
     entries.push_back({name, static_cast<std::uint64_t>(it->file_size(entry_ec))});
   }
   if (ec) return error{errc::io_error, dir.string() + ": cannot list: " + ec.message()};
