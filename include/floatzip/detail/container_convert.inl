@@ -7,8 +7,6 @@
 #include <set>
 #include <system_error>
 
-#include "floatzip/detail/parallel.hpp"
-
 namespace floatzip {
 
 inline std::string_view transformer_block_prefix(std::string_view name) noexcept {
@@ -104,28 +102,6 @@ inline container_plan plan_container(const safetensors::header& h) {
   return plan;
 }
 
-// Exponent histogram of several tensors, split over threads like the encoder's first pass.
-inline symbol_histogram bundle_exponent_histogram(
-    std::span<const std::span<const std::uint16_t>> tensors, unsigned threads) {
-  std::uint64_t value_count = 0;
-  for (const auto& t : tensors) value_count += t.size();
-  constexpr std::uint64_t kMinValuesPerPart = std::uint64_t{1} << 18;
-  const unsigned workers = resolve_threads(threads);
-  const std::uint64_t parts =
-      std::max<std::uint64_t>(1, std::min<std::uint64_t>(workers, value_count / kMinValuesPerPart));
-  std::vector<symbol_histogram> part_hist(parts, symbol_histogram{});
-  parallel_for(parts, workers, [&](std::size_t p) {
-    for_each_piece(tensors, value_count * p / parts, value_count * (p + 1) / parts,
-                   [&](std::span<const std::uint16_t> values, std::uint64_t) {
-                     add_exponent_histogram(values, part_hist[p]);
-                   });
-  });
-  symbol_histogram total{};
-  for (const auto& h : part_hist)
-    for (int s = 0; s < kSymbolCount; ++s) total[s] += h[s];
-  return total;
-}
-
 // Runs `body` and turns the exceptions compression can raise into errors.
 template <class Body>
 error catch_as_error(std::string_view where, Body&& body) {
@@ -176,6 +152,7 @@ inline error compress_file_impl(const std::filesystem::path& input,
   const std::uint64_t data_size = header.data_size;
   std::uint64_t done = 0;
   std::vector<std::vector<std::uint16_t>> aligned_copies;
+  std::vector<std::byte> encoded;  // grows to the largest bundle
   for (std::size_t b = 0; b < plan.bundles.size(); ++b) {
     const auto& bundle = plan.bundles[b];
     auto& rec = records[b];
@@ -210,8 +187,13 @@ inline error compress_file_impl(const std::filesystem::path& input,
           tensors.emplace_back(copy.data(), count);
         }
       }
-      const auto hist = bundle_exponent_histogram(tensors, options.codec.threads);
-      const std::vector<std::byte> compressed = compress_bundle(tensors, options.codec);
+      // Pass 1 (histogram, code) gives the statistics for the index; pass 2 encodes into a
+      // buffer reused by every bundle, so its pages are faulted in once per file.
+      const encode_plan bundle_plan = make_encode_plan(tensors, options.codec);
+      const symbol_histogram& hist = bundle_plan.histogram();
+      if (encoded.size() < bundle_plan.encoded_size()) encoded.resize(bundle_plan.encoded_size());
+      const auto compressed = std::span<std::byte>(encoded).first(bundle_plan.encoded_size());
+      if (error e = encode_bundle(bundle_plan, compressed)) return e;
       if (error e = out.write(compressed)) return e;
       rec.stored_bytes = compressed.size();
       rec.stored_checksum = xxh3_64(compressed);
