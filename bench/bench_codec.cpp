@@ -308,7 +308,8 @@ void bm_zstd19_ratio(benchmark::State& state, std::size_t index) {
   state.counters["floatzip_ratio"] = static_cast<double>(fz) / bytes;
 }
 
-void register_input(const std::string& name, std::function<dataset()> loader) {
+// small: the real models (< 2 MB), where 0.1 s per measurement is thousands of iterations.
+void register_input(const std::string& name, bool small, std::function<dataset()> loader) {
   const std::size_t index = g_loaders.size();
   g_loaders.push_back(std::move(loader));
   g_input_names.push_back(name);
@@ -318,6 +319,7 @@ void register_input(const std::string& name, std::function<dataset()> loader) {
     b->ArgName("threads")->Arg(1);
     if (all > 1) b->Arg(all);
     b->UseRealTime()->Unit(benchmark::kMillisecond);
+    if (small) b->MinTime(0.1);
   };
   add("memcpy", bm_memcpy);
   add("encode", bm_encode);
@@ -327,6 +329,7 @@ void register_input(const std::string& name, std::function<dataset()> loader) {
   add("zstd_decompress", bm_zstd_decompress);
   benchmark::RegisterBenchmark(("zstd19_ratio/" + name).c_str(), bm_zstd19_ratio, index)
       ->Iterations(1)
+      ->Repetitions(1)  // level 19 takes ~10 s on 16 MB; its ratio does not vary
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
 }
@@ -358,7 +361,7 @@ int main(int argc, char** argv) {
     // The name is known before generation: llama_dims_for_bytes fixes the size.
     const auto dims = floatzip::bench::llama_dims_for_bytes(g_synth_mb << 20);
     const std::uint64_t mb = (dims.value_count() * 2 + (1 << 19)) >> 20;
-    register_input("synth" + std::to_string(mb) + "MB", [] {
+    register_input("synth" + std::to_string(mb) + "MB", /*small=*/false, [] {
       return floatzip::bench::make_synthetic_dataset(g_synth_mb << 20, kSynthSeed);
     });
   }
@@ -376,7 +379,7 @@ int main(int argc, char** argv) {
                    message.c_str());
       continue;
     }
-    register_input(probe->name, [path] {
+    register_input(probe->name, /*small=*/true, [path] {
       std::string error_message;
       auto d = floatzip::bench::load_safetensors_dataset(path, &error_message);
       if (!d) throw std::runtime_error(error_message);
