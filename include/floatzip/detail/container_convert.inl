@@ -166,6 +166,7 @@ inline error compress_file_impl(const std::filesystem::path& input,
       rec.stored_bytes = rec.decoded_bytes = r.size();
       rec.stored_checksum = rec.decoded_checksum = xxh3_64(bytes);
       tile_bytes = r.size();
+      mapped->release(header_size + r.begin, r.size());
     } else {
       std::vector<std::span<const std::uint16_t>> tensors;
       aligned_copies.clear();
@@ -325,8 +326,12 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
   const std::byte* data_section = file.data() + header_bytes.size();
   auto differs = [&](std::string_view tile, std::span<const std::byte> decoded,
                      std::uint64_t begin) -> error {
+    if (decoded.empty()) return {};
     const std::span<const std::byte> expected(data_section + begin, decoded.size());
-    if (std::memcmp(expected.data(), decoded.data(), decoded.size()) == 0) return {};
+    if (std::memcmp(expected.data(), decoded.data(), decoded.size()) == 0) {
+      original->release(header_bytes.size() + begin, decoded.size());  // streaming: bounded RSS
+      return {};
+    }
     const std::uint64_t at = first_difference(expected, decoded);
     return {errc::bad_data, what + ": " + std::string(tile) + " differs at byte " +
                                 std::to_string(at) + " (file offset " +
@@ -363,7 +368,6 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
                               std::as_bytes(block.subspan(t.bundle_offset, t.size_bytes() / 2)),
                               t.original.begin))
           return e;
-        original->release(header_bytes.size() + t.original.begin, t.size_bytes());
       }
     }
     reader->release_bundle(b);
@@ -633,7 +637,7 @@ inline error verify_directory(const std::filesystem::path& original,
       auto b = detail::mapped_file::open(compressed / out_name);
       if (!b) return b.error();
       if (a->size() != b->size() ||
-          std::memcmp(a->bytes().data(), b->bytes().data(), a->size()) != 0)
+          (a->size() != 0 && std::memcmp(a->bytes().data(), b->bytes().data(), a->size()) != 0))
         return {errc::bad_data, (compressed / out_name).string() + " differs from " +
                                     (original / entry.name).string()};
     }
