@@ -4,6 +4,10 @@
 # (FLOATZIP_FUZZ_SECONDS, 60 by default) under AddressSanitizer and UndefinedBehaviorSanitizer.
 # Skipped with a message when no clang with libFuzzer is found.
 set(FLOATZIP_FUZZ_SECONDS 60 CACHE STRING "Seconds the fuzz_container test fuzzes for")
+option(FLOATZIP_FUZZ "Build the libFuzzer targets and their fuzz-labelled tests (needs clang)" ON)
+if(NOT FLOATZIP_FUZZ)
+  return()
+endif()
 find_program(FLOATZIP_FUZZ_CXX NAMES clang++-14 clang++ DOC "clang for the libFuzzer targets")
 
 set(_fuzz_supported OFF)

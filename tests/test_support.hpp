@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <map>
 #include <random>
-#include <regex>
 #include <string>
 #include <vector>
 
+#include "floatzip/container.hpp"
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/safetensors.hpp"
 
@@ -72,13 +72,12 @@ inline std::vector<model_bundle> load_bf16_bundles(const std::filesystem::path& 
   const auto header =
       safetensors::parse_header(mapped.bytes(), mapped.size(), file.string()).value();
   const std::byte* data = mapped.bytes().data() + header.header_size();
-  static const std::regex layer_prefix(R"(^(.*layers\.\d+\.))");
   std::map<std::string, std::size_t> bundle_of_prefix;
   std::vector<model_bundle> bundles;
   for (const auto& t : header.tensors) {
     if (t.type != safetensors::dtype::bf16) continue;
-    std::smatch m;
-    std::string key = std::regex_search(t.name, m, layer_prefix) ? m[1].str() : t.name;
+    const std::string_view prefix = transformer_block_prefix(t.name);
+    const std::string key = prefix.empty() ? t.name : std::string(prefix);
     auto [it, inserted] = bundle_of_prefix.emplace(key, bundles.size());
     if (inserted) bundles.push_back({key, {}, {}});
     model_bundle& b = bundles[it->second];
