@@ -17,7 +17,7 @@ namespace floatzip::cli {
 
 struct gpu_decode_measurement {
   std::string device;          // e.g. "NVIDIA H100 80GB HBM3"
-  double decode_gb_per_s = 0;  // BF16 output bytes per second, best of `repeat`
+  double decode_gb_per_s = 0;  // BF16 output bytes per second, median of max(repeat, 5) runs
   double copy_gb_per_s = 0;    // device-to-device copy of the same number of BF16 bytes
 };
 
