@@ -55,23 +55,36 @@ void for_each_piece(std::span<const std::span<const std::uint16_t>> tensors, std
 }
 
 inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol_histogram& out) {
-  // Four sub-histograms so that runs of equal exponents do not serialise on one counter.
-  std::array<std::array<std::uint32_t, kSymbolCount>, 4> sub{};
+  // Eight sub-histograms so that runs of equal exponents do not serialise on one counter; four
+  // values per 64-bit load (value k of a little-endian load has its exponent at bits 16k+7..14).
+  std::array<std::array<std::uint32_t, kSymbolCount>, 8> sub{};
   std::size_t i = 0;
   const std::size_t n = values.size();
+  const std::uint16_t* v = values.data();
   while (i < n) {
     // Flush before a 32-bit counter could overflow.
     const std::size_t stop = i + std::min<std::size_t>(n - i, std::size_t{1} << 30);
-    for (; i + 4 <= stop; i += 4) {
-      ++sub[0][bf16_exponent(values[i])];
-      ++sub[1][bf16_exponent(values[i + 1])];
-      ++sub[2][bf16_exponent(values[i + 2])];
-      ++sub[3][bf16_exponent(values[i + 3])];
+    for (; i + 8 <= stop; i += 8) {
+      std::uint64_t lo, hi;
+      std::memcpy(&lo, v + i, 8);
+      std::memcpy(&hi, v + i + 4, 8);
+      ++sub[0][(lo >> 7) & 0xFF];
+      ++sub[1][(lo >> 23) & 0xFF];
+      ++sub[2][(lo >> 39) & 0xFF];
+      ++sub[3][(lo >> 55) & 0xFF];
+      ++sub[4][(hi >> 7) & 0xFF];
+      ++sub[5][(hi >> 23) & 0xFF];
+      ++sub[6][(hi >> 39) & 0xFF];
+      ++sub[7][(hi >> 55) & 0xFF];
     }
-    for (; i < stop; ++i) ++sub[0][bf16_exponent(values[i])];
+    for (; i < stop; ++i) ++sub[0][bf16_exponent(v[i])];
     for (int s = 0; s < kSymbolCount; ++s) {
-      out[s] += std::uint64_t{sub[0][s]} + sub[1][s] + sub[2][s] + sub[3][s];
-      sub[0][s] = sub[1][s] = sub[2][s] = sub[3][s] = 0;
+      std::uint64_t total = 0;
+      for (auto& h : sub) {
+        total += h[s];
+        h[s] = 0;
+      }
+      out[s] += total;
     }
   }
 }
@@ -96,15 +109,16 @@ struct part_tail {
   std::array<std::uint8_t, 64> bytes{};
 };
 
-// Walks a batch of codewords whose first started at `bit`, recording each chunk boundary it
-// reaches with where the first codeword at or after it starts. Out of line: it runs about once
-// per chunk, and inlining it would tie up registers the encode loop needs.
-[[gnu::noinline]] inline void record_chunk_starts(const std::uint16_t* batch, std::size_t count,
-                                                  std::uint64_t bit, std::uint64_t first_index,
-                                                  const std::uint8_t* code_length,
-                                                  std::uint64_t chunk_bits, std::uint64_t end_bit,
-                                                  std::uint64_t& boundary,
-                                                  std::vector<chunk_start_record>& records) {
+// Walks a batch of codewords that ended at `bit_after`, recording each chunk boundary it reaches
+// with where the first codeword at or after it starts. Out of line: it runs about once per chunk,
+// and inlining it (or keeping the batch's start position live for it) would tie up registers the
+// encode loop needs.
+[[gnu::noinline]] inline void record_chunk_starts(
+    const std::uint16_t* batch, std::size_t count, std::uint64_t bit_after,
+    std::uint64_t first_index, const std::uint8_t* code_length, std::uint64_t chunk_bits,
+    std::uint64_t end_bit, std::uint64_t& boundary, std::vector<chunk_start_record>& records) {
+  std::uint64_t bit = bit_after;
+  for (std::size_t j = 0; j < count; ++j) bit -= code_length[bf16_exponent(batch[j])];
   for (std::size_t j = 0; j < count; ++j) {
     bit += code_length[bf16_exponent(batch[j])];
     if (bit >= boundary && boundary < end_bit) {
@@ -166,10 +180,16 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
         std::uint64_t boundary = next_boundary;
         std::uint64_t o_bit = base_bit;  // stream bit of *b
         const std::uint8_t* b = base;
+        // Chunk boundaries are whole bytes and fewer than 8 bits are pending after a flush, so
+        // "the stream reached the boundary" is "o reached the boundary's byte": one compare.
+        // Signed: after a move to the tail, the boundary may lie before the tail's first byte.
+        auto boundary_byte = [&] {
+          return (static_cast<std::int64_t>(boundary) - static_cast<std::int64_t>(o_bit)) / 8;
+        };
+        std::int64_t next_boundary_byte = boundary_byte();
         std::size_t i = 0;
         while (i < n) {
           const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
-          const std::uint64_t batch_bit = o_bit + static_cast<std::uint64_t>(o - b) * 8 + p;
           if (batch == SymbolsPerFlush) {
             for (int j = 0; j < SymbolsPerFlush; ++j) {
               const std::uint8_t e = bf16_exponent(v[i + j]);
@@ -194,10 +214,13 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
             divert_to_tail(o);
             o_bit = base_bit;
             b = base;
+            next_boundary_byte = boundary_byte();
           }
-          if (o_bit + static_cast<std::uint64_t>(o - b) * 8 + p >= boundary) [[unlikely]] {
-            record_chunk_starts(v + i, batch, batch_bit, first_index + i, code_length, chunk_bits,
-                                end_bit, boundary, records);
+          if (o - b >= next_boundary_byte) [[unlikely]] {
+            record_chunk_starts(v + i, batch, o_bit + static_cast<std::uint64_t>(o - b) * 8 + p,
+                                first_index + i, code_length, chunk_bits, end_bit, boundary,
+                                records);
+            next_boundary_byte = boundary_byte();
           }
           i += batch;
         }
