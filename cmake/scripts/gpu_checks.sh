@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything floatzip checks on a machine with an NVIDIA GPU, in one command:
 #
-#   scripts/gpu_checks.sh [STEPS] [LOG]
+#   cmake/scripts/gpu_checks.sh [STEPS] [LOG]
 #
 # STEPS: comma-separated, default all = build,test,memcheck,racecheck,synccheck,bench
 #   build      configure (Release, FLOATZIP_CUDA=ON) and build the GPU tests and benchmark
@@ -20,7 +20,7 @@
 # (default -Gpu.BundleLargerThan2GiB; e.g. 'Gpu.*Alignment*:Gpu.Graph*' to shorten a run) may be
 # set. The log is written as the steps run, so a run cut short by a time limit keeps its output.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 steps=${1:-all}
 [[ $steps == all ]] && steps=build,test,memcheck,racecheck,synccheck,bench
