@@ -8,6 +8,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libfmt-dev nlohmann-json3-dev libxxhash-dev libzstd-dev zstd
   clang-format clang-tidy
+  clang-14 libclang-rt-14-dev  # libFuzzer for the container fuzz target
+  ccache                       # CI reuses compilations between runs on the same machine
 )
 
 missing=()
