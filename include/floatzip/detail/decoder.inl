@@ -22,10 +22,6 @@
 #include "floatzip/bf16.hpp"
 #include "floatzip/detail/parallel.hpp"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 namespace floatzip {
 namespace detail {
 
@@ -163,32 +159,11 @@ inline error decode_tail(const decode_context& ctx, decode_lane& lane, std::uint
   return {};
 }
 
-// Joins exponents with their sign/mantissa bytes. With SSE2, interleaving the two bytes into
-// w = e << 8 | s takes one unpack, and out = ((w >> 1) & 0x7F80) | (w & 0x7F) | ((w << 8) &
-// 0x8000) rebuilds BF16 in seven 16-bit operations per eight values; the compiler's own
-// vectorisation of bf16_merge needs two zero-extensions first.
 inline void merge_values(const decode_context& ctx, std::uint64_t first,
                          const std::uint8_t* exponents, std::size_t count) {
   const std::uint8_t* sm = ctx.sign_mantissa + first;
   std::uint16_t* out = ctx.out + first;
-  std::size_t i = 0;
-#if defined(__SSE2__)
-  const __m128i exponent_mask = _mm_set1_epi16(0x7F80);
-  const __m128i mantissa_mask = _mm_set1_epi16(0x007F);
-  const __m128i sign_mask = _mm_set1_epi16(static_cast<short>(0x8000));
-  auto rebuild = [&](__m128i w) {
-    return _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(w, 1), exponent_mask),
-                                     _mm_and_si128(w, mantissa_mask)),
-                        _mm_and_si128(_mm_slli_epi16(w, 8), sign_mask));
-  };
-  for (; i + 16 <= count; i += 16) {
-    const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(exponents + i));
-    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + i));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), rebuild(_mm_unpacklo_epi8(s, e)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 8), rebuild(_mm_unpackhi_epi8(s, e)));
-  }
-#endif
-  for (; i < count; ++i) out[i] = bf16_merge(exponents[i], sm[i]);
+  for (std::size_t i = 0; i < count; ++i) out[i] = bf16_merge(exponents[i], sm[i]);
 }
 
 // Decodes one batch (up to kDecodeBatch values) of every lane.
