@@ -61,7 +61,6 @@ class encode_plan {
   friend error encode_bundle(const encode_plan&, std::span<std::byte>);
 
   std::span<const std::span<const std::uint16_t>> tensors_;
-  encode_options options_;
   unsigned threads_ = 1;
   symbol_histogram histogram_{};
   code_lengths lengths_{};

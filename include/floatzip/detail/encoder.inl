@@ -248,7 +248,6 @@ inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_
   throw_if_error(validate(options));
   encode_plan plan;
   plan.tensors_ = tensors;
-  plan.options_ = options;
   std::uint64_t value_count = 0;
   for (const auto& t : tensors) value_count += t.size();
   if (value_count > kMaxBundleValues) {
