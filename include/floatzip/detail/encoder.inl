@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -96,10 +97,55 @@ struct chunk_start_record {
   std::uint64_t value_index;  // index of the value whose codeword starts there
 };
 
-// Encoder tables: each code left-aligned in 64 bits, so `put` is one shift and one OR.
-struct encode_table {
-  std::array<std::uint64_t, kSymbolCount> code_left{};
-  std::array<std::uint8_t, kSymbolCount> length{};
+// Encoder tables. An entry is (code << 8) | length, the code right-aligned, so appending it to a
+// right-aligned bit accumulator is `acc = acc << length | code`: two operations on the chain of
+// dependent updates. `pair` encodes two consecutive exponents with one look-up, indexed by their
+// two bytes as one little-endian 16-bit load (first exponent in the low byte); its entries for
+// symbols absent from the code are zero (length 0).
+struct encode_tables {
+  std::array<std::uint64_t, kSymbolCount> single{};
+  const std::uint64_t* pair = nullptr;  // kSymbolCount^2 entries
+};
+
+constexpr unsigned entry_length(std::uint64_t e) { return static_cast<unsigned>(e & 0xFF); }
+
+// The pair table is 512 KiB, of which only present x present entries (usually ~30 x 30, a few KiB
+// of cache lines) are written or read. Each thread keeps one, zeroed once, and clears what it wrote
+// after each use, so a bundle of a few thousand values does not pay for a whole table.
+class pair_table_lease {
+ public:
+  explicit pair_table_lease(const canonical_code& code, encode_tables& tables) {
+    thread_local std::unique_ptr<std::uint64_t[]> storage;
+    if (!storage) storage.reset(new std::uint64_t[kSymbolCount * kSymbolCount]());
+    table_ = storage.get();
+    for (int s = 0; s < kSymbolCount; ++s) {
+      tables.single[s] =
+          code.length[s] == 0 ? 0 : (std::uint64_t{code.code[s]} << 8) | code.length[s];
+      if (code.length[s] != 0) present_[present_count_++] = static_cast<std::uint8_t>(s);
+    }
+    for (int j = 0; j < present_count_; ++j) {
+      const std::uint64_t second = tables.single[present_[j]];
+      for (int i = 0; i < present_count_; ++i) {
+        const std::uint64_t first = tables.single[present_[i]];
+        const unsigned l2 = entry_length(second);
+        table_[present_[i] | present_[j] << 8] =
+            ((((first >> 8) << l2) | (second >> 8)) << 8) | (entry_length(first) + l2);
+      }
+    }
+    tables.pair = table_;
+  }
+  ~pair_table_lease() {
+    for (int j = 0; j < present_count_; ++j) {
+      for (int i = 0; i < present_count_; ++i) table_[present_[i] | present_[j] << 8] = 0;
+    }
+  }
+  pair_table_lease(const pair_table_lease&) = delete;
+  pair_table_lease& operator=(const pair_table_lease&) = delete;
+
+ private:
+  std::uint64_t* table_;
+  std::array<std::uint8_t, kSymbolCount> present_{};
+  int present_count_ = 0;
 };
 
 // A part's last bytes, written aside so as not to race with the next part's first bytes.
@@ -114,13 +160,13 @@ struct part_tail {
 // and inlining it (or keeping the batch's start position live for it) would tie up registers the
 // encode loop needs.
 [[gnu::noinline]] inline void record_chunk_starts(
-    const std::uint16_t* batch, std::size_t count, std::uint64_t bit_after,
-    std::uint64_t first_index, const std::uint8_t* code_length, std::uint64_t chunk_bits,
+    const std::uint8_t* exponents, std::size_t count, std::uint64_t bit_after,
+    std::uint64_t first_index, const std::uint64_t* single, std::uint64_t chunk_bits,
     std::uint64_t end_bit, std::uint64_t& boundary, std::vector<chunk_start_record>& records) {
   std::uint64_t bit = bit_after;
-  for (std::size_t j = 0; j < count; ++j) bit -= code_length[bf16_exponent(batch[j])];
+  for (std::size_t j = 0; j < count; ++j) bit -= entry_length(single[exponents[j]]);
   for (std::size_t j = 0; j < count; ++j) {
-    bit += code_length[bf16_exponent(batch[j])];
+    bit += entry_length(single[exponents[j]]);
     if (bit >= boundary && boundary < end_bit) {
       records.push_back(
           {boundary / chunk_bits, static_cast<std::uint8_t>(bit - boundary), first_index + j + 1});
@@ -129,27 +175,45 @@ struct part_tail {
   }
 }
 
+// Values are split in blocks of this many: exponents to a stack buffer, sign/mantissa bytes
+// straight to the bundle. One simple loop the compiler vectorises, then the codeword loop reads
+// bytes that are already extracted.
+inline constexpr std::size_t kEncodeBlock = 2048;
+
+inline void split_block(const std::uint16_t* values, std::size_t count, std::uint8_t* exponents,
+                        std::uint8_t* sign_mantissa) {
+  for (std::size_t i = 0; i < count; ++i) {
+    exponents[i] = bf16_exponent(values[i]);
+    sign_mantissa[i] = bf16_sign_mantissa(values[i]);
+  }
+}
+
 // Encodes the values [begin, end), whose codewords occupy stream bits [first_bit, end_bit), into
-// `stream` (the bundle's stream section). Records every chunk boundary c * chunk_bits in
-// [first_bit, end_bit) with where the first codeword at or after it starts. Unless `last_part`,
-// stores stay 16 bytes clear of byte end_bit / 8; the bytes from there on go to `tail`.
+// `stream` (the bundle's stream section), and writes their sign/mantissa bytes. Records every
+// chunk boundary c * chunk_bits in [first_bit, end_bit) with where the first codeword at or after
+// it starts. Unless `last_part`, stores stay 16 bytes clear of byte end_bit / 8; the bytes from
+// there on go to `tail`.
 //
 // The hot loop keeps the bit writer's state in locals (a class member or a lambda capture would
-// live in memory, reloaded after every store). Chunk boundaries are checked once per flush; the
-// rare batch that crosses one is walked again to find the codeword that starts the chunk.
-template <int SymbolsPerFlush>
+// live in memory, reloaded after every store). The accumulator is right-aligned: its low `p` bits
+// are pending, and what lies above them is stale and shifted out by the flush. A flush follows
+// every PairsPerFlush pair look-ups; chunk boundaries are checked once per flush, and the rare
+// batch that crosses one is walked again to find the codeword that starts the chunk.
+template <int PairsPerFlush>
 void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
                  std::uint64_t end, std::uint64_t first_bit, std::uint64_t end_bit,
-                 std::uint64_t chunk_bits, const encode_table& table, std::uint8_t* stream,
-                 bool last_part, part_tail& tail, std::vector<chunk_start_record>& records) {
-  const std::uint64_t* const code_left = table.code_left.data();
-  const std::uint8_t* const code_length = table.length.data();
+                 std::uint64_t chunk_bits, const encode_tables& tables, std::uint8_t* stream,
+                 std::uint8_t* sign_mantissa, bool last_part, part_tail& tail,
+                 std::vector<chunk_start_record>& records) {
+  constexpr std::size_t kFlushValues = 2 * PairsPerFlush;
+  const std::uint64_t* const pair = tables.pair;
+  const std::uint64_t* const single = tables.single.data();
   // Bit position = base_bit + 8 * (out - base) + pending.
   std::uint8_t* base = stream + first_bit / 8;
   std::uint64_t base_bit = first_bit & ~std::uint64_t{7};
   std::uint8_t* out = base;
-  std::uint64_t acc = 0;                                    // left-aligned pending bits
-  unsigned pending = static_cast<unsigned>(first_bit & 7);  // bits in acc
+  std::uint64_t acc = 0;                                    // right-aligned pending bits
+  unsigned pending = static_cast<unsigned>(first_bit & 7);  // bits in acc (zeros: not ours)
   const std::uint64_t main_end_byte = end_bit / 8 >= 24 ? end_bit / 8 - 24 : 0;
   const std::uint8_t* main_limit = last_part                       ? nullptr
                                    : main_end_byte > first_bit / 8 ? stream + main_end_byte
@@ -169,67 +233,78 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
     records.push_back({first_bit / chunk_bits, 0, begin});
     next_boundary += chunk_bits;
   }
+  // Room for one 16-bit load past an odd count.
+  alignas(64) std::uint8_t exponents[kEncodeBlock + 8];
   for_each_piece(
       tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
-        const std::uint16_t* v = values.data();
-        const std::size_t n = values.size();
         // Locals, so that nothing in the loop has its address taken.
         std::uint8_t* o = out;
         std::uint64_t a = acc;
         unsigned p = pending;
         std::uint64_t boundary = next_boundary;
-        std::uint64_t o_bit = base_bit;  // stream bit of *b
-        const std::uint8_t* b = base;
         // Chunk boundaries are whole bytes and fewer than 8 bits are pending after a flush, so
-        // "the stream reached the boundary" is "o reached the boundary's byte": one compare.
-        // Signed: after a move to the tail, the boundary may lie before the tail's first byte.
-        auto boundary_byte = [&] {
-          return (static_cast<std::int64_t>(boundary) - static_cast<std::int64_t>(o_bit)) / 8;
+        // "the stream reached the boundary" is "o reached the boundary's byte". That byte and
+        // the point of the move to the tail are folded into one address, `check`, so the loop
+        // makes one compare per flush. Addresses as integers: after a move to the tail, the
+        // boundary's byte may lie before the tail's first byte.
+        auto next_check = [&] {
+          const auto o_addr = reinterpret_cast<std::uintptr_t>(o);
+          const std::int64_t to_boundary =
+              (static_cast<std::int64_t>(boundary) - static_cast<std::int64_t>(base_bit)) / 8 -
+              (o - base);
+          std::uintptr_t c = o_addr + static_cast<std::uintptr_t>(to_boundary);
+          if (to_boundary < 0) c = o_addr;
+          if (main_limit != nullptr) c = std::min(c, reinterpret_cast<std::uintptr_t>(main_limit));
+          return c;
         };
-        std::int64_t next_boundary_byte = boundary_byte();
-        std::size_t i = 0;
-        while (i < n) {
-          const std::size_t batch = std::min<std::size_t>(SymbolsPerFlush, n - i);
-          if (batch == SymbolsPerFlush) {
-            for (int j = 0; j < SymbolsPerFlush; ++j) {
-              const std::uint8_t e = bf16_exponent(v[i + j]);
-              a |= code_left[e] >> p;
-              p += code_length[e];
+        std::uintptr_t check = next_check();
+        for (std::size_t block = 0; block < values.size(); block += kEncodeBlock) {
+          const std::size_t n = std::min(kEncodeBlock, values.size() - block);
+          const std::uint64_t block_index = first_index + block;
+          split_block(values.data() + block, n, exponents, sign_mantissa + (block_index - begin));
+          std::size_t i = 0;
+          while (i < n) {
+            std::size_t batch = kFlushValues;
+            if (i + kFlushValues <= n) [[likely]] {
+              for (int j = 0; j < PairsPerFlush; ++j) {
+                std::uint16_t two;
+                std::memcpy(&two, exponents + i + 2 * j, 2);
+                const std::uint64_t e = pair[two];
+                a = (a << entry_length(e)) | (e >> 8);
+                p += entry_length(e);
+              }
+            } else {
+              batch = n - i;
+              for (std::size_t j = 0; j < batch; ++j) {
+                const std::uint64_t e = single[exponents[i + j]];
+                a = (a << entry_length(e)) | (e >> 8);
+                p += entry_length(e);
+              }
             }
-          } else {
-            for (std::size_t j = 0; j < batch; ++j) {
-              const std::uint8_t e = bf16_exponent(v[i + j]);
-              a |= code_left[e] >> p;
-              p += code_length[e];
+            // Flush: store the pending bits left-aligned in eight bytes, advance over the
+            // complete ones. p <= 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes), and
+            // p >= 1 since every codeword has a bit.
+            store_be64(o, a << (64 - p));
+            o += p >> 3;
+            p &= 7;
+            if (reinterpret_cast<std::uintptr_t>(o) >= check) [[unlikely]] {
+              if (main_limit != nullptr && o >= main_limit) divert_to_tail(o);
+              const std::uint64_t bit_now = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
+              if (bit_now >= boundary) {
+                record_chunk_starts(exponents + i, batch, bit_now, block_index + i, single,
+                                    chunk_bits, end_bit, boundary, records);
+              }
+              check = next_check();
             }
+            i += batch;
           }
-          // Flush: store all eight bytes, advance over the complete ones. At most 56 + 7 bits are
-          // pending, so whole_bytes <= 7 and the shift stays below 64.
-          store_be64(o, a);
-          const unsigned whole_bytes = p >> 3;
-          o += whole_bytes;
-          a <<= whole_bytes * 8;
-          p &= 7;
-          if (o >= main_limit && main_limit != nullptr) [[unlikely]] {
-            divert_to_tail(o);
-            o_bit = base_bit;
-            b = base;
-            next_boundary_byte = boundary_byte();
-          }
-          if (o - b >= next_boundary_byte) [[unlikely]] {
-            record_chunk_starts(v + i, batch, o_bit + static_cast<std::uint64_t>(o - b) * 8 + p,
-                                first_index + i, code_length, chunk_bits, end_bit, boundary,
-                                records);
-            next_boundary_byte = boundary_byte();
-          }
-          i += batch;
         }
         out = o;
         acc = a;
         pending = p;
         next_boundary = boundary;
       });
-  store_be64(out, acc);
+  store_be64(out, pending == 0 ? 0 : acc << (64 - pending));
   if (base == tail.bytes.data()) {
     tail.size = (end_bit + 7) / 8 - tail.offset;
   }
@@ -334,12 +409,8 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
   if (h.value_count == 0) return {};
 
   const canonical_code code = make_canonical_code(plan.lengths_);
-  detail::encode_table table;
-  for (int s = 0; s < kSymbolCount; ++s) {
-    table.length[s] = code.length[s];
-    table.code_left[s] =
-        code.length[s] == 0 ? 0 : std::uint64_t{code.code[s]} << (64 - code.length[s]);
-  }
+  detail::encode_tables tables;
+  const detail::pair_table_lease lease(code, tables);
 
   // Pass 2: sign/mantissa bytes and exponent codewords straight into place.
   const std::size_t part_count = plan.part_value_begin_.size() - 1;
@@ -353,21 +424,15 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
     const std::uint64_t end = plan.part_value_begin_[p + 1];
     const std::uint64_t first_bit = plan.part_first_bit_[p];
     const std::uint64_t end_bit = plan.part_first_bit_[p + 1];
-    detail::for_each_piece(tensors, begin, end,
-                           [&](std::span<const std::uint16_t> values, std::uint64_t first) {
-                             std::uint8_t* dst = sign_mantissa + first;
-                             for (std::size_t i = 0; i < values.size(); ++i) {
-                               dst[i] = bf16_sign_mantissa(values[i]);
-                             }
-                           });
     part_records[p].reserve((end_bit - first_bit) / chunk_bits + 2);
     const bool last = p + 1 == part_count;
+    std::uint8_t* part_sign_mantissa = sign_mantissa + begin;
     if (h.max_code_length <= 14) {
-      detail::encode_part<4>(tensors, begin, end, first_bit, end_bit, chunk_bits, table, stream,
-                             last, part_tails[p], part_records[p]);
+      detail::encode_part<2>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+                             part_sign_mantissa, last, part_tails[p], part_records[p]);
     } else {
-      detail::encode_part<3>(tensors, begin, end, first_bit, end_bit, chunk_bits, table, stream,
-                             last, part_tails[p], part_records[p]);
+      detail::encode_part<1>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+                             part_sign_mantissa, last, part_tails[p], part_records[p]);
     }
   });
   // A tail's bytes are the part's own, except a final partial byte that the next part wrote
