@@ -181,6 +181,28 @@ TEST(codec_size, metadata_overhead_within_budget_on_a_million_values) {
   EXPECT_GE(static_cast<double>(bytes.size()) * 8, ideal_bits);
 }
 
+TEST(codec_histogram, equals_a_plain_count_for_short_and_long_inputs) {
+  // Long inputs are counted in pairs of exponents (with a per-thread table that must be left
+  // clean for the next call); short ones singly. Sizes straddle both paths and odd remainders.
+  std::uint64_t state = 12345;
+  for (const std::size_t size :
+       {std::size_t{0}, std::size_t{1}, std::size_t{65535}, std::size_t{65536},
+        std::size_t{65536 + 1023}, std::size_t{3 * 65536 + 7}}) {
+    values v(size);
+    for (auto& x : v) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      x = static_cast<std::uint16_t>(state >> 48);
+    }
+    // Long runs of one value and one pair, which a counting bug would skew.
+    for (std::size_t i = 0; i < size / 3; ++i) v[i] = i % 2 == 0 ? 0x3F80 : 0xBC00;
+    symbol_histogram expected{};
+    for (const auto x : v) ++expected[bf16_exponent(x)];
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      EXPECT_EQ(exponent_histogram(v), expected) << size << " values, call " << repeat;
+    }
+  }
+}
+
 TEST(codec_errors, invalid_options_are_rejected) {
   const values v(10, 0x3F80);
   const std::span<const std::uint16_t> s(v);
