@@ -5,10 +5,11 @@
 // stream is a chain of dependent table look-ups (load, then shift by the length it returns), so
 // one stream leaves most of a core idle; independent streams fill it.
 //
-// The CPU table decodes up to two codewords per look-up (a "pair table"): exponent codes average
-// under 3 bits, so the next max_code_length bits usually hold two whole codewords, and the chain
-// of dependent look-ups halves. (The GPU kernel keeps the single-symbol table of huffman.hpp:
-// its 16-bit entries fit shared memory twice as well.)
+// The CPU table decodes up to three codewords per look-up (a "multi-symbol table"): exponent
+// codes average under 3 bits, so the next max_code_length bits (12 by default) usually hold three
+// or more whole codewords, and the chain of dependent look-ups shrinks to about a third. Three
+// symbols, their total length and their count still fit a 32-bit entry. (The GPU kernel keeps the
+// single-symbol table of huffman.hpp: its 16-bit entries fit shared memory twice as well.)
 //
 // Exponents are decoded into a small per-lane byte buffer, then merged with the sign/mantissa
 // bytes by a separate loop that the compiler vectorises.
@@ -27,41 +28,46 @@ namespace detail {
 
 inline constexpr int kDecodeLanes = 4;
 inline constexpr std::size_t kDecodeBatch = 2048;    // exponents per lane between merges
-inline constexpr std::size_t kDecodeBatchSlack = 8;  // pair stores may write one byte past
+inline constexpr std::size_t kDecodeBatchSlack = 8;  // 4-byte stores may write 3 bytes past
 
-// One entry of the CPU pair table, indexed by the next max_code_length bits of the stream:
+// One entry of the CPU multi-symbol table, indexed by the next max_code_length bits of the stream:
 //
-//   bits  0-7   first symbol
-//   bits  8-15  second symbol (meaningless when the count is 1)
-//   bits 16-20  bits consumed by all symbols of the entry
-//   bits 21-25  length of the first codeword alone
-//   bits 26-27  symbol count: 1, or 2 when the second codeword also lies wholly in the index
-//   bits 28-31  zero
-using pair_entry = std::uint32_t;
+//   bits  0-23  up to three symbols, first in bits 0-7 (the rest meaningless beyond the count)
+//   bits 24-27  bits consumed by all symbols of the entry (<= max_code_length <= 15)
+//   bits 28-29  zero
+//   bits 30-31  symbol count, 1..3: every codeword after the first is taken only if it lies
+//               wholly within the index
+//
+// Why this layout: the fast loop stores the entry's four bytes unconditionally and advances its
+// output by the count, one shift; and `entry >> 24` can drive the window shift directly, since
+// x86 and AArch64 shifts use only the low 6 bits of the count, where the symbol count is absent.
+using multi_entry = std::uint32_t;
 
-constexpr std::uint32_t pair_symbols(pair_entry e) { return e & 0xFFFFu; }
-constexpr unsigned pair_bits(pair_entry e) { return (e >> 16) & 0x1Fu; }
-constexpr unsigned pair_first_length(pair_entry e) { return (e >> 21) & 0x1Fu; }
-constexpr unsigned pair_count(pair_entry e) { return e >> 26; }
+constexpr unsigned multi_count(multi_entry e) { return e >> 30; }
 
-// Builds the pair table from a validated code. `single` is scratch for the one-symbol table.
-inline void build_pair_table(const code_lengths& lengths, int table_bits,
-                             std::span<decode_entry> single, std::span<pair_entry> pairs) {
+// Builds the multi-symbol table from a validated code, and the single-symbol table `single`
+// that the careful tail loop uses.
+inline void build_multi_table(const code_lengths& lengths, int table_bits,
+                              std::span<decode_entry> single, std::span<multi_entry> multi) {
   build_decode_table(lengths, table_bits, single);
+  const unsigned index_bits = static_cast<unsigned>(table_bits);
   const std::uint32_t mask = (std::uint32_t{1} << table_bits) - 1;
   for (std::uint32_t i = 0; i <= mask; ++i) {
-    const decode_entry first = single[i];
-    const unsigned l1 = entry_length(first);
-    pair_entry e = entry_symbol(first) | (l1 << 16) | (l1 << 21) | (1u << 26);
-    if (l1 < static_cast<unsigned>(table_bits)) {
-      const decode_entry second = single[(i << l1) & mask];
-      const unsigned l2 = entry_length(second);
-      if (l2 != 0 && l1 + l2 <= static_cast<unsigned>(table_bits)) {
-        e = entry_symbol(first) | (std::uint32_t{entry_symbol(second)} << 8) | ((l1 + l2) << 16) |
-            (l1 << 21) | (2u << 26);
-      }
+    std::uint32_t symbols = 0;
+    unsigned used = 0;
+    unsigned count = 0;
+    // The bits beyond the index are unknown, so appending zeros and looking the rest up again
+    // is right exactly when the looked-up codeword ends inside the index.
+    while (count < 3) {
+      const decode_entry next = single[(i << used) & mask];
+      const unsigned length = entry_length(next);
+      if (count > 0 && (length == 0 || used + length > index_bits)) break;
+      symbols |= std::uint32_t{entry_symbol(next)} << (8 * count);
+      used += length;
+      ++count;
+      if (used >= index_bits) break;
     }
-    pairs[i] = e;
+    multi[i] = symbols | (used << 24) | (count << 30);
   }
 }
 
@@ -76,8 +82,9 @@ struct decode_lane {
 struct decode_context {
   const std::uint8_t* stream;
   const std::uint8_t* sign_mantissa;
-  const pair_entry* table;
-  unsigned index_shift;  // 64 - max_code_length
+  const multi_entry* table;
+  const decode_entry* single;  // the same code, one symbol per entry
+  unsigned index_shift;        // 64 - max_code_length
   std::uint16_t* out;
 };
 
@@ -88,11 +95,12 @@ inline error group_error(const decode_lane& lane, const char* what) {
 }
 
 // Fast loop. Each round takes one 64-bit window per lane (>= 57 valid bits) and makes
-// kLookups = floor(56 / TableBits) pair look-ups in it, producing 1 or 2 exponents each.
+// kLookups = floor(56 / TableBits) multi-symbol look-ups in it, producing 1 to 3 exponents each.
+// Lane l's exponents go to exponents[l] from index produced[l] on, which the loop advances.
 // Rounds continue while every lane can take a full round without exceeding its `target`
 // exponents and has not passed its end bit; a lane at or before its end bit loads at most
 // 8 bytes from byte end_bit / 8, inside the stream's padding.
-// Returns false on overrun, with the lanes as they were before the failing round.
+// Returns false on overrun, with the lanes as they were after the overrunning round.
 //
 // Everything the loop touches is copied into locals first: the exponent stores may alias
 // anything, and would otherwise force the compiler to reload the table pointer after every
@@ -103,7 +111,7 @@ bool decode_rounds_fast(const decode_context& ctx, decode_lane* lanes,
                         const std::size_t* target, std::size_t* produced) {
   constexpr int kLookups = 56 / TableBits;
   const std::uint8_t* const stream = ctx.stream;
-  const pair_entry* const table = ctx.table;
+  const multi_entry* const table = ctx.table;
   std::uint64_t bit[Lanes];
   std::uint64_t end_bit[Lanes];
   std::uint8_t* out[Lanes];
@@ -111,13 +119,13 @@ bool decode_rounds_fast(const decode_context& ctx, decode_lane* lanes,
   for (int l = 0; l < Lanes; ++l) {
     bit[l] = lanes[l].bit;
     end_bit[l] = lanes[l].end_bit;
-    out[l] = exponents[l];
-    // A round produces at most 2 * kLookups exponents.
-    out_limit[l] = exponents[l] + (target[l] >= 2 * kLookups ? target[l] - 2 * kLookups : 0);
+    out[l] = exponents[l] + produced[l];
+    // A round produces at most 3 * kLookups exponents.
+    out_limit[l] = exponents[l] + (target[l] >= 3 * kLookups ? target[l] - 3 * kLookups : 0);
   }
   bool overrun = false;
   bool room = true;
-  for (int l = 0; l < Lanes; ++l) room &= target[l] >= 2 * kLookups;
+  for (int l = 0; l < Lanes; ++l) room &= target[l] >= 3 * kLookups;
   while (room) {
     for (int l = 0; l < Lanes; ++l) {
       overrun |= bit[l] > end_bit[l];
@@ -127,17 +135,19 @@ bool decode_rounds_fast(const decode_context& ctx, decode_lane* lanes,
     for (int l = 0; l < Lanes; ++l) {
       std::uint64_t window = stream_window(stream, bit[l]);
       std::uint8_t* o = out[l];
-      unsigned consumed = 0;
+      // `e >> 24` is the bit count plus 64 times the symbol count: the shift ignores the
+      // multiple of 64, and the sum of those multiples is 64 times the exponents produced.
+      std::uint64_t consumed_plus = 0;
       for (int s = 0; s < kLookups; ++s) {
-        const pair_entry e = table[window >> (64 - TableBits)];
-        const std::uint16_t both = static_cast<std::uint16_t>(pair_symbols(e));
-        std::memcpy(o, &both, 2);
-        o += pair_count(e);
-        window <<= pair_bits(e);
-        consumed += pair_bits(e);
+        const multi_entry e = table[window >> (64 - TableBits)];
+        std::memcpy(o, &e, 4);
+        o += multi_count(e);
+        const unsigned shift = e >> 24;
+        window <<= shift & 63u;
+        consumed_plus += shift;
       }
+      bit[l] += consumed_plus - 64 * static_cast<std::uint64_t>(o - out[l]);
       out[l] = o;
-      bit[l] += consumed;
     }
   }
   for (int l = 0; l < Lanes; ++l) {
@@ -152,9 +162,9 @@ inline error decode_tail(const decode_context& ctx, decode_lane& lane, std::uint
                          std::size_t count) {
   for (std::size_t i = 0; i < count; ++i) {
     if (lane.bit >= lane.end_bit) return group_error(lane, "codewords run out before the values");
-    const pair_entry e = ctx.table[stream_window(ctx.stream, lane.bit) >> ctx.index_shift];
-    exponents[i] = static_cast<std::uint8_t>(e & 0xFFu);
-    lane.bit += pair_first_length(e);
+    const decode_entry e = ctx.single[stream_window(ctx.stream, lane.bit) >> ctx.index_shift];
+    exponents[i] = entry_symbol(e);
+    lane.bit += entry_length(e);
   }
   return {};
 }
@@ -171,12 +181,13 @@ template <int Lanes, int TableBits>
 error decode_batch(const decode_context& ctx, decode_lane* lanes,
                    std::uint8_t (*exponents)[kDecodeBatch + kDecodeBatchSlack]) {
   std::size_t target[Lanes];
-  std::size_t produced[Lanes];
+  std::size_t produced[Lanes] = {};
   for (int l = 0; l < Lanes; ++l) {
     target[l] = static_cast<std::size_t>(
         std::min<std::uint64_t>(kDecodeBatch, lanes[l].end_value - lanes[l].next_value));
   }
-  if (!decode_rounds_fast<Lanes, TableBits>(ctx, lanes, exponents, target, produced)) {
+  bool sound = decode_rounds_fast<Lanes, TableBits>(ctx, lanes, exponents, target, produced);
+  if (!sound) {
     for (int l = 0; l < Lanes; ++l) {
       if (lanes[l].bit > lanes[l].end_bit) {
         return group_error(lanes[l], "codewords run past the group's end");
@@ -255,12 +266,16 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
   const int table_bits = bundle.max_code_length();
   const std::size_t table_size = std::size_t{1} << table_bits;
   std::array<decode_entry, std::size_t{1} << kMaxCodeLength> single;
-  std::array<detail::pair_entry, std::size_t{1} << kMaxCodeLength> table;
-  detail::build_pair_table(bundle.code(), table_bits,
-                           std::span<decode_entry>(single.data(), table_size),
-                           std::span<detail::pair_entry>(table.data(), table_size));
-  const detail::decode_context ctx{bundle.exponent_stream(), bundle.sign_mantissa(), table.data(),
-                                   static_cast<unsigned>(64 - table_bits), out.data()};
+  std::array<detail::multi_entry, std::size_t{1} << kMaxCodeLength> table;
+  detail::build_multi_table(bundle.code(), table_bits,
+                            std::span<decode_entry>(single.data(), table_size),
+                            std::span<detail::multi_entry>(table.data(), table_size));
+  const detail::decode_context ctx{bundle.exponent_stream(),
+                                   bundle.sign_mantissa(),
+                                   table.data(),
+                                   single.data(),
+                                   static_cast<unsigned>(64 - table_bits),
+                                   out.data()};
 
   constexpr std::uint64_t kMinValuesPerThread = std::uint64_t{1} << 18;
   const std::uint64_t groups = bundle.group_count();
