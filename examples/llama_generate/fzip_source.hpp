@@ -165,7 +165,8 @@ class fzip_source final : public weight_source {
 
   [[nodiscard]] const floatzip::container_reader& reader() const noexcept { return reader_; }
 
- private:
+  // Where each tensor lies in the container, for engines that do their own decoding (the GPU
+  // path, gpu_weights.hpp).
   struct tensor_ref {
     weight_type type = weight_type::bf16;
     std::uint32_t bundle = 0;
@@ -173,7 +174,18 @@ class fzip_source final : public weight_source {
     std::uint64_t offset = 0;  // first value in the decoded bundle, or first byte of a raw one
     std::size_t count = 0;     // elements
   };
+  [[nodiscard]] std::size_t block_count() const noexcept { return blocks_.size(); }
+  // Block `layer`'s tensors in the order of kBlockTensors. Precondition: layer < block_count().
+  [[nodiscard]] const std::array<tensor_ref, std::size(kBlockTensors)>& block_refs(
+      int layer) const noexcept {
+    return blocks_[static_cast<std::size_t>(layer)];
+  }
+  // A tensor outside the blocks; empty for an absent (tied) output head.
+  [[nodiscard]] const std::optional<tensor_ref>& global_ref(global_tensor which) const noexcept {
+    return globals_[static_cast<std::size_t>(which)];
+  }
 
+ private:
   explicit fzip_source(floatzip::container_reader reader) : reader_(std::move(reader)) {}
 
   // Decodes the BF16 bundle the tensors share (once) into the front of `buffer` and places raw

@@ -335,9 +335,10 @@ inline std::optional<std::size_t> first_bit_difference(std::span<const float> a,
 // argmax, until `new_tokens` tokens have been generated, the KV cache is full, or `stop_token`
 // (when >= 0) comes out. Calls on_step(position, fed_token, logits) after every forward pass;
 // a failed floatzip::error it returns stops the generation with that error. Returns the
-// generated tokens (not the prompt).
-template <class OnStep>
-floatzip::result<std::vector<int>> generate_greedy(transformer& model, std::span<const int> prompt,
+// generated tokens (not the prompt). Model is a transformer, or anything with its forward() and
+// config().seq_len (gpu::engine).
+template <class Model, class OnStep>
+floatzip::result<std::vector<int>> generate_greedy(Model& model, std::span<const int> prompt,
                                                    int new_tokens, int stop_token,
                                                    OnStep&& on_step) {
   if (prompt.empty())

@@ -318,13 +318,25 @@ class safetensors_source final : public weight_source {
   [[nodiscard]] std::uint64_t file_bytes() const noexcept override { return file_.size(); }
   [[nodiscard]] std::string_view format() const noexcept override { return "safetensors"; }
 
- private:
+  // Where each tensor lies in the mapped file, for engines that upload the weights themselves
+  // (the GPU path, gpu_weights.hpp).
   struct tensor_ref {
     weight_type type = weight_type::bf16;
-    const std::byte* bytes = nullptr;  // inside file_
+    const std::byte* bytes = nullptr;  // inside file_, not necessarily aligned
     std::size_t count = 0;
   };
+  [[nodiscard]] std::size_t block_count() const noexcept { return blocks_.size(); }
+  // Block `layer`'s tensors in the order of kBlockTensors. Precondition: layer < block_count().
+  [[nodiscard]] const std::array<tensor_ref, std::size(kBlockTensors)>& block_refs(
+      int layer) const noexcept {
+    return blocks_[static_cast<std::size_t>(layer)];
+  }
+  // A tensor outside the blocks; empty for an absent (tied) output head.
+  [[nodiscard]] const std::optional<tensor_ref>& global_ref(global_tensor which) const noexcept {
+    return globals_[static_cast<std::size_t>(which)];
+  }
 
+ private:
   safetensors_source() = default;
 
   model_config config_;
