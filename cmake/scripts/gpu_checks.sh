@@ -5,10 +5,11 @@
 #
 # STEPS: comma-separated, default all = build,test,memcheck,racecheck,synccheck,bench
 #   build      configure (Release, FLOATZIP_CUDA=ON) and build the GPU tests and benchmark
-#   test       ctest -L 'gpu|kernel' (the real kernel against the CPU decoder, and its logic)
-#   memcheck   compute-sanitizer memcheck (with leak check) on test_gpu
-#   racecheck  compute-sanitizer racecheck (shared-memory hazards) on test_gpu
-#   synccheck  compute-sanitizer synccheck (barrier misuse) on test_gpu
+#   test       ctest -L 'gpu|kernel' (the real kernel against the CPU decoder, and its logic; the
+#              llama_generate example's GPU path against its uncompressed run and the CPU path)
+#   memcheck   compute-sanitizer memcheck (with leak check) on test_gpu and test_llama_gpu
+#   racecheck  compute-sanitizer racecheck (shared-memory hazards) on test_gpu and test_llama_gpu
+#   synccheck  compute-sanitizer synccheck (barrier misuse) on test_gpu and test_llama_gpu
 #   bench      floatzip_bench_gpu: decode GB/s beside D2D copy and raw BF16 loads
 # LOG: where everything is written (default: BUILD_DIR/gpu_checks.log); also echoed to stdout.
 #
@@ -16,9 +17,11 @@
 # the log list every step as PASS or FAIL and the exit code is non-zero if any failed. The
 # sanitizers skip the >2 GiB test, which takes minutes under instrumentation and exercises no
 # path the smaller tests do not. Steps can be run separately to fit a time limit per command.
-# BUILD_DIR (default build-gpu-checks), JOBS (default: all cores) and SANITIZER_GTEST_FILTER
-# (default -Gpu.BundleLargerThan2GiB; e.g. 'Gpu.*Alignment*:Gpu.Graph*' to shorten a run) may be
-# set. The log is written as the steps run, so a run cut short by a time limit keeps its output.
+# BUILD_DIR (default build-gpu-checks), JOBS (default: all cores), SANITIZER_GTEST_FILTER
+# (test_gpu's tests under the sanitizers; default -Gpu.BundleLargerThan2GiB; e.g.
+# 'Gpu.*Alignment*:Gpu.Graph*' to shorten a run) and LLAMA_SANITIZER_GTEST_FILTER
+# (test_llama_gpu's; default all: the models are tiny) may be set. The log is written as the steps
+# run, so a run cut short by a time limit keeps its output.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -68,6 +71,8 @@ done
 
 test_gpu=$build_dir/tests/test_gpu
 sanitizer_filter=--gtest_filter=${SANITIZER_GTEST_FILTER:--Gpu.BundleLargerThan2GiB}
+test_llama_gpu=$build_dir/tests/test_llama_gpu
+llama_sanitizer_filter=--gtest_filter=${LLAMA_SANITIZER_GTEST_FILTER:-*}
 
 IFS=, read -r -a step_list <<<"$steps"
 for step in "${step_list[@]}"; do
@@ -76,7 +81,7 @@ for step in "${step_list[@]}"; do
       run_step configure cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DFLOATZIP_CUDA=ON -DFLOATZIP_BUILD_EXAMPLES=OFF &&
         run_step build cmake --build "$build_dir" -j "$jobs" \
-          --target test_gpu test_kernel_logic floatzip_bench_gpu ||
+          --target test_gpu test_kernel_logic test_llama_gpu floatzip_bench_gpu ||
         break
       ;;
     test)
@@ -94,6 +99,8 @@ for step in "${step_list[@]}"; do
       [[ $step == racecheck ]] && extra=(--racecheck-report all)
       run_step "$step" "$sanitizer" --tool "$step" "${extra[@]}" --error-exitcode 1 \
         "$test_gpu" "$sanitizer_filter"
+      run_step "$step (llama_generate)" "$sanitizer" --tool "$step" "${extra[@]}" \
+        --error-exitcode 1 "$test_llama_gpu" "$llama_sanitizer_filter"
       ;;
     bench)
       run_step bench "$build_dir/bench/floatzip_bench_gpu"

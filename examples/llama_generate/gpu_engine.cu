@@ -397,7 +397,6 @@ struct engine::impl {
   floatzip::error gemv(float* out, const device_load& which, std::size_t tensor, const float* in,
                        int rows, int cols);
   floatzip::error rmsnorm(float* out, const float* in, const std::uint16_t* weight);
-  floatzip::error finish_pass(bool& first_pass_checks);
 };
 
 floatzip::error engine::impl::setup(const model_shape& model, const host_weights& weights) {
