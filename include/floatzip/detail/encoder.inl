@@ -297,7 +297,10 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
   alignas(64) std::uint8_t exponents[kEncodeBlock + 8];
   for_each_piece(
       tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
-        // Locals, so that nothing in the loop has its address taken.
+        // Locals, so that nothing in the loop has its address taken (the byte stores may alias
+        // anything reached through a reference, which would be reloaded after every store).
+        const std::uint64_t* const pair_table = pair;
+        std::uint8_t* const exponent_bytes = exponents;
         std::uint8_t* o = out;
         std::uint64_t a = acc;
         unsigned p = pending;
@@ -321,29 +324,12 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
         for (std::size_t block = 0; block < values.size(); block += kEncodeBlock) {
           const std::size_t n = std::min(kEncodeBlock, values.size() - block);
           const std::uint64_t block_index = first_index + block;
-          split_block(values.data() + block, n, exponents, sign_mantissa + (block_index - begin));
-          std::size_t i = 0;
-          while (i < n) {
-            std::size_t batch = kFlushValues;
-            if (i + kFlushValues <= n) [[likely]] {
-              for (int j = 0; j < PairsPerFlush; ++j) {
-                std::uint16_t two;
-                std::memcpy(&two, exponents + i + 2 * j, 2);
-                const std::uint64_t e = pair[two];
-                a = (a << entry_length(e)) | (e >> 8);
-                p += entry_length(e);
-              }
-            } else {
-              batch = n - i;
-              for (std::size_t j = 0; j < batch; ++j) {
-                const std::uint64_t e = single[exponents[i + j]];
-                a = (a << entry_length(e)) | (e >> 8);
-                p += entry_length(e);
-              }
-            }
-            // Flush: store the pending bits left-aligned in eight bytes, advance over the
-            // complete ones. p <= 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes), and
-            // p >= 1 since every codeword has a bit.
+          split_block(values.data() + block, n, exponent_bytes,
+                      sign_mantissa + (block_index - begin));
+          // Flush: store the pending bits left-aligned in eight bytes, advance over the
+          // complete ones. p <= 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes), and
+          // p >= 1 since every codeword has a bit. Then the one compare for the rare events.
+          auto flush = [&](std::size_t i, std::size_t batch) {
             store_be64(o, a << (64 - p));
             o += p >> 3;
             p &= 7;
@@ -351,12 +337,31 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
               if (main_limit != nullptr && o >= main_limit) divert_to_tail(o);
               const std::uint64_t bit_now = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
               if (bit_now >= boundary) {
-                record_chunk_starts(exponents + i, batch, bit_now, block_index + i, single,
+                record_chunk_starts(exponent_bytes + i, batch, bit_now, block_index + i, single,
                                     chunk_bits, end_bit, boundary, records);
               }
               check = next_check();
             }
-            i += batch;
+          };
+          const std::size_t whole = n / kFlushValues * kFlushValues;
+          std::size_t i = 0;
+          for (; i < whole; i += kFlushValues) {
+            for (int j = 0; j < PairsPerFlush; ++j) {
+              std::uint16_t two;
+              std::memcpy(&two, exponent_bytes + i + 2 * j, 2);
+              const std::uint64_t e = pair_table[two];
+              a = (a << entry_length(e)) | (e >> 8);
+              p += entry_length(e);
+            }
+            flush(i, kFlushValues);
+          }
+          if (i < n) {
+            for (std::size_t j = i; j < n; ++j) {
+              const std::uint64_t e = single[exponents[j]];
+              a = (a << entry_length(e)) | (e >> 8);
+              p += entry_length(e);
+            }
+            flush(i, n - i);
           }
         }
         out = o;
