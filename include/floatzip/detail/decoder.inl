@@ -187,6 +187,14 @@ error decode_batch(const decode_context& ctx, decode_lane* lanes,
         std::min<std::uint64_t>(kDecodeBatch, lanes[l].end_value - lanes[l].next_value));
   }
   bool sound = decode_rounds_fast<Lanes, TableBits>(ctx, lanes, exponents, target, produced);
+  if constexpr (Lanes > 1) {
+    // The joint rounds stop when the first lane nears its target; the others lag behind it by
+    // a random walk of tens of exponents, too many for the careful loop.
+    for (int l = 0; sound && l < Lanes; ++l) {
+      sound =
+          decode_rounds_fast<1, TableBits>(ctx, lanes + l, exponents + l, target + l, produced + l);
+    }
+  }
   if (!sound) {
     for (int l = 0; l < Lanes; ++l) {
       if (lanes[l].bit > lanes[l].end_bit) {
