@@ -157,53 +157,65 @@ struct chunk_start_record {
   std::uint64_t value_index;  // index of the value whose codeword starts there
 };
 
-// Encoder tables. An entry is (code << 8) | length, the code right-aligned, so appending it to a
-// right-aligned bit accumulator is `acc = acc << length | code`: two operations on the chain of
-// dependent updates. `pair` encodes two consecutive exponents with one look-up, indexed by their
-// two bytes as one little-endian 16-bit load (first exponent in the low byte); its entries for
-// symbols absent from the code are zero (length 0).
+// Encoder tables, codes right-aligned, so appending one to a right-aligned bit accumulator is
+// `acc = acc << length | code`: two operations on the chain of dependent updates. `pair_*` encode
+// two consecutive exponents with one look-up, indexed by their two bytes as one little-endian
+// 16-bit load (first exponent in the low byte). Codes and lengths sit in separate arrays so that
+// each is one plain load, with no masking or shifting to take an entry apart. Entries for symbols
+// absent from the code are zero (length 0).
 struct encode_tables {
-  std::array<std::uint64_t, kSymbolCount> single{};
-  const std::uint64_t* pair = nullptr;  // kSymbolCount^2 entries
+  std::array<std::uint32_t, kSymbolCount> code{};
+  std::array<std::uint8_t, kSymbolCount> length{};
+  const std::uint32_t* pair_code = nullptr;   // kSymbolCount^2 entries
+  const std::uint8_t* pair_length = nullptr;  // kSymbolCount^2 entries
 };
 
-constexpr unsigned entry_length(std::uint64_t e) { return static_cast<unsigned>(e & 0xFF); }
-
-// The pair table is 512 KiB, of which only present x present entries (usually ~30 x 30, a few KiB
-// of cache lines) are written or read. Each thread keeps one, zeroed once, and clears what it wrote
-// after each use, so a bundle of a few thousand values does not pay for a whole table.
+// The pair tables take 320 KiB, of which only present x present entries (usually ~30 x 30, a few
+// KiB of cache lines) are written or read. Each thread keeps one set, zeroed once, and clears what
+// it wrote after each use, so a bundle of a few thousand values does not pay for whole tables.
 class pair_table_lease {
  public:
   explicit pair_table_lease(const canonical_code& code, encode_tables& tables) {
-    thread_local std::unique_ptr<std::uint64_t[]> storage;
-    if (!storage) storage.reset(new std::uint64_t[kSymbolCount * kSymbolCount]());
-    table_ = storage.get();
+    static_assert(2 * kMaxCodeLength <= 32, "a pair's code must fit 32 bits");
+    constexpr std::size_t kPairs = std::size_t{kSymbolCount} * kSymbolCount;
+    thread_local std::unique_ptr<std::uint32_t[]> codes;
+    thread_local std::unique_ptr<std::uint8_t[]> lengths;
+    if (!codes) codes.reset(new std::uint32_t[kPairs]());
+    if (!lengths) lengths.reset(new std::uint8_t[kPairs]());
+    codes_ = codes.get();
+    lengths_ = lengths.get();
     for (int s = 0; s < kSymbolCount; ++s) {
-      tables.single[s] =
-          code.length[s] == 0 ? 0 : (std::uint64_t{code.code[s]} << 8) | code.length[s];
+      tables.code[s] = code.length[s] == 0 ? 0 : code.code[s];
+      tables.length[s] = code.length[s];
       if (code.length[s] != 0) present_[present_count_++] = static_cast<std::uint8_t>(s);
     }
     for (int j = 0; j < present_count_; ++j) {
-      const std::uint64_t second = tables.single[present_[j]];
+      const std::uint8_t second = present_[j];
       for (int i = 0; i < present_count_; ++i) {
-        const std::uint64_t first = tables.single[present_[i]];
-        const unsigned l2 = entry_length(second);
-        table_[present_[i] | present_[j] << 8] =
-            ((((first >> 8) << l2) | (second >> 8)) << 8) | (entry_length(first) + l2);
+        const std::uint8_t first = present_[i];
+        const std::size_t index = first | std::size_t{second} << 8;
+        codes_[index] = (tables.code[first] << tables.length[second]) | tables.code[second];
+        lengths_[index] = static_cast<std::uint8_t>(tables.length[first] + tables.length[second]);
       }
     }
-    tables.pair = table_;
+    tables.pair_code = codes_;
+    tables.pair_length = lengths_;
   }
   ~pair_table_lease() {
     for (int j = 0; j < present_count_; ++j) {
-      for (int i = 0; i < present_count_; ++i) table_[present_[i] | present_[j] << 8] = 0;
+      for (int i = 0; i < present_count_; ++i) {
+        const std::size_t index = present_[i] | std::size_t{present_[j]} << 8;
+        codes_[index] = 0;
+        lengths_[index] = 0;
+      }
     }
   }
   pair_table_lease(const pair_table_lease&) = delete;
   pair_table_lease& operator=(const pair_table_lease&) = delete;
 
  private:
-  std::uint64_t* table_;
+  std::uint32_t* codes_;
+  std::uint8_t* lengths_;
   std::array<std::uint8_t, kSymbolCount> present_{};
   int present_count_ = 0;
 };
@@ -221,12 +233,12 @@ struct part_tail {
 // encode loop needs.
 [[gnu::noinline]] inline void record_chunk_starts(
     const std::uint8_t* exponents, std::size_t count, std::uint64_t bit_after,
-    std::uint64_t first_index, const std::uint64_t* single, std::uint64_t chunk_bits,
+    std::uint64_t first_index, const std::uint8_t* length, std::uint64_t chunk_bits,
     std::uint64_t end_bit, std::uint64_t& boundary, std::vector<chunk_start_record>& records) {
   std::uint64_t bit = bit_after;
-  for (std::size_t j = 0; j < count; ++j) bit -= entry_length(single[exponents[j]]);
+  for (std::size_t j = 0; j < count; ++j) bit -= length[exponents[j]];
   for (std::size_t j = 0; j < count; ++j) {
-    bit += entry_length(single[exponents[j]]);
+    bit += length[exponents[j]];
     if (bit >= boundary && boundary < end_bit) {
       records.push_back(
           {boundary / chunk_bits, static_cast<std::uint8_t>(bit - boundary), first_index + j + 1});
@@ -266,8 +278,10 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
                  std::uint8_t* sign_mantissa, bool last_part, part_tail& tail,
                  std::vector<chunk_start_record>& records) {
   constexpr std::size_t kFlushValues = 2 * PairsPerFlush;
-  const std::uint64_t* const pair = tables.pair;
-  const std::uint64_t* const single = tables.single.data();
+  const std::uint32_t* const pair_code = tables.pair_code;
+  const std::uint8_t* const pair_length = tables.pair_length;
+  const std::uint32_t* const code = tables.code.data();
+  const std::uint8_t* const length = tables.length.data();
   // Bit position = base_bit + 8 * (out - base) + pending.
   std::uint8_t* base = stream + first_bit / 8;
   std::uint64_t base_bit = first_bit & ~std::uint64_t{7};
@@ -299,7 +313,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
       tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
         // Locals, so that nothing in the loop has its address taken (the byte stores may alias
         // anything reached through a reference, which would be reloaded after every store).
-        const std::uint64_t* const pair_table = pair;
+        const std::uint32_t* const pair_codes = pair_code;
+        const std::uint8_t* const pair_lengths = pair_length;
         std::uint8_t* const exponent_bytes = exponents;
         std::uint8_t* o = out;
         std::uint64_t a = acc;
@@ -330,14 +345,14 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           // complete ones. p <= 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes), and
           // p >= 1 since every codeword has a bit. Then the one compare for the rare events.
           auto flush = [&](std::size_t i, std::size_t batch) {
-            store_be64(o, a << (64 - p));
+            store_be64(o, a << ((0u - p) & 63));  // 64 - p, as p is in [1, 63]
             o += p >> 3;
             p &= 7;
             if (reinterpret_cast<std::uintptr_t>(o) >= check) [[unlikely]] {
               if (main_limit != nullptr && o >= main_limit) divert_to_tail(o);
               const std::uint64_t bit_now = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
               if (bit_now >= boundary) {
-                record_chunk_starts(exponent_bytes + i, batch, bit_now, block_index + i, single,
+                record_chunk_starts(exponent_bytes + i, batch, bit_now, block_index + i, length,
                                     chunk_bits, end_bit, boundary, records);
               }
               check = next_check();
@@ -349,17 +364,17 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
             for (int j = 0; j < PairsPerFlush; ++j) {
               std::uint16_t two;
               std::memcpy(&two, exponent_bytes + i + 2 * j, 2);
-              const std::uint64_t e = pair_table[two];
-              a = (a << entry_length(e)) | (e >> 8);
-              p += entry_length(e);
+              const unsigned l = pair_lengths[two];
+              a = (a << l) | pair_codes[two];
+              p += l;
             }
             flush(i, kFlushValues);
           }
           if (i < n) {
             for (std::size_t j = i; j < n; ++j) {
-              const std::uint64_t e = single[exponents[j]];
-              a = (a << entry_length(e)) | (e >> 8);
-              p += entry_length(e);
+              const unsigned l = length[exponent_bytes[j]];
+              a = (a << l) | code[exponent_bytes[j]];
+              p += l;
             }
             flush(i, n - i);
           }
