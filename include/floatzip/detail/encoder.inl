@@ -100,7 +100,7 @@ inline constexpr std::size_t kHistogramBlock = 1024;
 // as one 16-bit load, so half the read-modify-writes of counting them singly. With ~30 exponents
 // in use, the ~900 live counters sit in a few KiB of cache lines; equal neighbouring pairs (which
 // would serialise on one counter) are rare. The 256 KiB table is kept per thread, all zero
-// between calls: each use folds it into row and column sums and clears it.
+// between calls: each use folds what it counted into row and column sums and clears it.
 inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol_histogram& out) {
   constexpr std::size_t kMinPairCount = std::size_t{1} << 16;  // below: folding would dominate
   if (values.size() < kMinPairCount) {
@@ -110,19 +110,28 @@ inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol
   thread_local std::unique_ptr<std::uint32_t[]> storage;
   if (!storage) storage.reset(new std::uint32_t[kSymbolCount * kSymbolCount]());
   std::uint32_t* const pairs = storage.get();
+  // Every counter touched lies in rows and columns [lowest, highest] of the exponents seen, a
+  // ~30 x 30 square on trained weights: folding and clearing only that square keeps the fold
+  // from costing more than the counting on a block of a million values.
+  unsigned lowest = kSymbolCount - 1;
+  unsigned highest = 0;
   auto fold = [&] {
+    if (lowest > highest) return;
+    const std::size_t width = highest - lowest + 1;
     std::array<std::uint64_t, kSymbolCount> first{};
-    for (int second = 0; second < kSymbolCount; ++second) {
-      std::uint32_t* row = pairs + second * kSymbolCount;
+    for (unsigned second = lowest; second <= highest; ++second) {
+      std::uint32_t* row = pairs + second * kSymbolCount + lowest;
       std::uint64_t row_total = 0;
-      for (int s = 0; s < kSymbolCount; ++s) {
+      for (std::size_t s = 0; s < width; ++s) {
         row_total += row[s];
         first[s] += row[s];
       }
       out[second] += row_total;
-      std::memset(row, 0, kSymbolCount * sizeof row[0]);
+      std::memset(row, 0, width * sizeof row[0]);
     }
-    for (int s = 0; s < kSymbolCount; ++s) out[s] += first[s];
+    for (std::size_t s = 0; s < width; ++s) out[lowest + s] += first[s];
+    lowest = kSymbolCount - 1;
+    highest = 0;
   };
   const std::uint16_t* v = values.data();
   const std::size_t n = values.size();
@@ -130,7 +139,16 @@ inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol
   std::size_t i = 0;
   std::size_t since_fold = 0;
   for (; i + kHistogramBlock <= n; i += kHistogramBlock) {
-    for (std::size_t k = 0; k < kHistogramBlock; ++k) exponents[k] = bf16_exponent(v[i + k]);
+    std::uint8_t block_low = 0xFF;
+    std::uint8_t block_high = 0;
+    for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+      const std::uint8_t e = bf16_exponent(v[i + k]);
+      exponents[k] = e;
+      block_low = std::min(block_low, e);
+      block_high = std::max(block_high, e);
+    }
+    lowest = std::min<unsigned>(lowest, block_low);
+    highest = std::max<unsigned>(highest, block_high);
     for (std::size_t k = 0; k < kHistogramBlock; k += 8) {
       std::uint64_t w;
       std::memcpy(&w, exponents + k, 8);
