@@ -102,7 +102,7 @@ inline constexpr std::size_t kHistogramBlock = 1024;
 // would serialise on one counter) are rare. The 256 KiB table is kept per thread, all zero
 // between calls: each use folds what it counted into row and column sums and clears it.
 inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol_histogram& out) {
-  constexpr std::size_t kMinPairCount = std::size_t{1} << 16;  // below: folding would dominate
+  constexpr std::size_t kMinPairCount = std::size_t{1} << 12;  // below: the fold would dominate
   if (values.size() < kMinPairCount) {
     add_exponent_histogram_single(values, out);
     return;
