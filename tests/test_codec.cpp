@@ -186,8 +186,8 @@ TEST(codec_histogram, equals_a_plain_count_for_short_and_long_inputs) {
   // clean for the next call); short ones singly. Sizes straddle both paths and odd remainders.
   std::uint64_t state = 12345;
   for (const std::size_t size :
-       {std::size_t{0}, std::size_t{1}, std::size_t{65535}, std::size_t{65536},
-        std::size_t{65536 + 1023}, std::size_t{3 * 65536 + 7}}) {
+       {std::size_t{0}, std::size_t{1}, std::size_t{4095}, std::size_t{4096},
+        std::size_t{4096 + 1023}, std::size_t{65536 + 1}, std::size_t{3 * 65536 + 7}}) {
     values v(size);
     for (auto& x : v) {
       state = state * 6364136223846793005ull + 1442695040888963407ull;
