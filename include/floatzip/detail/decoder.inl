@@ -169,11 +169,29 @@ inline error decode_tail(const decode_context& ctx, decode_lane& lane, std::uint
   return {};
 }
 
+// Merges `count` exponents with their sign/mantissa bytes into the output from value `first` on,
+// and meanwhile prefetches the sign/mantissa bytes and output lines of the `ahead_count` values
+// from `ahead_first` on: the region that is merged next. Each lane's regions are touched in
+// bursts of one batch (2 KiB read, 4 KiB written) that jump between lanes, too short for the
+// hardware prefetchers to follow, so without this every new line misses.
 inline void merge_values(const decode_context& ctx, std::uint64_t first,
-                         const std::uint8_t* exponents, std::size_t count) {
+                         const std::uint8_t* exponents, std::size_t count,
+                         std::uint64_t ahead_first, std::size_t ahead_count) {
   const std::uint8_t* sm = ctx.sign_mantissa + first;
   std::uint16_t* out = ctx.out + first;
-  for (std::size_t i = 0; i < count; ++i) out[i] = bf16_merge(exponents[i], sm[i]);
+  const std::uint8_t* sm_ahead = ctx.sign_mantissa + ahead_first;
+  const std::uint16_t* out_ahead = ctx.out + ahead_first;
+  constexpr std::size_t kStep = 64;  // values per cache line of sign/mantissa bytes
+  std::size_t i = 0;
+  for (; i + kStep <= count; i += kStep) {
+    if (i < ahead_count) {
+      __builtin_prefetch(sm_ahead + i);
+      __builtin_prefetch(out_ahead + i, 1);
+      if (i + kStep / 2 < ahead_count) __builtin_prefetch(out_ahead + i + kStep / 2, 1);
+    }
+    for (std::size_t j = i; j < i + kStep; ++j) out[j] = bf16_merge(exponents[j], sm[j]);
+  }
+  for (; i < count; ++i) out[i] = bf16_merge(exponents[i], sm[i]);
 }
 
 // Decodes one batch (up to kDecodeBatch values) of every lane.
@@ -206,7 +224,14 @@ error decode_batch(const decode_context& ctx, decode_lane* lanes,
     if (error e = decode_tail(ctx, lanes[l], exponents[l] + produced[l], target[l] - produced[l])) {
       return e;
     }
-    merge_values(ctx, lanes[l].next_value, exponents[l], target[l]);
+  }
+  for (int l = 0; l < Lanes; ++l) {
+    // Merged next: the next lane's batch, or after the last lane, the first lane's next batch
+    // (its next_value has already moved on).
+    const decode_lane& ahead = lanes[(l + 1) % Lanes];
+    const std::size_t ahead_count = static_cast<std::size_t>(
+        std::min<std::uint64_t>(kDecodeBatch, ahead.end_value - ahead.next_value));
+    merge_values(ctx, lanes[l].next_value, exponents[l], target[l], ahead.next_value, ahead_count);
     lanes[l].next_value += target[l];
   }
   return {};
