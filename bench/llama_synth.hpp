@@ -230,80 +230,102 @@ inline float matrix_scale(std::uint64_t tensor_seed) noexcept {
 
 }  // namespace detail
 
+// Everything that fixes one generated tensor's values: bf16(center + scale * t), t drawn from
+// `seed`. A writer that streams a checkpoint tensor by tensor (the CLI's demo) fills each one from
+// its plan without holding the whole checkpoint in memory.
+struct llama_tensor_plan {
+  std::string block;  // the bundle it belongs to: "model.layers.N", or the tensor's own name
+  std::string name;   // Hugging Face Llama name, e.g. model.layers.0.mlp.up_proj.weight
+  std::vector<std::uint64_t> shape;  // row-major, as safetensors stores it
+  float center = 0;                  // 0.3 for RMSNorm gains, 0 for matrices
+  float scale = 0;
+  std::uint64_t seed = 0;
+
+  [[nodiscard]] std::uint64_t value_count() const noexcept {
+    std::uint64_t n = 1;
+    for (auto s : shape) n *= s;
+    return n;
+  }
+  // Values first_index .. first_index + out.size() - 1 of the tensor: any slice, on any thread.
+  void fill(std::span<std::uint16_t> out, std::uint64_t first_index = 0) const {
+    fill_student_t_bf16(out, center, scale, seed, first_index);
+  }
+};
+
+// The tensors of the checkpoint make_llama_checkpoint(dims, seed) generates, in file order:
+// embed_tokens, layers 0 .. L-1, norm, lm_head. Matrices: Student-t(5) at a per-matrix scale in
+// [0.01, 0.04]. RMSNorm gains: 0.3 + 0.05 t, positive and concentrated like trained gains.
+inline std::vector<llama_tensor_plan> llama_tensor_plans(const llama_dims& d, std::uint64_t seed) {
+  std::vector<llama_tensor_plan> plans;
+  plans.reserve(d.layers * 9 + 3);
+  std::uint64_t tensor_index = 0;
+  auto add = [&](const std::string& block, std::string name, std::vector<std::uint64_t> shape,
+                 bool is_norm) {
+    const std::uint64_t tensor_seed = splitmix64_mix(seed + ++tensor_index * kGoldenGamma);
+    plans.push_back({block, std::move(name), std::move(shape), is_norm ? 0.3f : 0.0f,
+                     is_norm ? 0.05f : detail::matrix_scale(tensor_seed), tensor_seed});
+  };
+  add("model.embed_tokens.weight", "model.embed_tokens.weight", {d.vocab, d.hidden}, false);
+  for (std::uint64_t layer = 0; layer < d.layers; ++layer) {
+    const std::string block = "model.layers." + std::to_string(layer);
+    const std::string p = block + ".";
+    add(block, p + "input_layernorm.weight", {d.hidden}, true);
+    add(block, p + "self_attn.q_proj.weight", {d.hidden, d.hidden}, false);
+    add(block, p + "self_attn.k_proj.weight", {d.hidden, d.hidden}, false);
+    add(block, p + "self_attn.v_proj.weight", {d.hidden, d.hidden}, false);
+    add(block, p + "self_attn.o_proj.weight", {d.hidden, d.hidden}, false);
+    add(block, p + "post_attention_layernorm.weight", {d.hidden}, true);
+    add(block, p + "mlp.gate_proj.weight", {d.intermediate, d.hidden}, false);
+    add(block, p + "mlp.up_proj.weight", {d.intermediate, d.hidden}, false);
+    add(block, p + "mlp.down_proj.weight", {d.hidden, d.intermediate}, false);
+  }
+  add("model.norm.weight", "model.norm.weight", {d.hidden}, true);
+  add("lm_head.weight", "lm_head.weight", {d.vocab, d.hidden}, false);
+  return plans;
+}
+
 // Generates a Llama-shaped checkpoint of at least target_bytes BF16 bytes (see
-// llama_dims_for_bytes) from `seed`; the same arguments give the same bits on every machine and for
-// any thread count. Matrices: Student-t(5) at a per-matrix scale in [0.01, 0.04]. RMSNorm gains:
-// 0.3 + 0.05 t, positive and concentrated like trained gains. threads = 0 uses all cores.
+// llama_dims_for_bytes) from `seed`, the tensors of llama_tensor_plans; the same arguments give
+// the same bits on every machine and for any thread count. threads = 0 uses all cores.
 inline llama_checkpoint make_llama_checkpoint(std::uint64_t target_bytes, std::uint64_t seed,
                                               unsigned threads = 0) {
   llama_checkpoint ckpt;
   ckpt.seed = seed;
   ckpt.dims = llama_dims_for_bytes(target_bytes);
-  const llama_dims& d = ckpt.dims;
+  const std::vector<llama_tensor_plan> plans = llama_tensor_plans(ckpt.dims, seed);
 
-  struct pending {
-    synthetic_tensor* tensor;
-    float center;
-    std::uint64_t seed;
-  };
-  std::vector<pending> work;
-  std::uint64_t tensor_index = 0;
-  auto add = [&](synthetic_block& block, std::string name, std::vector<std::uint64_t> shape,
-                 bool is_norm) {
-    synthetic_tensor& t = block.tensors.emplace_back();
-    t.name = std::move(name);
-    t.shape = std::move(shape);
-    std::uint64_t count = 1;
-    for (auto s : t.shape) count *= s;
-    t.values.resize(count);
-    const std::uint64_t tensor_seed = splitmix64_mix(seed + ++tensor_index * kGoldenGamma);
-    t.scale = is_norm ? 0.05f : detail::matrix_scale(tensor_seed);
-    work.push_back({nullptr, is_norm ? 0.3f : 0.0f, tensor_seed});
-  };
-  auto single = [&](std::string name, std::vector<std::uint64_t> shape, bool is_norm) {
-    synthetic_block& b = ckpt.blocks.emplace_back();
-    b.name = name;
-    add(b, std::move(name), std::move(shape), is_norm);
-  };
-
-  ckpt.blocks.reserve(d.layers + 3);
-  single("model.embed_tokens.weight", {d.vocab, d.hidden}, false);
-  for (std::uint64_t layer = 0; layer < d.layers; ++layer) {
-    synthetic_block& b = ckpt.blocks.emplace_back();
-    b.name = "model.layers." + std::to_string(layer);
-    const std::string p = b.name + ".";
-    add(b, p + "input_layernorm.weight", {d.hidden}, true);
-    add(b, p + "self_attn.q_proj.weight", {d.hidden, d.hidden}, false);
-    add(b, p + "self_attn.k_proj.weight", {d.hidden, d.hidden}, false);
-    add(b, p + "self_attn.v_proj.weight", {d.hidden, d.hidden}, false);
-    add(b, p + "self_attn.o_proj.weight", {d.hidden, d.hidden}, false);
-    add(b, p + "post_attention_layernorm.weight", {d.hidden}, true);
-    add(b, p + "mlp.gate_proj.weight", {d.intermediate, d.hidden}, false);
-    add(b, p + "mlp.up_proj.weight", {d.intermediate, d.hidden}, false);
-    add(b, p + "mlp.down_proj.weight", {d.hidden, d.intermediate}, false);
-  }
-  single("model.norm.weight", {d.hidden}, true);
-  single("lm_head.weight", {d.vocab, d.hidden}, false);
-
-  // Pointers are stable now that every vector has its final size.
-  std::size_t w = 0;
-  for (auto& b : ckpt.blocks) {
-    for (auto& t : b.tensors) work[w++].tensor = &t;
+  // Plans of one block are consecutive.
+  ckpt.blocks.reserve(ckpt.dims.layers + 3);
+  for (const llama_tensor_plan& plan : plans) {
+    if (ckpt.blocks.empty() || ckpt.blocks.back().name != plan.block) {
+      ckpt.blocks.emplace_back().name = plan.block;
+    }
+    synthetic_tensor& t = ckpt.blocks.back().tensors.emplace_back();
+    t.name = plan.name;
+    t.shape = plan.shape;
+    t.values.resize(plan.value_count());
+    t.scale = plan.scale;
   }
 
   // Slices of 1 Mi values handed out dynamically; the counter-based generator makes the result
-  // independent of which thread fills which slice.
+  // independent of which thread fills which slice. Pointers are stable: every vector has its
+  // final size.
   constexpr std::uint64_t kSlice = std::uint64_t{1} << 20;
   struct slice {
-    const pending* job;
+    const llama_tensor_plan* plan;
+    std::uint16_t* out;
     std::uint64_t first;
     std::uint64_t count;
   };
   std::vector<slice> slices;
-  for (const auto& job : work) {
-    const std::uint64_t n = job.tensor->values.size();
-    for (std::uint64_t first = 0; first < n; first += kSlice) {
-      slices.push_back({&job, first, std::min(kSlice, n - first)});
+  std::size_t p = 0;
+  for (auto& b : ckpt.blocks) {
+    for (auto& t : b.tensors) {
+      const llama_tensor_plan& plan = plans[p++];
+      const std::uint64_t n = t.values.size();
+      for (std::uint64_t first = 0; first < n; first += kSlice) {
+        slices.push_back({&plan, t.values.data() + first, first, std::min(kSlice, n - first)});
+      }
     }
   }
   (void)shared_student_t5_sampler();  // build the table once, before the workers race for it
@@ -312,9 +334,7 @@ inline llama_checkpoint make_llama_checkpoint(std::uint64_t target_bytes, std::u
   auto worker = [&] {
     for (std::size_t i = next.fetch_add(1); i < slices.size(); i = next.fetch_add(1)) {
       const slice& s = slices[i];
-      synthetic_tensor& t = *s.job->tensor;
-      fill_student_t_bf16(std::span<std::uint16_t>(t.values).subspan(s.first, s.count),
-                          s.job->center, t.scale, s.job->seed, s.first);
+      s.plan->fill(std::span<std::uint16_t>(s.out, s.count), s.first);
     }
   };
   std::vector<std::jthread> pool;

@@ -9,10 +9,12 @@
 #include <system_error>
 #include <vector>
 
+// The benchmarks' generator, so that the demo's checkpoint is the kind bench/RESULTS.md measured.
+#include "../../bench/llama_synth.hpp"
 #include "cli.hpp"
 #include "floatzip/container.hpp"
 #include "floatzip/detail/parallel.hpp"
-#include "synthetic_checkpoint.hpp"
+#include "floatzip/safetensors.hpp"
 
 namespace floatzip::cli {
 namespace {
@@ -86,6 +88,36 @@ result<double> in_memory_decode_seconds(const container_reader& reader, unsigned
   return best;
 }
 
+// Writes the checkpoint as a safetensors file, one tensor in memory at a time, each filled in
+// slices of 1 Mi values spread over the threads. An interrupt abandons the file (nothing is left
+// behind).
+error write_llama_checkpoint(const fs::path& path, const bench::llama_dims& dims,
+                             std::uint64_t seed, unsigned threads) {
+  const std::vector<bench::llama_tensor_plan> plans = bench::llama_tensor_plans(dims, seed);
+  std::vector<safetensors::tensor_spec> specs;
+  specs.reserve(plans.size());
+  for (const auto& plan : plans) specs.push_back({plan.name, safetensors::dtype::bf16, plan.shape});
+  const std::vector<std::pair<std::string, std::string>> metadata = {
+      {"format", "pt"},
+      {"generator", "floatzip demo: Student-t weights (nu = 5), per-matrix scales 0.01-0.04"},
+      {"seed", std::to_string(seed)}};
+  std::vector<std::uint16_t> values;
+  return safetensors::write_file(
+      path, specs, metadata, [&](std::size_t i, std::span<std::byte> bytes) -> error {
+        if (g_interrupted != 0) return error{errc::io_error, "interrupted"};
+        constexpr std::size_t kSlice = std::size_t{1} << 20;
+        values.resize(bytes.size() / 2);
+        const std::size_t slices = (values.size() + kSlice - 1) / kSlice;
+        detail::parallel_for(slices, detail::resolve_threads(threads), [&](std::size_t s) {
+          const std::size_t first = s * kSlice;
+          const std::size_t count = std::min(kSlice, values.size() - first);
+          plans[i].fill(std::span(values).subspan(first, count), first);
+        });
+        std::memcpy(bytes.data(), values.data(), bytes.size());
+        return {};
+      });
+}
+
 bool same_bytes(const fs::path& a, const fs::path& b) {
   auto fa = detail::mapped_file::open(a);
   auto fb = detail::mapped_file::open(b);
@@ -110,21 +142,17 @@ int demo_command(const std::vector<std::string>& tokens) {
   const fs::path compressed = dir->path() / "llama.fzip";
   const fs::path restored = dir->path() / "llama.restored.safetensors";
 
-  const auto shape = synthetic::choose_shape(size_mb * 1'000'000);
+  const bench::llama_dims dims = bench::llama_dims_for_bytes(size_mb * 1'000'000);
   fmt::print(
-      "floatzip demo: Llama-shaped checkpoint, dim {}, {} layers, MLP {}, vocab {}, {} heads "
-      "({} KV)\n  {:.1f} M BF16 weights: Student-t (nu = {:.0f}) at per-matrix scales 0.01-0.04, "
-      "seed {}; {} threads\n  files in {}{}\n\n",
-      shape.dim, shape.layers, shape.hidden, shape.vocab, shape.heads, shape.kv_heads,
-      double(shape.values()) / 1e6, synthetic::kDegreesOfFreedom, seed, used_threads,
-      dir->path().string(), args.value("keep") ? "" : " (removed at exit)");
+      "floatzip demo: Llama-shaped checkpoint (Llama-7B proportions), hidden {}, {} layers, "
+      "MLP {}, vocab {}\n  {:.1f} M BF16 weights: Student-t (nu = 5) at per-matrix scales "
+      "0.01-0.04, seed {}; {} threads\n  files in {}{}\n\n",
+      dims.hidden, dims.layers, dims.intermediate, dims.vocab, double(dims.value_count()) / 1e6,
+      seed, used_threads, dir->path().string(), args.value("keep") ? "" : " (removed at exit)");
   std::fflush(stdout);
 
   const stopwatch generate_clock;
-  if (error e = synthetic::write_llama_checkpoint(original, shape, seed, threads, [] {
-        return g_interrupted != 0 ? error{errc::io_error, "interrupted"} : error{};
-      }))
-    return fail(e);
+  if (error e = write_llama_checkpoint(original, dims, seed, threads)) return fail(e);
   const double generate_seconds = generate_clock.seconds();
 
   compress_options copts;
