@@ -7,8 +7,6 @@
 // forward pass uses, so the decoded weights resident at any moment never exceed one bundle.
 #pragma once
 
-#include <algorithm>
-#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -24,7 +22,16 @@
 
 namespace llama {
 
-class fzip_source final : public weight_source {
+// Where a tensor lies in a .fzip container.
+struct fzip_tensor_ref {
+  weight_type type = weight_type::bf16;
+  std::uint32_t bundle = 0;
+  bool decoded = false;      // in a BF16 bundle (else stored raw)
+  std::uint64_t offset = 0;  // first value in the decoded bundle, or first byte of a raw one
+  std::size_t count = 0;     // elements
+};
+
+class fzip_source final : public indexed_weight_source<fzip_tensor_ref> {
  public:
   static floatzip::result<std::unique_ptr<fzip_source>> open(
       const std::filesystem::path& path, const model_config& config,
@@ -37,7 +44,9 @@ class fzip_source final : public weight_source {
     const std::string where = path.string();
     const auto& reader_ref = source->reader_;
 
-    // Resolves one tensor and checks it against the config.
+    const auto has_tensor = [&](const std::string& name) {
+      return reader_ref.find_tensor(name) != nullptr;
+    };
     const auto resolve =
         [&](const std::string& name,
             std::span<const std::uint64_t> expected) -> floatzip::result<tensor_ref> {
@@ -91,111 +100,23 @@ class fzip_source final : public weight_source {
       // Staged copies follow the decoded values, starting on an even slot.
       return (decoded + 1) / 2 * 2 + staged;
     };
-
-    for (int layer = 0; layer < config.n_layers; ++layer) {
-      std::array<tensor_ref, std::size(kBlockTensors)> block{};
-      for (std::size_t i = 0; i < std::size(kBlockTensors); ++i) {
-        const auto& spec = kBlockTensors[i];
-        auto ref = resolve(block_prefix(layer) + spec.suffix, expected_shape(config, spec.member));
-        if (!ref) return ref.error();
-        block[i] = *ref;
-      }
-      auto values = load_values(block);
-      if (!values) return values.error();
-      source->buffer_values_ = std::max(source->buffer_values_, *values);
-      source->blocks_.push_back(block);
-    }
-    for (global_tensor which :
-         {global_tensor::embedding, global_tensor::final_norm, global_tensor::output_head}) {
-      if (which == global_tensor::output_head &&
-          reader_ref.find_tensor(tensor_name(which)) == nullptr) {
-        if (!config.tied_embeddings)
-          return floatzip::error{floatzip::errc::bad_data,
-                                 where +
-                                     ": tensor 'lm_head.weight' is missing and the config "
-                                     "says the embeddings are not tied"};
-        continue;
-      }
-      auto ref = resolve(tensor_name(which), expected_shape(config, which));
-      if (!ref) return ref.error();
-      auto values = load_values(std::span<const tensor_ref>(&*ref, 1));
-      if (!values) return values.error();
-      source->buffer_values_ = std::max(source->buffer_values_, *values);
-      source->globals_[static_cast<std::size_t>(which)] = *ref;
-    }
+    if (floatzip::error e = source->build_index(where, config, has_tensor, resolve, load_values))
+      return e;
     return source;
   }
 
-  [[nodiscard]] std::size_t buffer_values() const noexcept override { return buffer_values_; }
-
-  floatzip::result<block_weights> load_block(int layer, std::span<std::uint16_t> buffer) override {
-    if (layer < 0 || layer >= static_cast<int>(blocks_.size()))
-      return floatzip::error{floatzip::errc::invalid_argument,
-                             "load_block: no layer " + std::to_string(layer)};
-    const auto& refs = blocks_[static_cast<std::size_t>(layer)];
-    std::array<weight_view, std::size(kBlockTensors)> views{};
-    if (floatzip::error e = load(refs, views, buffer)) return e;
-    block_weights weights;
-    for (std::size_t i = 0; i < std::size(kBlockTensors); ++i)
-      weights.*kBlockTensors[i].member = views[i];
-    return weights;
-  }
-
-  floatzip::result<weight_view> load_tensor(global_tensor which,
-                                            std::span<std::uint16_t> buffer) override {
-    const auto& ref = globals_[static_cast<std::size_t>(which)];
-    if (!ref)
-      return floatzip::error{floatzip::errc::invalid_argument,
-                             "load_tensor: the model has no " + tensor_name(which)};
-    weight_view view;
-    if (floatzip::error e =
-            load(std::span<const tensor_ref>(&*ref, 1), std::span<weight_view>(&view, 1), buffer))
-      return e;
-    return view;
-  }
-
-  [[nodiscard]] bool has_output_head() const noexcept override {
-    return globals_[static_cast<std::size_t>(global_tensor::output_head)].has_value();
-  }
-  [[nodiscard]] std::uint64_t model_weight_bytes() const noexcept override {
-    return model_weight_bytes_;
-  }
   [[nodiscard]] std::uint64_t file_bytes() const noexcept override { return reader_.file_size(); }
   [[nodiscard]] std::string_view format() const noexcept override { return "fzip"; }
 
   [[nodiscard]] const floatzip::container_reader& reader() const noexcept { return reader_; }
-
-  // Where each tensor lies in the container, for engines that do their own decoding (the GPU
-  // path, gpu_weights.hpp).
-  struct tensor_ref {
-    weight_type type = weight_type::bf16;
-    std::uint32_t bundle = 0;
-    bool decoded = false;      // in a BF16 bundle (else stored raw)
-    std::uint64_t offset = 0;  // first value in the decoded bundle, or first byte of a raw one
-    std::size_t count = 0;     // elements
-  };
-  [[nodiscard]] std::size_t block_count() const noexcept { return blocks_.size(); }
-  // Block `layer`'s tensors in the order of kBlockTensors. Precondition: layer < block_count().
-  [[nodiscard]] const std::array<tensor_ref, std::size(kBlockTensors)>& block_refs(
-      int layer) const noexcept {
-    return blocks_[static_cast<std::size_t>(layer)];
-  }
-  // A tensor outside the blocks; empty for an absent (tied) output head.
-  [[nodiscard]] const std::optional<tensor_ref>& global_ref(global_tensor which) const noexcept {
-    return globals_[static_cast<std::size_t>(which)];
-  }
 
  private:
   explicit fzip_source(floatzip::container_reader reader) : reader_(std::move(reader)) {}
 
   // Decodes the BF16 bundle the tensors share (once) into the front of `buffer` and places raw
   // tensors after it.
-  floatzip::error load(std::span<const tensor_ref> refs, std::span<weight_view> views,
-                       std::span<std::uint16_t> buffer) {
-    if (buffer.size() < buffer_values_)
-      return {floatzip::errc::insufficient_space,
-              reader_.name() + ": the weight buffer holds " + std::to_string(buffer.size()) +
-                  " values, loads need up to " + std::to_string(buffer_values_)};
+  floatzip::error place(std::span<const tensor_ref> refs, std::span<weight_view> views,
+                        std::span<std::uint16_t> buffer) override {
     std::optional<std::uint32_t> decoded_bundle;
     std::size_t cursor = 0;
     for (const tensor_ref& ref : refs) {
@@ -226,10 +147,6 @@ class fzip_source final : public weight_source {
   floatzip::container_reader reader_;
   floatzip::decode_options decode_;
   std::vector<bool> decoded_checked_;
-  std::vector<std::array<tensor_ref, std::size(kBlockTensors)>> blocks_;
-  std::array<std::optional<tensor_ref>, 3> globals_;
-  std::size_t buffer_values_ = 0;
-  std::uint64_t model_weight_bytes_ = 0;
 };
 
 }  // namespace llama

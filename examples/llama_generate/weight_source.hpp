@@ -213,9 +213,143 @@ class weight_source {
   [[nodiscard]] virtual std::string_view format() const noexcept = 0;
 };
 
+// What both sources share: the index built at open (each block's nine tensors and the tensors
+// outside the blocks, resolved to the source's own `Ref`), the BF16 values the largest load
+// needs, the checks of load_block and load_tensor, and the accessors engines that upload the
+// weights themselves read (the GPU path, gpu_weights.hpp). A source says how a tensor is found
+// and checked (build_index's callbacks) and how one load's tensors are placed (place()).
+template <class Ref>
+class indexed_weight_source : public weight_source {
+ public:
+  using tensor_ref = Ref;
+
+  [[nodiscard]] std::size_t buffer_values() const noexcept final { return buffer_values_; }
+
+  floatzip::result<block_weights> load_block(int layer, std::span<std::uint16_t> buffer) final {
+    if (layer < 0 || layer >= static_cast<int>(blocks_.size()))
+      return floatzip::error{floatzip::errc::invalid_argument,
+                             "load_block: no layer " + std::to_string(layer)};
+    std::array<weight_view, std::size(kBlockTensors)> views{};
+    if (floatzip::error e = checked_place(blocks_[static_cast<std::size_t>(layer)], views, buffer))
+      return e;
+    block_weights weights;
+    for (std::size_t i = 0; i < std::size(kBlockTensors); ++i)
+      weights.*kBlockTensors[i].member = views[i];
+    return weights;
+  }
+
+  floatzip::result<weight_view> load_tensor(global_tensor which,
+                                            std::span<std::uint16_t> buffer) final {
+    const auto& ref = globals_[static_cast<std::size_t>(which)];
+    if (!ref)
+      return floatzip::error{floatzip::errc::invalid_argument,
+                             "load_tensor: the model has no " + tensor_name(which)};
+    weight_view view;
+    if (floatzip::error e =
+            checked_place(std::span<const Ref>(&*ref, 1), std::span<weight_view>(&view, 1), buffer))
+      return e;
+    return view;
+  }
+
+  [[nodiscard]] bool has_output_head() const noexcept final {
+    return globals_[static_cast<std::size_t>(global_tensor::output_head)].has_value();
+  }
+  [[nodiscard]] std::uint64_t model_weight_bytes() const noexcept final {
+    return model_weight_bytes_;
+  }
+
+  [[nodiscard]] std::size_t block_count() const noexcept { return blocks_.size(); }
+  // Block `layer`'s tensors in the order of kBlockTensors. Precondition: layer < block_count().
+  [[nodiscard]] const std::array<Ref, std::size(kBlockTensors)>& block_refs(
+      int layer) const noexcept {
+    return blocks_[static_cast<std::size_t>(layer)];
+  }
+  // A tensor outside the blocks; empty for an absent (tied) output head.
+  [[nodiscard]] const std::optional<Ref>& global_ref(global_tensor which) const noexcept {
+    return globals_[static_cast<std::size_t>(which)];
+  }
+
+ protected:
+  // Builds the index from `where` (the file's name, for messages):
+  //   has_tensor(name) -> bool: whether the file holds a tensor of that name;
+  //   resolve(name, expected_shape) -> result<Ref>: finds and checks one tensor (and adds its
+  //     bytes to model_weight_bytes_);
+  //   load_values(std::span<const Ref>) -> result<std::size_t>: the BF16 values of buffer one
+  //     load of these tensors needs.
+  // The first error stops it, in file order: block 0's tensors, ..., the embedding, the final
+  // norm, the output head (which may be absent only when the config ties it to the embedding).
+  template <class HasTensor, class Resolve, class LoadValues>
+  floatzip::error build_index(const std::string& where, const model_config& config,
+                              const HasTensor& has_tensor, const Resolve& resolve,
+                              const LoadValues& load_values) {
+    where_ = where;
+    for (int layer = 0; layer < config.n_layers; ++layer) {
+      std::array<Ref, std::size(kBlockTensors)> block{};
+      for (std::size_t i = 0; i < std::size(kBlockTensors); ++i) {
+        const auto& spec = kBlockTensors[i];
+        floatzip::result<Ref> ref =
+            resolve(block_prefix(layer) + spec.suffix, expected_shape(config, spec.member));
+        if (!ref) return ref.error();
+        block[i] = *ref;
+      }
+      floatzip::result<std::size_t> values = load_values(std::span<const Ref>(block));
+      if (!values) return values.error();
+      buffer_values_ = std::max(buffer_values_, *values);
+      blocks_.push_back(block);
+    }
+    for (global_tensor which :
+         {global_tensor::embedding, global_tensor::final_norm, global_tensor::output_head}) {
+      if (which == global_tensor::output_head && !has_tensor(tensor_name(which))) {
+        if (!config.tied_embeddings)
+          return floatzip::error{floatzip::errc::bad_data,
+                                 where +
+                                     ": tensor 'lm_head.weight' is missing and the config "
+                                     "says the embeddings are not tied"};
+        continue;
+      }
+      floatzip::result<Ref> ref = resolve(tensor_name(which), expected_shape(config, which));
+      if (!ref) return ref.error();
+      floatzip::result<std::size_t> values = load_values(std::span<const Ref>(&*ref, 1));
+      if (!values) return values.error();
+      buffer_values_ = std::max(buffer_values_, *values);
+      globals_[static_cast<std::size_t>(which)] = *ref;
+    }
+    return {};
+  }
+
+  // Views of the tensors `refs` into `views` (same length), decoding or copying into `buffer` as
+  // the source needs. Called with a buffer of at least buffer_values() values.
+  virtual floatzip::error place(std::span<const Ref> refs, std::span<weight_view> views,
+                                std::span<std::uint16_t> buffer) = 0;
+
+  std::uint64_t model_weight_bytes_ = 0;
+
+ private:
+  floatzip::error checked_place(std::span<const Ref> refs, std::span<weight_view> views,
+                                std::span<std::uint16_t> buffer) {
+    if (buffer.size() < buffer_values_)
+      return {floatzip::errc::insufficient_space,
+              where_ + ": the weight buffer holds " + std::to_string(buffer.size()) +
+                  " values, loads need up to " + std::to_string(buffer_values_)};
+    return place(refs, views, buffer);
+  }
+
+  std::string where_;
+  std::vector<std::array<Ref, std::size(kBlockTensors)>> blocks_;
+  std::array<std::optional<Ref>, 3> globals_;
+  std::size_t buffer_values_ = 0;
+};
+
+// Where a tensor lies in a memory-mapped safetensors file.
+struct mapped_tensor_ref {
+  weight_type type = weight_type::bf16;
+  const std::byte* bytes = nullptr;  // inside the mapped file, not necessarily aligned
+  std::size_t count = 0;             // elements
+};
+
 // Reads the weights straight out of a memory-mapped safetensors file: no decoding, and no use
 // of the buffer unless a tensor sits at an address its element type cannot be read from.
-class safetensors_source final : public weight_source {
+class safetensors_source final : public indexed_weight_source<mapped_tensor_ref> {
  public:
   static floatzip::result<std::unique_ptr<safetensors_source>> open(
       const std::filesystem::path& path, const model_config& config) {
@@ -226,125 +360,51 @@ class safetensors_source final : public weight_source {
     if (!header) return header.error();
 
     std::unique_ptr<safetensors_source> source(new safetensors_source());
-    source->config_ = config;
     source->file_ = std::move(*file);
     const std::byte* data_section = source->file_.bytes().data() + header->header_size();
 
-    // Resolves one tensor, checks it and accounts for a possible copy into the buffer.
-    const auto resolve = [&](const std::string& name, std::span<const std::uint64_t> expected,
-                             std::size_t& staged) -> floatzip::result<tensor_ref> {
+    const auto has_tensor = [&](const std::string& name) { return header->find(name) != nullptr; };
+    const auto resolve =
+        [&](const std::string& name,
+            std::span<const std::uint64_t> expected) -> floatzip::result<tensor_ref> {
       const auto* info = header->find(name);
       if (info == nullptr)
         return floatzip::error{floatzip::errc::bad_data,
                                where + ": tensor '" + name + "' is missing"};
       auto type = check_tensor(where, name, info->type, info->shape, expected);
       if (!type) return type.error();
-      tensor_ref ref{*type, data_section + info->data.begin,
-                     static_cast<std::size_t>(info->element_count())};
       source->model_weight_bytes_ += info->size_bytes();
-      if (reinterpret_cast<std::uintptr_t>(ref.bytes) % element_bytes(ref.type) != 0)
-        staged += staged_slots(info->size_bytes());
-      return ref;
+      return tensor_ref{*type, data_section + info->data.begin,
+                        static_cast<std::size_t>(info->element_count())};
     };
-
-    for (int layer = 0; layer < config.n_layers; ++layer) {
-      std::array<tensor_ref, std::size(kBlockTensors)> block{};
+    // Only tensors at addresses their element type cannot be read from take buffer space.
+    const auto load_values = [](std::span<const tensor_ref> refs) -> floatzip::result<std::size_t> {
       std::size_t staged = 0;
-      for (std::size_t i = 0; i < std::size(kBlockTensors); ++i) {
-        const auto& spec = kBlockTensors[i];
-        auto ref =
-            resolve(block_prefix(layer) + spec.suffix, expected_shape(config, spec.member), staged);
-        if (!ref) return ref.error();
-        block[i] = *ref;
-      }
-      source->blocks_.push_back(block);
-      source->buffer_values_ = std::max(source->buffer_values_, staged);
-    }
-    for (global_tensor which :
-         {global_tensor::embedding, global_tensor::final_norm, global_tensor::output_head}) {
-      if (which == global_tensor::output_head && header->find(tensor_name(which)) == nullptr) {
-        if (!config.tied_embeddings)
-          return floatzip::error{floatzip::errc::bad_data,
-                                 where +
-                                     ": tensor 'lm_head.weight' is missing and the config "
-                                     "says the embeddings are not tied"};
-        continue;
-      }
-      std::size_t staged = 0;
-      auto ref = resolve(tensor_name(which), expected_shape(config, which), staged);
-      if (!ref) return ref.error();
-      source->globals_[static_cast<std::size_t>(which)] = *ref;
-      source->buffer_values_ = std::max(source->buffer_values_, staged);
-    }
+      for (const tensor_ref& ref : refs)
+        if (reinterpret_cast<std::uintptr_t>(ref.bytes) % element_bytes(ref.type) != 0)
+          staged += staged_slots(ref.count * element_bytes(ref.type));
+      return staged;
+    };
+    if (floatzip::error e = source->build_index(where, config, has_tensor, resolve, load_values))
+      return e;
     return source;
   }
 
-  [[nodiscard]] std::size_t buffer_values() const noexcept override { return buffer_values_; }
-
-  floatzip::result<block_weights> load_block(int layer, std::span<std::uint16_t> buffer) override {
-    if (layer < 0 || layer >= static_cast<int>(blocks_.size()))
-      return floatzip::error{floatzip::errc::invalid_argument,
-                             "load_block: no layer " + std::to_string(layer)};
-    if (buffer.size() < buffer_values_)
-      return floatzip::error{floatzip::errc::insufficient_space, "load_block: buffer too small"};
-    block_weights weights;
-    std::size_t cursor = 0;
-    for (std::size_t i = 0; i < std::size(kBlockTensors); ++i) {
-      const tensor_ref& ref = blocks_[static_cast<std::size_t>(layer)][i];
-      weights.*kBlockTensors[i].member =
-          place_tensor(ref.bytes, ref.type, ref.count, buffer, cursor);
-    }
-    return weights;
-  }
-
-  floatzip::result<weight_view> load_tensor(global_tensor which,
-                                            std::span<std::uint16_t> buffer) override {
-    const auto& ref = globals_[static_cast<std::size_t>(which)];
-    if (!ref)
-      return floatzip::error{floatzip::errc::invalid_argument,
-                             "load_tensor: the model has no " + tensor_name(which)};
-    if (buffer.size() < buffer_values_)
-      return floatzip::error{floatzip::errc::insufficient_space, "load_tensor: buffer too small"};
-    std::size_t cursor = 0;
-    return place_tensor(ref->bytes, ref->type, ref->count, buffer, cursor);
-  }
-
-  [[nodiscard]] bool has_output_head() const noexcept override {
-    return globals_[static_cast<std::size_t>(global_tensor::output_head)].has_value();
-  }
-  [[nodiscard]] std::uint64_t model_weight_bytes() const noexcept override {
-    return model_weight_bytes_;
-  }
   [[nodiscard]] std::uint64_t file_bytes() const noexcept override { return file_.size(); }
   [[nodiscard]] std::string_view format() const noexcept override { return "safetensors"; }
-
-  // Where each tensor lies in the mapped file, for engines that upload the weights themselves
-  // (the GPU path, gpu_weights.hpp).
-  struct tensor_ref {
-    weight_type type = weight_type::bf16;
-    const std::byte* bytes = nullptr;  // inside file_, not necessarily aligned
-    std::size_t count = 0;
-  };
-  [[nodiscard]] std::size_t block_count() const noexcept { return blocks_.size(); }
-  // Block `layer`'s tensors in the order of kBlockTensors. Precondition: layer < block_count().
-  [[nodiscard]] const std::array<tensor_ref, std::size(kBlockTensors)>& block_refs(
-      int layer) const noexcept {
-    return blocks_[static_cast<std::size_t>(layer)];
-  }
-  // A tensor outside the blocks; empty for an absent (tied) output head.
-  [[nodiscard]] const std::optional<tensor_ref>& global_ref(global_tensor which) const noexcept {
-    return globals_[static_cast<std::size_t>(which)];
-  }
 
  private:
   safetensors_source() = default;
 
-  model_config config_;
+  floatzip::error place(std::span<const tensor_ref> refs, std::span<weight_view> views,
+                        std::span<std::uint16_t> buffer) override {
+    std::size_t cursor = 0;
+    for (std::size_t i = 0; i < refs.size(); ++i)
+      views[i] = place_tensor(refs[i].bytes, refs[i].type, refs[i].count, buffer, cursor);
+    return {};
+  }
+
   floatzip::detail::mapped_file file_;
-  std::vector<std::array<tensor_ref, std::size(kBlockTensors)>> blocks_;
-  std::array<std::optional<tensor_ref>, 3> globals_;
-  std::size_t buffer_values_ = 0;
-  std::uint64_t model_weight_bytes_ = 0;
 };
 
 }  // namespace llama
