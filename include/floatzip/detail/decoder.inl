@@ -95,43 +95,42 @@ inline error group_error(const decode_lane& lane, const char* what) {
 }
 
 // Fast loop. Each round takes one 64-bit window per lane (>= 57 valid bits) and makes
-// kLookups = floor(56 / TableBits) multi-symbol look-ups in it, producing 1 to 3 exponents each.
-// Lane l's exponents go to exponents[l] from index produced[l] on, which the loop advances.
-// Rounds continue while every lane can take a full round without exceeding its `target`
-// exponents and has not passed its end bit; a lane at or before its end bit loads at most
-// 8 bytes from byte end_bit / 8, inside the stream's padding.
-// Returns false on overrun, with the lanes as they were after the overrunning round.
+// kLookups = floor(56 / TableBits) multi-symbol look-ups in it, producing 1 to 3 exponents each
+// (at most kRoundValues) from at most kRoundBits bits. Lane l's exponents go to out[l] on.
+// Rounds continue while every lane has bit[l] <= bit_limit[l] and out[l] <= out_limit[l]; the
+// caller sets out_limit[l] at least kRoundValues before the end of the lane's room, and a
+// bit_limit no later than the lane's end bit, so a lane loads at most 8 bytes from byte
+// end_bit / 8, inside the stream's padding. bit and out are advanced in place.
 //
 // Everything the loop touches is copied into locals first: the exponent stores may alias
 // anything, and would otherwise force the compiler to reload the table pointer after every
 // store. TableBits is a template parameter so that the index shift is an immediate.
+template <int TableBits>
+struct round_shape {
+  static constexpr int kLookups = 56 / TableBits;
+  static constexpr std::size_t kRoundValues = 3 * kLookups;
+  static constexpr std::uint64_t kRoundBits = std::uint64_t{kLookups} * TableBits;
+};
+
 template <int Lanes, int TableBits>
-bool decode_rounds_fast(const decode_context& ctx, decode_lane* lanes,
-                        std::uint8_t (*exponents)[kDecodeBatch + kDecodeBatchSlack],
-                        const std::size_t* target, std::size_t* produced) {
-  constexpr int kLookups = 56 / TableBits;
-  const std::uint8_t* const stream = ctx.stream;
-  const multi_entry* const table = ctx.table;
+void decode_rounds_fast(const std::uint8_t* const stream, const multi_entry* const table,
+                        std::uint64_t* bit_io, const std::uint64_t* bit_limit_in,
+                        std::uint8_t** out_io, std::uint8_t* const* out_limit_in) {
+  constexpr int kLookups = round_shape<TableBits>::kLookups;
   std::uint64_t bit[Lanes];
-  std::uint64_t end_bit[Lanes];
+  std::uint64_t bit_limit[Lanes];
   std::uint8_t* out[Lanes];
   std::uint8_t* out_limit[Lanes];
   for (int l = 0; l < Lanes; ++l) {
-    bit[l] = lanes[l].bit;
-    end_bit[l] = lanes[l].end_bit;
-    out[l] = exponents[l] + produced[l];
-    // A round produces at most 3 * kLookups exponents.
-    out_limit[l] = exponents[l] + (target[l] >= 3 * kLookups ? target[l] - 3 * kLookups : 0);
+    bit[l] = bit_io[l];
+    bit_limit[l] = bit_limit_in[l];
+    out[l] = out_io[l];
+    out_limit[l] = out_limit_in[l];
   }
-  bool overrun = false;
-  bool room = true;
-  for (int l = 0; l < Lanes; ++l) room &= target[l] >= 3 * kLookups;
-  while (room) {
-    for (int l = 0; l < Lanes; ++l) {
-      overrun |= bit[l] > end_bit[l];
-      room &= out[l] <= out_limit[l];
-    }
-    if (overrun || !room) break;
+  for (;;) {
+    bool go = true;
+    for (int l = 0; l < Lanes; ++l) go &= (bit[l] <= bit_limit[l]) & (out[l] <= out_limit[l]);
+    if (!go) break;
     for (int l = 0; l < Lanes; ++l) {
       std::uint64_t window = stream_window(stream, bit[l]);
       std::uint8_t* o = out[l];
@@ -151,8 +150,36 @@ bool decode_rounds_fast(const decode_context& ctx, decode_lane* lanes,
     }
   }
   for (int l = 0; l < Lanes; ++l) {
+    bit_io[l] = bit[l];
+    out_io[l] = out[l];
+  }
+}
+
+// The fast loop over whole groups: lane l fills exponents[l] from produced[l] towards target[l]
+// (advancing produced). Returns false on overrun (a lane past its end bit), with the lanes as
+// they were after the overrunning round.
+template <int Lanes, int TableBits>
+bool decode_group_rounds(const decode_context& ctx, decode_lane* lanes,
+                         std::uint8_t (*exponents)[kDecodeBatch + kDecodeBatchSlack],
+                         const std::size_t* target, std::size_t* produced) {
+  constexpr std::size_t kRoundValues = round_shape<TableBits>::kRoundValues;
+  std::uint64_t bit[Lanes];
+  std::uint64_t end_bit[Lanes];
+  std::uint8_t* out[Lanes];
+  std::uint8_t* out_limit[Lanes];
+  for (int l = 0; l < Lanes; ++l) {
+    if (target[l] - produced[l] < kRoundValues) return true;
+    bit[l] = lanes[l].bit;
+    end_bit[l] = lanes[l].end_bit;
+    out[l] = exponents[l] + produced[l];
+    out_limit[l] = exponents[l] + (target[l] - kRoundValues);
+  }
+  decode_rounds_fast<Lanes, TableBits>(ctx.stream, ctx.table, bit, end_bit, out, out_limit);
+  bool overrun = false;
+  for (int l = 0; l < Lanes; ++l) {
     lanes[l].bit = bit[l];
     produced[l] = static_cast<std::size_t>(out[l] - exponents[l]);
+    overrun |= bit[l] > end_bit[l];
   }
   return !overrun;
 }
@@ -204,13 +231,13 @@ error decode_batch(const decode_context& ctx, decode_lane* lanes,
     target[l] = static_cast<std::size_t>(
         std::min<std::uint64_t>(kDecodeBatch, lanes[l].end_value - lanes[l].next_value));
   }
-  bool sound = decode_rounds_fast<Lanes, TableBits>(ctx, lanes, exponents, target, produced);
+  bool sound = decode_group_rounds<Lanes, TableBits>(ctx, lanes, exponents, target, produced);
   if constexpr (Lanes > 1) {
     // The joint rounds stop when the first lane nears its target; the others lag behind it by
     // a random walk of tens of exponents, too many for the careful loop.
     for (int l = 0; sound && l < Lanes; ++l) {
-      sound =
-          decode_rounds_fast<1, TableBits>(ctx, lanes + l, exponents + l, target + l, produced + l);
+      sound = decode_group_rounds<1, TableBits>(ctx, lanes + l, exponents + l, target + l,
+                                                produced + l);
     }
   }
   if (!sound) {
@@ -263,6 +290,183 @@ error decode_lanes(const decode_context& ctx, decode_lane* lanes, int lane_count
   return {};
 }
 
+// ---- a lone sync group, cut between lanes ------------------------------------------------------
+//
+// A bundle with fewer groups than lanes (a small transformer block is one group) would decode on
+// one lane, a single chain of dependent look-ups. Instead its group is cut at chunk starts into
+// up to kDecodeLanes pieces, whose first codewords the chunk gaps give, decoded side by side.
+// How many values each piece holds is not stored, so only the lead piece (the first) is merged
+// into the output as it goes; the others decode into buffers of kPieceCapacity exponents and are
+// placed once the lead's count is known. The cut is chosen so that a buffer holds its piece
+// whatever the codewords (each takes at least the code's shortest length). Every piece must end
+// exactly where the next begins and the counts must add up to the group's values: checks at
+// least as strict as decoding the group whole.
+inline constexpr std::size_t kPieceCapacity = 16384;
+
+struct group_split {
+  int pieces = 0;  // 2..kDecodeLanes, or 0 when the group is not cut
+  std::uint64_t begin_bit[kDecodeLanes] = {};
+  std::uint64_t end_bit[kDecodeLanes] = {};
+};
+
+// shortest_length: the code's shortest codeword (0 for the empty code, which is never cut).
+inline group_split plan_group_split(const bundle_view& bundle, std::uint64_t g,
+                                    unsigned shortest_length) {
+  group_split split;
+  const std::uint64_t chunks_per_group = bundle.header().chunks_per_group;
+  const std::uint64_t chunk_bits = bundle.header().chunk_bits();
+  const std::uint64_t first_chunk = g * chunks_per_group;
+  const std::uint64_t chunks =
+      std::min<std::uint64_t>(chunks_per_group, bundle.chunk_count() - first_chunk);
+  if (chunks < 2 || shortest_length == 0) return split;
+  const std::uint64_t helpers = std::min<std::uint64_t>(kDecodeLanes - 1, chunks - 1);
+  // A helper piece of h chunks spans fewer than h * chunk_bits + max_code_length bits.
+  const std::uint64_t fitting_chunks =
+      (kPieceCapacity * shortest_length - static_cast<std::uint64_t>(bundle.max_code_length())) /
+      chunk_bits;
+  const std::uint64_t helper_chunks = std::min(chunks / (helpers + 1), fitting_chunks);
+  if (helper_chunks == 0) return split;
+  const std::uint64_t lead_chunks = chunks - helpers * helper_chunks;
+  split.pieces = static_cast<int>(helpers) + 1;
+  split.begin_bit[0] = bundle.group_begin_bit(g);
+  for (int p = 1; p < split.pieces; ++p) {
+    split.begin_bit[p] = bundle.chunk_start_bit(first_chunk + lead_chunks +
+                                                static_cast<std::uint64_t>(p - 1) * helper_chunks);
+    split.end_bit[p - 1] = split.begin_bit[p];
+  }
+  split.end_bit[split.pieces - 1] = bundle.group_end_bit(g);
+  return split;
+}
+
+inline error piece_error(const decode_lane& group, std::uint64_t begin_bit, std::uint64_t end_bit,
+                         std::uint64_t bit, const char* what) {
+  return {errc::bad_data, "bundle: exponent stream of group " + std::to_string(group.group) +
+                              ", piece from bit " + std::to_string(begin_bit) + " to " +
+                              std::to_string(end_bit) + ": " + what + " (at bit " +
+                              std::to_string(bit) + ")"};
+}
+
+template <int TableBits>
+error decode_split_group(const decode_context& ctx, const decode_lane& group,
+                         const group_split& split) {
+  constexpr std::size_t kRoundValues = round_shape<TableBits>::kRoundValues;
+  constexpr std::uint64_t kRoundBits = round_shape<TableBits>::kRoundBits;
+  alignas(64) std::uint8_t lead_batch[kDecodeBatch + kDecodeBatchSlack];
+  alignas(64) std::uint8_t helper_exponents[kDecodeLanes - 1][kPieceCapacity + kDecodeBatchSlack];
+
+  const int pieces = split.pieces;
+  const std::uint64_t group_values = group.end_value - group.next_value;
+  std::uint64_t lead_merged = 0;  // the lead piece's values already in the output
+  std::uint64_t bit[kDecodeLanes];
+  std::uint8_t* begin[kDecodeLanes];
+  std::uint8_t* out[kDecodeLanes];
+  std::uint8_t* room_end[kDecodeLanes];  // the lead's: its batch, cut at the group's values
+  bool done[kDecodeLanes] = {};
+  for (int p = 0; p < pieces; ++p) {
+    bit[p] = split.begin_bit[p];
+    begin[p] = p == 0 ? lead_batch : helper_exponents[p - 1];
+    out[p] = begin[p];
+    room_end[p] =
+        begin[p] + (p == 0 ? std::min<std::uint64_t>(kDecodeBatch, group_values) : kPieceCapacity);
+  }
+  auto failure = [&](int p, const char* what) {
+    return piece_error(group, split.begin_bit[p], split.end_bit[p], bit[p], what);
+  };
+  auto flush_lead = [&] {
+    const auto n = static_cast<std::size_t>(out[0] - begin[0]);
+    merge_values(ctx, group.next_value + lead_merged, begin[0], n, 0, 0);
+    lead_merged += n;
+    out[0] = begin[0];
+    room_end[0] = begin[0] + std::min<std::uint64_t>(kDecodeBatch, group_values - lead_merged);
+  };
+  // Careful loop: one codeword at a time up to the piece's end bit.
+  auto finish = [&](int p) -> error {
+    while (bit[p] < split.end_bit[p]) {
+      if (out[p] == room_end[p]) {
+        if (p != 0) return failure(p, "more codewords than the piece can hold");
+        flush_lead();
+        if (out[0] == room_end[0]) return failure(p, "more codewords than the group has values");
+      }
+      const decode_entry e = ctx.single[stream_window(ctx.stream, bit[p]) >> ctx.index_shift];
+      *out[p]++ = entry_symbol(e);
+      bit[p] += entry_length(e);
+    }
+    if (bit[p] != split.end_bit[p]) {
+      return failure(p, "a codeword runs past the start of the next piece");
+    }
+    if (p == 0) flush_lead();
+    done[p] = true;
+    return {};
+  };
+
+  for (;;) {
+    // The pieces that can take a full round; the others are flushed or finished first.
+    int active[kDecodeLanes];
+    int n = 0;
+    for (int p = 0; p < pieces; ++p) {
+      if (done[p]) continue;
+      if (p == 0 && static_cast<std::size_t>(room_end[0] - out[0]) < kRoundValues) flush_lead();
+      if (split.end_bit[p] - bit[p] < kRoundBits ||
+          static_cast<std::size_t>(room_end[p] - out[p]) < kRoundValues) {
+        if (error e = finish(p)) return e;
+        continue;
+      }
+      active[n++] = p;
+    }
+    if (n == 0) break;
+    std::uint64_t lane_bit[kDecodeLanes];
+    std::uint64_t lane_bit_limit[kDecodeLanes];
+    std::uint8_t* lane_out[kDecodeLanes];
+    std::uint8_t* lane_out_limit[kDecodeLanes];
+    for (int i = 0; i < n; ++i) {
+      const int p = active[i];
+      lane_bit[i] = bit[p];
+      lane_bit_limit[i] = split.end_bit[p] - kRoundBits;
+      lane_out[i] = out[p];
+      lane_out_limit[i] = room_end[p] - kRoundValues;
+    }
+    switch (n) {
+      case 4:
+        decode_rounds_fast<4, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                         lane_out_limit);
+        break;
+      case 3:
+        decode_rounds_fast<3, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                         lane_out_limit);
+        break;
+      case 2:
+        decode_rounds_fast<2, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                         lane_out_limit);
+        break;
+      default:
+        decode_rounds_fast<1, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                         lane_out_limit);
+        break;
+    }
+    for (int i = 0; i < n; ++i) {
+      bit[active[i]] = lane_bit[i];
+      out[active[i]] = lane_out[i];
+    }
+  }
+
+  std::uint64_t total = lead_merged;
+  for (int p = 1; p < pieces; ++p) total += static_cast<std::uint64_t>(out[p] - begin[p]);
+  if (total != group_values) {
+    decode_lane at = group;
+    at.bit = group.end_bit;
+    return group_error(at, ("the pieces hold " + std::to_string(total) + " codewords, not " +
+                            std::to_string(group_values))
+                               .c_str());
+  }
+  std::uint64_t position = group.next_value + lead_merged;
+  for (int p = 1; p < pieces; ++p) {
+    const auto count = static_cast<std::size_t>(out[p] - begin[p]);
+    merge_values(ctx, position, begin[p], count, 0, 0);
+    position += count;
+  }
+  return {};
+}
+
 // Calls fn.template operator()<B>() with B == table_bits, a compile-time constant.
 template <class Fn>
 auto dispatch_table_bits(int table_bits, Fn&& fn) {
@@ -310,6 +514,11 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
                                    static_cast<unsigned>(64 - table_bits),
                                    out.data()};
 
+  unsigned shortest_length = 0;
+  for (const std::uint8_t length : bundle.code()) {
+    if (length != 0 && (shortest_length == 0 || length < shortest_length)) shortest_length = length;
+  }
+
   constexpr std::uint64_t kMinValuesPerThread = std::uint64_t{1} << 18;
   const std::uint64_t groups = bundle.group_count();
   const std::uint64_t tasks = (groups + detail::kDecodeLanes - 1) / detail::kDecodeLanes;
@@ -329,8 +538,21 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
       lanes[lane_count++] = {g, bundle.group_begin_bit(g), bundle.group_end_bit(g),
                              bundle.group_value_position(g), bundle.group_end_value(g)};
     }
-    error e = detail::dispatch_table_bits(
-        table_bits, [&]<int Bits>() { return detail::decode_lanes<Bits>(ctx, lanes, lane_count); });
+    // Fewer groups than lanes (a small bundle, or the last groups of a large one): each group is
+    // cut between the lanes in turn instead.
+    const bool cut = lane_count < detail::kDecodeLanes;
+    error e = detail::dispatch_table_bits(table_bits, [&]<int Bits>() {
+      if (!cut) return detail::decode_lanes<Bits>(ctx, lanes, lane_count);
+      for (int l = 0; l < lane_count; ++l) {
+        const detail::group_split split =
+            detail::plan_group_split(bundle, lanes[l].group, shortest_length);
+        error group_result = split.pieces > 1
+                                 ? detail::decode_split_group<Bits>(ctx, lanes[l], split)
+                                 : detail::decode_lanes<Bits>(ctx, lanes + l, 1);
+        if (group_result) return group_result;
+      }
+      return error{};
+    });
     if (e && !error_taken.test_and_set()) {
       first_error = std::move(e);
       failed.store(true);

@@ -1,0 +1,182 @@
+// The CPU decoder's lone-group path: a sync group cut at chunk starts between the lanes
+// (detail::plan_group_split / decode_split_group), its sizes, and what it makes of hostile
+// chunk gaps and streams.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "floatzip/floatzip.hpp"
+
+namespace floatzip {
+namespace {
+
+using values = std::vector<std::uint16_t>;
+
+// BF16 weights with a heavy-tailed spread of exponents (Student-t, nu = 5), like trained layers.
+values heavy_tailed(std::size_t n, float scale, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> t(5.0f);
+  values v(n);
+  for (auto& x : v) {
+    const float f = t(rng) * scale;
+    std::uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    x = static_cast<std::uint16_t>(b >> 16);  // truncation is enough for test data
+  }
+  return v;
+}
+
+// Values where one exponent is 70 % of the data, so its codeword is 1 bit long: the helper
+// pieces must then be cut shorter to fit their buffers.
+values one_bit_exponent(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  values v(n);
+  for (auto& x : v) {
+    const std::uint64_t r = rng();
+    const unsigned exponent = r % 10 < 7 ? 120u : 100u + static_cast<unsigned>((r >> 8) % 30);
+    x = static_cast<std::uint16_t>(((r >> 40) & 0x8000u) | (exponent << 7) | ((r >> 20) & 0x7Fu));
+  }
+  return v;
+}
+
+std::vector<std::byte> encode(const values& v, const encode_options& options) {
+  return compress_bundle(std::span<const std::uint16_t>(v), options);
+}
+
+// Decodes into a buffer of exactly value_count() values (a fresh allocation, so that the
+// sanitizers see its end).
+errc decode(std::span<const std::byte> bytes, values& out) {
+  auto view = parse_bundle(bytes);
+  if (!view.has_value()) return view.error().code;
+  out.assign(view->value_count(), 0xDEAD);
+  return decompress(*view, out, {.threads = 1}).code;
+}
+
+struct shape {
+  std::size_t values;
+  encode_options options;
+};
+
+class lone_group : public ::testing::TestWithParam<shape> {};
+
+// One to three groups (fewer than the four lanes), so every group takes the cut path.
+INSTANTIATE_TEST_SUITE_P(
+    shapes, lone_group,
+    ::testing::Values(shape{45000, {}}, shape{3000, {.chunk_bytes = 8, .chunks_per_group = 1024}},
+                      shape{3000, {.chunk_bytes = 8, .chunks_per_group = 400}},
+                      shape{100, {.chunk_bytes = 4, .chunks_per_group = 70}},
+                      shape{7, {.chunk_bytes = 4, .chunks_per_group = 8}},
+                      shape{60000, {.max_code_length = 15, .chunk_bytes = 32}},
+                      shape{20000, {.max_code_length = 9, .chunk_bytes = 512}}),
+    [](const auto& param_info) { return "shape" + std::to_string(param_info.index); });
+
+TEST_P(lone_group, round_trips) {
+  const values v = heavy_tailed(GetParam().values, 0.02f, 1);
+  const auto bytes = encode(v, GetParam().options);
+  auto view = parse_bundle(bytes).value();
+  ASSERT_LT(view.group_count(), 4u);
+  values out;
+  ASSERT_EQ(decode(bytes, out), errc::ok);
+  EXPECT_EQ(out, v);
+}
+
+TEST_P(lone_group, round_trips_with_one_bit_codewords) {
+  const values v = one_bit_exponent(GetParam().values, 2);
+  const auto bytes = encode(v, GetParam().options);
+  values out;
+  ASSERT_EQ(decode(bytes, out), errc::ok);
+  EXPECT_EQ(out, v);
+}
+
+TEST(lone_group_plan, pieces_fit_their_buffers_and_cover_the_group) {
+  for (const std::size_t n : {45000u, 120000u}) {
+    for (const bool skewed : {false, true}) {
+      const values v = skewed ? one_bit_exponent(n, 3) : heavy_tailed(n, 0.02f, 3);
+      const auto bytes = encode(v, {});
+      const auto view = parse_bundle(bytes).value();
+      unsigned shortest = 99;
+      for (const auto length : view.code()) {
+        if (length != 0 && length < shortest) shortest = length;
+      }
+      for (std::uint64_t g = 0; g < view.group_count(); ++g) {
+        const auto split = detail::plan_group_split(view, g, shortest);
+        ASSERT_EQ(split.pieces, 4) << "group " << g;
+        EXPECT_EQ(split.begin_bit[0], view.group_begin_bit(g));
+        EXPECT_EQ(split.end_bit[3], view.group_end_bit(g));
+        for (int p = 0; p < split.pieces; ++p) {
+          EXPECT_LT(split.begin_bit[p], split.end_bit[p]);
+          if (p > 0) {
+            EXPECT_EQ(split.begin_bit[p], split.end_bit[p - 1]);
+            // Whatever the codewords, the piece cannot hold more than its buffer.
+            EXPECT_LE((split.end_bit[p] - split.begin_bit[p]) / shortest, detail::kPieceCapacity);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(lone_group_plan, tiny_groups_are_not_cut) {
+  const values v = heavy_tailed(5, 0.02f, 4);
+  const auto bytes = encode(v, {});
+  const auto view = parse_bundle(bytes).value();
+  ASSERT_EQ(view.chunk_count(), 1u);
+  EXPECT_EQ(detail::plan_group_split(view, 0, 1).pieces, 0);
+}
+
+// Every chunk gap of a lone group set to every value the parser accepts: where the cut moves,
+// the pieces no longer meet, or they still meet on a codeword boundary of the true stream and
+// decode it unchanged. Either way no wrong value comes out silently.
+TEST(lone_group_hostile, any_chunk_gap_gives_an_error_or_the_true_values) {
+  const values v = heavy_tailed(3000, 0.02f, 5);
+  const auto good = encode(v, {.chunk_bytes = 8, .chunks_per_group = 1024});
+  const auto view = parse_bundle(good).value();
+  ASSERT_EQ(view.group_count(), 1u);
+  int errors = 0;
+  for (std::uint64_t c = 1; c < view.chunk_count(); ++c) {
+    for (unsigned gap = 0; gap < static_cast<unsigned>(view.max_code_length()); ++gap) {
+      auto b = good;
+      auto& byte = b[view.layout().chunk_gaps_offset + c / 2];
+      const unsigned shift = (c & 1) != 0 ? 4 : 0;
+      byte =
+          static_cast<std::byte>((static_cast<unsigned>(byte) & ~(0xFu << shift)) | (gap << shift));
+      values out;
+      const errc e = decode(b, out);
+      if (e == errc::ok) {
+        ASSERT_EQ(out, v) << "chunk " << c << " gap " << gap;
+      } else {
+        ASSERT_EQ(e, errc::bad_data);
+        ++errors;
+      }
+    }
+  }
+  EXPECT_GT(errors, 0);  // moved piece boundaries are caught
+}
+
+// Flipped stream bytes decode to something or fail, never outside the buffers (run under ASan).
+TEST(lone_group_hostile, stream_byte_flips_stay_in_bounds) {
+  for (const bool skewed : {false, true}) {
+    const values v = skewed ? one_bit_exponent(3000, 6) : heavy_tailed(3000, 0.02f, 6);
+    const auto good = encode(v, {.chunk_bytes = 8, .chunks_per_group = 1024});
+    const auto view = parse_bundle(good).value();
+    const std::uint64_t stream = view.layout().stream_offset;
+    int errors = 0;
+    for (std::uint64_t i = stream; i < good.size(); ++i) {
+      for (const std::uint8_t mask : {0x01, 0x80, 0xFF}) {
+        auto b = good;
+        b[i] ^= std::byte{mask};
+        values out;
+        const errc e = decode(b, out);
+        ASSERT_TRUE(e == errc::ok || e == errc::bad_data) << "byte " << i;
+        if (e != errc::ok) ++errors;
+      }
+    }
+    EXPECT_GT(errors, 0);
+  }
+}
+
+}  // namespace
+}  // namespace floatzip
