@@ -17,12 +17,13 @@
 #include <vector>
 
 #include "floatzip/container.hpp"
+#include "test_paths.hpp"
 
 namespace floatzip::testing {
 
 namespace fs = std::filesystem;
 
-inline fs::path models_dir() { return FLOATZIP_MODELS_DIR; }
+inline fs::path models_dir() { return test::models_dir(); }
 
 inline std::vector<fs::path> model_files() {
   std::vector<fs::path> files;

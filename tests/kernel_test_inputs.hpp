@@ -18,6 +18,7 @@
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/encoder.hpp"
 #include "floatzip/safetensors.hpp"
+#include "test_paths.hpp"
 
 namespace floatzip::test {
 
@@ -140,10 +141,10 @@ struct model_bundle {
 // F32 cut to its top half), one bundle per "...layers.N." prefix, every other tensor alone, and
 // the whole file as one more bundle. Sets `skip_reason` when there are no models.
 inline std::vector<model_bundle> model_bundles(std::string& skip_reason) {
-  const std::filesystem::path dir = FLOATZIP_MODELS_DIR;
+  const std::filesystem::path dir = models_dir();
   std::vector<model_bundle> result;
-  if (!std::filesystem::is_directory(dir)) {
-    skip_reason = "models directory " + dir.string() + " not found (set FLOATZIP_MODELS_DIR)";
+  if (!models_present()) {
+    skip_reason = models_absent_message();
     return result;
   }
   std::vector<std::filesystem::path> files;

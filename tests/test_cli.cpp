@@ -33,6 +33,14 @@ struct run_result {
   long max_rss_kb = 0;
 };
 
+// The floatzip command under test: FLOATZIP_CLI_PATH in the environment, else the path CMake
+// writes to floatzip_cli_path.txt beside this binary (test_paths.hpp says why not compiled in).
+const std::string& cli_path() {
+  static const std::string path =
+      test::path_setting("FLOATZIP_CLI_PATH", "floatzip_cli_path.txt").string();
+  return path;
+}
+
 std::string slurp(const fs::path& p) {
   const auto bytes = testing::read_file(p);
   return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -40,6 +48,8 @@ std::string slurp(const fs::path& p) {
 
 // Runs the floatzip binary with `args`, capturing stdout, stderr, exit code and peak memory.
 run_result run(const std::vector<std::string>& args) {
+  if (cli_path().empty())
+    ADD_FAILURE() << "floatzip_cli_path.txt is missing beside the test binary";
   temp_dir capture;
   const fs::path out = capture / "stdout";
   const fs::path err = capture / "stderr";
@@ -50,7 +60,7 @@ run_result run(const std::vector<std::string>& args) {
     ::dup2(out_fd, STDOUT_FILENO);
     ::dup2(err_fd, STDERR_FILENO);
     std::vector<char*> argv;
-    std::string program = FLOATZIP_CLI_PATH;
+    std::string program = cli_path();
     argv.push_back(program.data());
     std::vector<std::string> copies = args;
     for (auto& a : copies) argv.push_back(a.data());
@@ -71,13 +81,15 @@ run_result run(const std::vector<std::string>& args) {
 
 // Starts the binary, sends SIGINT after `delay`, and returns its exit code.
 int run_interrupted(const std::vector<std::string>& args, std::chrono::milliseconds delay) {
+  if (cli_path().empty())
+    ADD_FAILURE() << "floatzip_cli_path.txt is missing beside the test binary";
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int null_fd = ::open("/dev/null", O_WRONLY);
     ::dup2(null_fd, STDOUT_FILENO);
     ::dup2(null_fd, STDERR_FILENO);
     std::vector<char*> argv;
-    std::string program = FLOATZIP_CLI_PATH;
+    std::string program = cli_path();
     argv.push_back(program.data());
     std::vector<std::string> copies = args;
     for (auto& a : copies) argv.push_back(a.data());
@@ -394,7 +406,7 @@ TEST_F(CliBadInput, OffsetsBeyondTheSafetensorsFile) {
 TEST_F(CliBadInput, MissingInputAndNotAContainer) {
   const auto r = run({"decompress", (dir_ / "nothing.fzip").string()});
   EXPECT_EQ(r.exit_code, 1);
-  expect_decompress_fails(testing::read_file(FLOATZIP_CLI_PATH), "magic");  // an ELF file
+  expect_decompress_fails(testing::read_file(cli_path()), "magic");  // an ELF file
 }
 
 TEST(Cli, DemoRunsAndVerifies) {

@@ -26,12 +26,13 @@
 #include "../examples/llama_generate/transformer.hpp"
 #include "../examples/llama_generate/weight_source.hpp"
 #include "floatzip/container.hpp"
+#include "test_paths.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kModels = FLOATZIP_MODELS_DIR;
+const fs::path kModels = floatzip::test::models_dir();
 
 struct model_files {
   const char* name;
@@ -116,8 +117,7 @@ class LlamaGpu : public ::testing::Test {
   }
 
   void SetUp() override {
-    if (!fs::is_directory(kModels))
-      GTEST_SKIP() << "models directory " << kModels << " is absent (FLOATZIP_MODELS_DIR)";
+    if (!floatzip::test::models_present()) GTEST_SKIP() << floatzip::test::models_absent_message();
   }
 
   static fs::path fzip(const model_files& model) {

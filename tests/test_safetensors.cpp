@@ -10,6 +10,7 @@
 
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/safetensors.hpp"
+#include "test_paths.hpp"
 
 namespace floatzip::safetensors {
 namespace {
@@ -116,8 +117,8 @@ TEST(SafetensorsParse, GapsBetweenAndAfterTensorsAreReported) {
 }
 
 TEST(SafetensorsParse, RealModelsParse) {
-  const fs::path dir = FLOATZIP_MODELS_DIR;
-  if (!fs::is_directory(dir)) GTEST_SKIP() << "models directory " << dir << " not present";
+  if (!test::models_present()) GTEST_SKIP() << test::models_absent_message();
+  const fs::path dir = test::models_dir();
   int parsed = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().extension() != ".safetensors") continue;

@@ -13,20 +13,9 @@
 #include "floatzip/container.hpp"
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/safetensors.hpp"
+#include "test_paths.hpp"  // models_dir(), models_present(), models_absent_message()
 
 namespace floatzip::test {
-
-inline std::filesystem::path models_dir() { return FLOATZIP_MODELS_DIR; }
-
-inline bool models_present() {
-  std::error_code ec;
-  return std::filesystem::is_directory(models_dir(), ec);
-}
-
-inline std::string models_absent_message() {
-  return "real models not found at " + models_dir().string() +
-         " (set FLOATZIP_MODELS_DIR at configure time); skipping";
-}
 
 inline std::uint16_t float_to_bf16(float f) {
   std::uint32_t b;
