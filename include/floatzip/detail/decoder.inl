@@ -127,10 +127,7 @@ void decode_rounds_fast(const std::uint8_t* const stream, const multi_entry* con
     out[l] = out_io[l];
     out_limit[l] = out_limit_in[l];
   }
-  for (;;) {
-    bool go = true;
-    for (int l = 0; l < Lanes; ++l) go &= (bit[l] <= bit_limit[l]) & (out[l] <= out_limit[l]);
-    if (!go) break;
+  auto round = [&] {
     for (int l = 0; l < Lanes; ++l) {
       std::uint64_t window = stream_window(stream, bit[l]);
       std::uint8_t* o = out[l];
@@ -148,6 +145,24 @@ void decode_rounds_fast(const std::uint8_t* const stream, const multi_entry* con
       bit[l] += consumed_plus - 64 * static_cast<std::uint64_t>(o - out[l]);
       out[l] = o;
     }
+  };
+  // Far from the limits, two rounds per check.
+  constexpr std::uint64_t kRoundBits = round_shape<TableBits>::kRoundBits;
+  constexpr auto kRoundValues = static_cast<std::ptrdiff_t>(round_shape<TableBits>::kRoundValues);
+  for (;;) {
+    bool two = true;
+    for (int l = 0; l < Lanes; ++l) {
+      two &= (bit[l] + kRoundBits <= bit_limit[l]) & (out_limit[l] - out[l] >= kRoundValues);
+    }
+    if (two) {
+      round();
+      round();
+      continue;
+    }
+    bool one = true;
+    for (int l = 0; l < Lanes; ++l) one &= (bit[l] <= bit_limit[l]) & (out[l] <= out_limit[l]);
+    if (!one) break;
+    round();
   }
   for (int l = 0; l < Lanes; ++l) {
     bit_io[l] = bit[l];
