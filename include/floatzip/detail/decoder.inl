@@ -26,6 +26,9 @@
 namespace floatzip {
 namespace detail {
 
+// The Huffman table accessors are called qualified: a same-named helper that another part of
+// detail:: declares before this header is included would otherwise hide them.
+
 inline constexpr int kDecodeLanes = 4;
 inline constexpr std::size_t kDecodeBatch = 2048;    // exponents per lane between merges
 inline constexpr std::size_t kDecodeBatchSlack = 8;  // 4-byte stores may write 3 bytes past
@@ -49,7 +52,7 @@ constexpr unsigned multi_count(multi_entry e) { return e >> 30; }
 // that the careful tail loop uses.
 inline void build_multi_table(const code_lengths& lengths, int table_bits,
                               std::span<decode_entry> single, std::span<multi_entry> multi) {
-  build_decode_table(lengths, table_bits, single);
+  floatzip::build_decode_table(lengths, table_bits, single);
   const unsigned index_bits = static_cast<unsigned>(table_bits);
   const std::uint32_t mask = (std::uint32_t{1} << table_bits) - 1;
   for (std::uint32_t i = 0; i <= mask; ++i) {
@@ -60,9 +63,9 @@ inline void build_multi_table(const code_lengths& lengths, int table_bits,
     // is right exactly when the looked-up codeword ends inside the index.
     while (count < 3) {
       const decode_entry next = single[(i << used) & mask];
-      const unsigned length = entry_length(next);
+      const unsigned length = floatzip::entry_length(next);
       if (count > 0 && (length == 0 || used + length > index_bits)) break;
-      symbols |= std::uint32_t{entry_symbol(next)} << (8 * count);
+      symbols |= std::uint32_t{floatzip::entry_symbol(next)} << (8 * count);
       used += length;
       ++count;
       if (used >= index_bits) break;
@@ -205,8 +208,8 @@ inline error decode_tail(const decode_context& ctx, decode_lane& lane, std::uint
   for (std::size_t i = 0; i < count; ++i) {
     if (lane.bit >= lane.end_bit) return group_error(lane, "codewords run out before the values");
     const decode_entry e = ctx.single[stream_window(ctx.stream, lane.bit) >> ctx.index_shift];
-    exponents[i] = entry_symbol(e);
-    lane.bit += entry_length(e);
+    exponents[i] = floatzip::entry_symbol(e);
+    lane.bit += floatzip::entry_length(e);
   }
   return {};
 }
@@ -403,8 +406,8 @@ error decode_split_group(const decode_context& ctx, const decode_lane& group,
         if (out[0] == room_end[0]) return failure(p, "more codewords than the group has values");
       }
       const decode_entry e = ctx.single[stream_window(ctx.stream, bit[p]) >> ctx.index_shift];
-      *out[p]++ = entry_symbol(e);
-      bit[p] += entry_length(e);
+      *out[p]++ = floatzip::entry_symbol(e);
+      bit[p] += floatzip::entry_length(e);
     }
     if (bit[p] != split.end_bit[p]) {
       return failure(p, "a codeword runs past the start of the next piece");
