@@ -12,7 +12,9 @@
 // single-symbol table of huffman.hpp: its 16-bit entries fit shared memory twice as well.)
 //
 // Exponents are decoded into a small per-lane byte buffer, then merged with the sign/mantissa
-// bytes by a separate loop that the compiler vectorises.
+// bytes by a separate loop that the compiler vectorises (and that prefetches the next region).
+// Groups left over when fewer than kDecodeLanes remain (all of a small bundle's) are each cut
+// at chunk starts into pieces that take the lanes instead: see "a lone sync group" below.
 #pragma once
 
 #include <algorithm>
@@ -26,8 +28,9 @@
 namespace floatzip {
 namespace detail {
 
-// The Huffman table accessors are called qualified: a same-named helper that another part of
-// detail:: declares before this header is included would otherwise hide them.
+// Note: the Huffman table accessors (floatzip::entry_length, ...) are called qualified: a
+// same-named helper that another part of detail:: declares before this header is included would
+// otherwise hide them.
 
 inline constexpr int kDecodeLanes = 4;
 inline constexpr std::size_t kDecodeBatch = 2048;    // exponents per lane between merges
