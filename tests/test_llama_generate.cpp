@@ -3,7 +3,6 @@
 // allocated once and nothing else is allocated per token, and stories260K tells the story its
 // config records.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,7 +25,7 @@
 #include "../examples/llama_generate/transformer.hpp"
 #include "../examples/llama_generate/weight_source.hpp"
 #include "floatzip/container.hpp"
-#include "test_paths.hpp"
+#include "llama_test_models.hpp"
 
 // Every heap allocation of the process, so a test can check that forward passes make none.
 namespace {
@@ -66,16 +65,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kModels = floatzip::test::models_dir();
-
-struct model_files {
-  const char* name;
-  fs::path bf16() const { return kModels / (std::string(name) + ".bf16.safetensors"); }
-  fs::path config() const { return kModels / (std::string(name) + ".config.json"); }
-};
-constexpr model_files kStories{"stories260K"};
-constexpr model_files kAidreams{"aidreams260K"};
-constexpr model_files kTangPoem{"tang-poem-750K"};
+using llama_test::kAidreams;
+using llama_test::kModels;
+using llama_test::kStories;
+using llama_test::kTangPoem;
+using llama_test::model_files;
 
 // What one greedy generation produced: the tokens and every step's logits.
 struct generation_record {
@@ -120,36 +114,8 @@ std::unique_ptr<llama::fzip_source> open_fzip(const fs::path& path,
   return source ? std::move(*source) : nullptr;
 }
 
-// Compresses the three models once into a private temporary directory.
-class LlamaGenerate : public ::testing::Test {
+class LlamaGenerate : public llama_test::compressed_models {
  protected:
-  static void SetUpTestSuite() {
-    if (!fs::is_directory(kModels)) return;
-    directory_ =
-        fs::temp_directory_path() / ("floatzip_test_llama_generate_" + std::to_string(::getpid()));
-    fs::create_directories(directory_);
-    for (const auto& model : {kStories, kAidreams, kTangPoem}) {
-      if (!fs::exists(model.bf16())) continue;
-      auto totals = floatzip::compress_file(model.bf16(), fzip(model));
-      ASSERT_TRUE(totals.has_value()) << totals.error().message;
-    }
-  }
-  static void TearDownTestSuite() {
-    std::error_code ignored;
-    if (!directory_.empty()) fs::remove_all(directory_, ignored);
-  }
-
-  void SetUp() override {
-    if (!floatzip::test::models_present()) GTEST_SKIP() << floatzip::test::models_absent_message();
-  }
-
-  static fs::path fzip(const model_files& model) {
-    return directory_ / (std::string(model.name) + ".fzip");
-  }
-  static void require(const model_files& model) {
-    for (const fs::path& p : {model.bf16(), model.config()})
-      if (!fs::exists(p)) GTEST_SKIP() << p << " is absent";
-  }
   static llama::model_config config_of(const model_files& model) {
     return llama::load_model_config(model.config()).value();
   }
@@ -176,8 +142,6 @@ class LlamaGenerate : public ::testing::Test {
     EXPECT_EQ(actual.buffer_allocations, 1u);
     EXPECT_LT(actual.buffer_bytes, compressed->model_weight_bytes());
   }
-
-  static inline fs::path directory_;
 };
 
 // The continuation stories260K.config.json records for "Once upon a time", without the "...".
@@ -199,7 +163,7 @@ std::string story_text(const llama::tokenizer& tokenizer, std::vector<int> all) 
 }
 
 TEST_F(LlamaGenerate, StoriesCompressedMatchesUncompressedAndTheRecordedStory) {
-  require(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   const auto config = config_of(kStories);
   const auto tokenizer =
       llama::tokenizer::load(kModels / "stories260K.tok512.bin", config.vocab_size).value();
@@ -226,7 +190,7 @@ TEST_F(LlamaGenerate, StoriesCompressedMatchesUncompressedAndTheRecordedStory) {
 // the first step on (so a bit-exact comparison does detect different weights), yet the greedy
 // story agrees with the recorded float32 one well past the recorded text.
 TEST_F(LlamaGenerate, StoriesFloat32OriginalTellsTheRecordedStory) {
-  require(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   const fs::path f32 = kModels / "stories260K.f32.safetensors";
   if (!fs::exists(f32)) GTEST_SKIP() << f32 << " is absent";
   const auto config = config_of(kStories);
@@ -250,19 +214,19 @@ TEST_F(LlamaGenerate, StoriesFloat32OriginalTellsTheRecordedStory) {
 }
 
 TEST_F(LlamaGenerate, AidreamsCompressedMatchesUncompressed) {
-  require(kAidreams);
+  LLAMA_TEST_SKIP_WITHOUT(kAidreams);
   expect_identical_runs(kAidreams, {1, 2, 3}, 60);
 }
 
 TEST_F(LlamaGenerate, TangPoemCompressedMatchesUncompressed) {
-  require(kTangPoem);
+  LLAMA_TEST_SKIP_WITHOUT(kTangPoem);
   expect_identical_runs(kTangPoem, {1, 24, 25}, 60);
 }
 
 // One buffer, sized to the largest bundle the forward pass decodes, allocated once; after the
 // first token nothing at all is allocated on the heap, however many tokens follow.
 TEST_F(LlamaGenerate, DecodeBufferIsAllocatedOnceAndTokensAllocateNothing) {
-  require(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   const auto config = config_of(kStories);
   auto compressed = open_fzip(fzip(kStories), config);
   ASSERT_TRUE(compressed);
@@ -301,7 +265,7 @@ TEST_F(LlamaGenerate, DecodeBufferIsAllocatedOnceAndTokensAllocateNothing) {
 // A safetensors file whose data section starts at an odd address: every BF16 tensor is misaligned
 // and copied into the buffer instead of read in place, with the same logits.
 TEST_F(LlamaGenerate, MisalignedSafetensorsAreStagedThroughTheBuffer) {
-  require(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   std::ifstream in(kStories.bf16(), std::ios::binary);
   std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_GT(file.size(), 8u);
@@ -335,7 +299,7 @@ TEST_F(LlamaGenerate, MisalignedSafetensorsAreStagedThroughTheBuffer) {
 // rotate exactly the same numbers; only the order of the terms of each q.k sum changes, so the
 // logits agree to rounding and the greedy tokens agree.
 TEST_F(LlamaGenerate, SplitHalvesRopeOnPermutedWeightsMatchesAdjacentRope) {
-  require(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   std::ifstream in(kStories.bf16(), std::ios::binary);
   std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const auto header = floatzip::safetensors::parse_header(std::as_bytes(std::span(file)),
@@ -387,7 +351,7 @@ TEST_F(LlamaGenerate, SplitHalvesRopeOnPermutedWeightsMatchesAdjacentRope) {
 }
 
 TEST_F(LlamaGenerate, ConfigAndWeightMismatchesAreTypedErrors) {
-  require(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   auto config = config_of(kStories);
   config.hidden_dim += 1;
   auto wrong_shape = llama::safetensors_source::open(kStories.bf16(), config);

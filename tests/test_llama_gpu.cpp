@@ -5,7 +5,6 @@
 // what the CPU path decodes. Tests that need a device skip without one; they all skip without the
 // models directory.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,22 +25,17 @@
 #include "../examples/llama_generate/transformer.hpp"
 #include "../examples/llama_generate/weight_source.hpp"
 #include "floatzip/container.hpp"
-#include "test_paths.hpp"
+#include "llama_test_models.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kModels = floatzip::test::models_dir();
-
-struct model_files {
-  const char* name;
-  fs::path bf16() const { return kModels / (std::string(name) + ".bf16.safetensors"); }
-  fs::path config() const { return kModels / (std::string(name) + ".config.json"); }
-};
-constexpr model_files kStories{"stories260K"};
-constexpr model_files kAidreams{"aidreams260K"};
-constexpr model_files kTangPoem{"tang-poem-750K"};
+using llama_test::kAidreams;
+using llama_test::kModels;
+using llama_test::kStories;
+using llama_test::kTangPoem;
+using llama_test::model_files;
 
 // As main.cpp's --verify: GPU and CPU logits may differ by this much relative to the step's
 // largest logit magnitude (at least 1).
@@ -83,46 +77,15 @@ std::unique_ptr<llama::gpu::engine> make_engine(const llama::weight_source& sour
   return std::move(*engine);
 }
 
-// GTEST_SKIP returns from the function it is in, so these are macros: a helper function could not
-// end the test.
+// GTEST_SKIP returns from the function it is in, so this is a macro (as LLAMA_TEST_SKIP_WITHOUT).
 #define SKIP_WITHOUT_GPU()                                                            \
   do {                                                                                \
     if (llama::gpu::device_count() == 0)                                              \
       GTEST_SKIP() << "no CUDA device: the GPU path of llama_generate is not tested"; \
   } while (false)
 
-#define SKIP_WITHOUT(model)                                       \
-  do {                                                            \
-    for (const fs::path& p_ : {(model).bf16(), (model).config()}) \
-      if (!fs::exists(p_)) GTEST_SKIP() << p_ << " is absent";    \
-  } while (false)
-
-class LlamaGpu : public ::testing::Test {
+class LlamaGpu : public llama_test::compressed_models {
  protected:
-  // Compresses the models once into a private temporary directory.
-  static void SetUpTestSuite() {
-    if (!fs::is_directory(kModels)) return;
-    directory_ =
-        fs::temp_directory_path() / ("floatzip_test_llama_gpu_" + std::to_string(::getpid()));
-    fs::create_directories(directory_);
-    for (const auto& model : {kStories, kAidreams, kTangPoem}) {
-      if (!fs::exists(model.bf16())) continue;
-      auto totals = floatzip::compress_file(model.bf16(), fzip(model));
-      ASSERT_TRUE(totals.has_value()) << totals.error().message;
-    }
-  }
-  static void TearDownTestSuite() {
-    std::error_code ignored;
-    if (!directory_.empty()) fs::remove_all(directory_, ignored);
-  }
-
-  void SetUp() override {
-    if (!floatzip::test::models_present()) GTEST_SKIP() << floatzip::test::models_absent_message();
-  }
-
-  static fs::path fzip(const model_files& model) {
-    return directory_ / (std::string(model.name) + ".fzip");
-  }
   static llama::model_config config_of(const model_files& model) {
     return llama::load_model_config(model.config()).value();
   }
@@ -156,12 +119,10 @@ class LlamaGpu : public ::testing::Test {
     EXPECT_EQ(on_plain->stats().decode_launches, 0u);
     return actual;
   }
-
-  static inline fs::path directory_;
 };
 
 TEST_F(LlamaGpu, StoriesCompressedMatchesUncompressedBitForBitAndTheCpuPath) {
-  SKIP_WITHOUT(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   SKIP_WITHOUT_GPU();
   const auto config = config_of(kStories);
   const auto tokenizer =
@@ -200,14 +161,14 @@ TEST_F(LlamaGpu, StoriesCompressedMatchesUncompressedBitForBitAndTheCpuPath) {
 }
 
 TEST_F(LlamaGpu, AidreamsCompressedMatchesUncompressedBitForBit) {
-  SKIP_WITHOUT(kAidreams);
+  LLAMA_TEST_SKIP_WITHOUT(kAidreams);
   SKIP_WITHOUT_GPU();
   const auto run = expect_identical_gpu_runs(kAidreams, {1, 2, 3}, 40, -1);
   EXPECT_EQ(run.tokens.size(), 40u);
 }
 
 TEST_F(LlamaGpu, TangPoemCompressedMatchesUncompressedBitForBit) {
-  SKIP_WITHOUT(kTangPoem);
+  LLAMA_TEST_SKIP_WITHOUT(kTangPoem);
   SKIP_WITHOUT_GPU();
   const auto run = expect_identical_gpu_runs(kTangPoem, {1, 24, 25}, 40, -1);
   EXPECT_EQ(run.tokens.size(), 40u);
@@ -217,7 +178,7 @@ TEST_F(LlamaGpu, TangPoemCompressedMatchesUncompressedBitForBit) {
 // CPU path makes: five blocks, the final norm and the tied head (whose decoded embedding serves
 // the next token's embedding row).
 TEST_F(LlamaGpu, DecodeBufferIsAllocatedOnceAndEachPassDecodesEveryBlock) {
-  SKIP_WITHOUT(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   SKIP_WITHOUT_GPU();
   const auto config = config_of(kStories);
   auto compressed = llama::fzip_source::open(fzip(kStories), config).value();
@@ -249,7 +210,7 @@ TEST_F(LlamaGpu, DecodeBufferIsAllocatedOnceAndEachPassDecodesEveryBlock) {
 
 // Bad arguments are errors, not launches.
 TEST_F(LlamaGpu, ForwardRejectsTokensAndPositionsOutsideTheModel) {
-  SKIP_WITHOUT(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   SKIP_WITHOUT_GPU();
   const auto config = config_of(kStories);
   auto plain = llama::safetensors_source::open(kStories.bf16(), config).value();
@@ -266,7 +227,7 @@ TEST_F(LlamaGpu, ForwardRejectsTokensAndPositionsOutsideTheModel) {
 // The GPU path computes from BF16 only: the float32 original is refused with the tensor named,
 // before any device is touched (so this runs on machines without one).
 TEST_F(LlamaGpu, Float32WeightsAreRefusedByName) {
-  SKIP_WITHOUT(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   const fs::path f32 = kModels / "stories260K.f32.safetensors";
   if (!fs::exists(f32)) GTEST_SKIP() << f32 << " is absent";
   const auto config = config_of(kStories);
@@ -282,7 +243,7 @@ TEST_F(LlamaGpu, Float32WeightsAreRefusedByName) {
 
 // Weights whose sizes disagree with the shape are refused before anything is uploaded.
 TEST_F(LlamaGpu, WeightsThatDoNotFitTheShapeAreRefused) {
-  SKIP_WITHOUT(kStories);
+  LLAMA_TEST_SKIP_WITHOUT(kStories);
   SKIP_WITHOUT_GPU();
   const auto config = config_of(kStories);
   auto compressed = llama::fzip_source::open(fzip(kStories), config).value();

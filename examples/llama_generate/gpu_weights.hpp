@@ -49,6 +49,34 @@ inline floatzip::error gpu_needs_bf16(const std::string& file, const std::string
                                         ": the GPU path computes from BF16 weights only"};
 }
 
+// Fills weights.blocks and the global loads in the engine's order, with make_load(name, refs,
+// tensor_name) building one load from a source's tensor refs (tensor_name(i) names refs[i]).
+template <class Source, class MakeLoad>
+floatzip::error collect_loads(const Source& source, const MakeLoad& make_load,
+                              gpu::host_weights& weights) {
+  using ref_type = typename Source::tensor_ref;
+  for (std::size_t layer = 0; layer < source.block_count(); ++layer) {
+    const auto& refs = source.block_refs(static_cast<int>(layer));
+    auto load = make_load("block " + std::to_string(layer), refs, [&](std::size_t i) {
+      return block_prefix(static_cast<int>(layer)) + kBlockTensors[i].suffix;
+    });
+    if (!load) return load.error();
+    weights.blocks.push_back(std::move(*load));
+  }
+  for (global_tensor which :
+       {global_tensor::embedding, global_tensor::final_norm, global_tensor::output_head}) {
+    const auto& ref = source.global_ref(which);
+    if (!ref) continue;  // only the output head may be absent (tied): open() checked
+    auto load = make_load(tensor_name(which), std::span<const ref_type>(&*ref, 1),
+                          [&](std::size_t) { return tensor_name(which); });
+    if (!load) return load.error();
+    if (which == global_tensor::embedding) weights.embedding = std::move(*load);
+    if (which == global_tensor::final_norm) weights.final_norm = std::move(*load);
+    if (which == global_tensor::output_head) weights.output_head = std::move(*load);
+  }
+  return {};
+}
+
 }  // namespace detail
 
 // The bundles of a .fzip, uploaded once and decoded per load on the device.
@@ -81,25 +109,7 @@ inline floatzip::result<gpu::host_weights> gpu_weights(const fzip_source& source
     return load;
   };
 
-  for (std::size_t layer = 0; layer < source.block_count(); ++layer) {
-    const auto& refs = source.block_refs(static_cast<int>(layer));
-    auto load = make_load("block " + std::to_string(layer), refs, [&](std::size_t i) {
-      return block_prefix(static_cast<int>(layer)) + kBlockTensors[i].suffix;
-    });
-    if (!load) return load.error();
-    weights.blocks.push_back(std::move(*load));
-  }
-  for (global_tensor which :
-       {global_tensor::embedding, global_tensor::final_norm, global_tensor::output_head}) {
-    const auto& ref = source.global_ref(which);
-    if (!ref) continue;  // only the output head may be absent (tied): open() checked
-    auto load = make_load(tensor_name(which), std::span<const fzip_source::tensor_ref>(&*ref, 1),
-                          [&](std::size_t) { return tensor_name(which); });
-    if (!load) return load.error();
-    if (which == global_tensor::embedding) weights.embedding = std::move(*load);
-    if (which == global_tensor::final_norm) weights.final_norm = std::move(*load);
-    if (which == global_tensor::output_head) weights.output_head = std::move(*load);
-  }
+  if (auto e = detail::collect_loads(source, make_load, weights)) return e;
   return weights;
 }
 
@@ -124,26 +134,7 @@ inline floatzip::result<gpu::host_weights> gpu_weights(const safetensors_source&
     return load;
   };
 
-  for (std::size_t layer = 0; layer < source.block_count(); ++layer) {
-    const auto& refs = source.block_refs(static_cast<int>(layer));
-    auto load = make_load("block " + std::to_string(layer), refs, [&](std::size_t i) {
-      return block_prefix(static_cast<int>(layer)) + kBlockTensors[i].suffix;
-    });
-    if (!load) return load.error();
-    weights.blocks.push_back(std::move(*load));
-  }
-  for (global_tensor which :
-       {global_tensor::embedding, global_tensor::final_norm, global_tensor::output_head}) {
-    const auto& ref = source.global_ref(which);
-    if (!ref) continue;
-    auto load =
-        make_load(tensor_name(which), std::span<const safetensors_source::tensor_ref>(&*ref, 1),
-                  [&](std::size_t) { return tensor_name(which); });
-    if (!load) return load.error();
-    if (which == global_tensor::embedding) weights.embedding = std::move(*load);
-    if (which == global_tensor::final_norm) weights.final_norm = std::move(*load);
-    if (which == global_tensor::output_head) weights.output_head = std::move(*load);
-  }
+  if (auto e = detail::collect_loads(source, make_load, weights)) return e;
   return weights;
 }
 

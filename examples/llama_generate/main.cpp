@@ -264,6 +264,15 @@ std::string join(const std::vector<int>& ids) {
 }
 
 // The text, or the token ids.
+// --verify's report of the first logit whose bits differ from the reference run's.
+std::string logit_mismatch(int position, int token, std::size_t i, std::span<const float> logits,
+                           std::span<const float> expected, std::string_view reference) {
+  return fmt::format(
+      "position {} (token {}): logit {} is {:.9g} (bits 0x{:08x}), {} {:.9g} (bits 0x{:08x})",
+      position, token, i, logits[i], std::bit_cast<std::uint32_t>(logits[i]), reference,
+      expected[i], std::bit_cast<std::uint32_t>(expected[i]));
+}
+
 void print_generation(const std::optional<llama::tokenizer>& tokenizer,
                       const std::vector<int>& prompt, const std::vector<int>& generated) {
   if (tokenizer) {
@@ -329,11 +338,7 @@ int run(const options& opts) {
     if (!expected) return expected.error();
     if (const auto i = llama::first_bit_difference(logits, *expected)) {
       // Sizes are equal (one config), so *i indexes both.
-      mismatch = fmt::format(
-          "position {} (token {}): logit {} is {:.9g} (bits 0x{:08x}), the uncompressed "
-          "model's {:.9g} (bits 0x{:08x})",
-          position, token, *i, logits[*i], std::bit_cast<std::uint32_t>(logits[*i]),
-          (*expected)[*i], std::bit_cast<std::uint32_t>((*expected)[*i]));
+      mismatch = logit_mismatch(position, token, *i, logits, *expected, "the uncompressed model's");
       return {floatzip::errc::bad_data, *mismatch};
     }
     ++compared_steps;
@@ -449,11 +454,8 @@ int run_gpu(const options& opts, const llama::model_config& config,
     auto expected = reference->forward(token, position);
     if (!expected) return expected.error();
     if (const auto i = llama::first_bit_difference(logits, *expected)) {
-      mismatch = fmt::format(
-          "position {} (token {}): logit {} is {:.9g} (bits 0x{:08x}), the uncompressed GPU "
-          "run's {:.9g} (bits 0x{:08x})",
-          position, token, *i, logits[*i], std::bit_cast<std::uint32_t>(logits[*i]),
-          (*expected)[*i], std::bit_cast<std::uint32_t>((*expected)[*i]));
+      mismatch =
+          logit_mismatch(position, token, *i, logits, *expected, "the uncompressed GPU run's");
       return {floatzip::errc::bad_data, *mismatch};
     }
     auto on_cpu = cpu->forward(token, position);
