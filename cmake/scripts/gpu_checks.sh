@@ -17,6 +17,10 @@
 # the log list every step as PASS or FAIL and the exit code is non-zero if any failed. The
 # sanitizers skip the >2 GiB test, which takes minutes under instrumentation and exercises no
 # path the smaller tests do not. Steps can be run separately to fit a time limit per command.
+# A test that skips fails its step: on the machine this script is for, a skip means the check did
+# not run (no usable CUDA device, the models directory not found, too little device memory), and
+# ctest and GoogleTest would otherwise count it as passed. FLOATZIP_MODELS_DIR, when set, is the
+# models directory the build step configures (default ../shared/models beside the checkout).
 # BUILD_DIR (default build-gpu-checks), JOBS (default: all cores), SANITIZER_GTEST_FILTER
 # (test_gpu's tests under the sanitizers; default -Gpu.BundleLargerThan2GiB; e.g.
 # 'Gpu.*Alignment*:Gpu.Graph*' to shorten a run) and LLAMA_SANITIZER_GTEST_FILTER
@@ -41,11 +45,23 @@ run_step() {
   shift
   say "=== gpu_checks: $name: $*"
   local start=$SECONDS
-  "$@" 2>&1 | tee -a "$log"
+  local output
+  output=$(mktemp)
+  "$@" 2>&1 | tee -a "$log" "$output"
   local status=${PIPESTATUS[0]}
+  # Tests that skipped, each once: ctest lists them as "NN - Suite.Test (Skipped)", GoogleTest
+  # as "[  SKIPPED ] Suite.Test" (twice: as it runs and in its summary).
+  local skipped
+  skipped=$(grep -oE '[^ ]+ \(Skipped\)$|^\[  SKIPPED \] [^ ]+\.[^ ]+' "$output" |
+    sed -E 's/ \(Skipped\)$//; s/^\[  SKIPPED \] //' | sort -u | wc -l)
+  rm -f "$output"
   local verdict=PASS
   if ((status != 0)); then
     verdict="FAIL (exit $status)"
+    failed=1
+  elif ((skipped > 0)); then
+    verdict="FAIL ($skipped tests skipped: no device, no models or too little memory; see above)"
+    status=1
     failed=1
   fi
   results+=("$name: $verdict, $((SECONDS - start)) s")
@@ -79,7 +95,8 @@ for step in "${step_list[@]}"; do
   case $step in
     build)
       run_step configure cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-        -DFLOATZIP_CUDA=ON -DFLOATZIP_BUILD_EXAMPLES=OFF &&
+        -DFLOATZIP_CUDA=ON -DFLOATZIP_BUILD_EXAMPLES=OFF \
+        ${FLOATZIP_MODELS_DIR:+"-DFLOATZIP_MODELS_DIR=$FLOATZIP_MODELS_DIR"} &&
         run_step build cmake --build "$build_dir" -j "$jobs" \
           --target test_gpu test_kernel_logic test_llama_gpu floatzip_bench_gpu ||
         break
