@@ -44,6 +44,48 @@ void expect_round_trip(const values& v, const encode_options& options) {
   expect_round_trip(std::vector<values>{v}, options);
 }
 
+// Rebuilds the encoder's output by the plainest means, independent of the decoder (so that an
+// encoder fault a matching decoder fault would hide still shows): every codeword appended bit by
+// bit, most significant first, and each chunk's first codeword found by walking all codeword
+// starts. Compares the stream, the sign/mantissa bytes, every chunk gap and group position.
+void expect_equal_to_plain_encoder(const std::vector<values>& tensors,
+                                   const encode_options& options) {
+  const std::vector<std::byte> bytes = compress_bundle(test::spans_of(tensors), options);
+  auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value()) << view.error().message;
+  const canonical_code code = make_canonical_code(view->code());
+  std::vector<std::uint8_t> stream((view->stream_bits() + 7) / 8, 0);
+  std::vector<std::uint8_t> sign_mantissa;
+  std::vector<std::uint64_t> starts;
+  std::uint64_t bit = 0;
+  for (const auto& t : tensors) {
+    for (const std::uint16_t w : t) {
+      const std::uint8_t e = bf16_exponent(w);
+      ASSERT_GT(code.length[e], 0) << "exponent " << int{e} << " has no code";
+      starts.push_back(bit);
+      for (int k = code.length[e] - 1; k >= 0; --k, ++bit) {
+        if (((code.code[e] >> k) & 1u) != 0)
+          stream[bit / 8] |= static_cast<std::uint8_t>(0x80u >> bit % 8);
+      }
+      sign_mantissa.push_back(bf16_sign_mantissa(w));
+    }
+  }
+  ASSERT_EQ(bit, view->stream_bits());
+  EXPECT_TRUE(std::equal(stream.begin(), stream.end(), view->exponent_stream()));
+  EXPECT_TRUE(std::equal(sign_mantissa.begin(), sign_mantissa.end(), view->sign_mantissa()));
+  const std::uint64_t chunk_bits = view->header().chunk_bits();
+  const std::uint64_t chunks_per_group = view->header().chunks_per_group;
+  std::size_t first = 0;  // index of the first codeword starting at or after the chunk
+  for (std::uint64_t c = 0; c < view->chunk_count(); ++c) {
+    while (first < starts.size() && starts[first] < c * chunk_bits) ++first;
+    const std::uint64_t start = first < starts.size() ? starts[first] : view->stream_bits();
+    ASSERT_EQ(view->chunk_start_bit(c), start) << "chunk " << c;
+    if (c % chunks_per_group == 0) {
+      ASSERT_EQ(view->group_value_position(c / chunks_per_group), first) << "chunk " << c;
+    }
+  }
+}
+
 class codec : public ::testing::TestWithParam<encode_options> {};
 
 // Defaults, the longest codes, and metadata shapes that put chunk and group boundaries
@@ -113,6 +155,18 @@ TEST_P(codec, heavy_tailed_llama_like_many_tensors) {
     tensors.push_back(test::llama_like(sizes[i], 0.01f + 0.005f * i, 100 + i));
   }
   expect_round_trip(tensors, GetParam());
+}
+
+// Uniform exponents (8-bit codes) fill eight values' codewords to exactly 64 bits: the encoder's
+// edge between one flush and two. Llama-like data mixes short and long codes.
+TEST_P(codec, output_equals_a_plain_bit_by_bit_encoder) {
+  std::vector<values> tensors;
+  for (std::size_t i = 0; i < 4; ++i) {
+    tensors.push_back(test::llama_like(70001 + 4096 * i, 0.01f + 0.01f * i, 300 + i));
+  }
+  if (GetParam().max_code_length >= 8) tensors.push_back(test::uniform_bits(50003, 12));
+  tensors.push_back(test::llama_like(3, 0.02f, 310));
+  expect_equal_to_plain_encoder(tensors, GetParam());
 }
 
 TEST_P(codec, real_models_per_transformer_block) {

@@ -252,23 +252,36 @@ struct part_tail {
   std::array<std::uint8_t, 64> bytes{};
 };
 
+// A batch of codewords (one flush's) that reached a chunk boundary: noted by the encode loop,
+// walked by record_chunk_starts once the block is done.
+struct boundary_crossing {
+  std::uint32_t first;  // the batch's first value, within the block
+  std::uint32_t count;  // values in the batch
+  std::uint64_t bit_after;
+  std::uint64_t boundary;  // the first boundary the batch reached
+};
+
 // Walks a batch of codewords that ended at `bit_after`, recording each chunk boundary it reaches
-// with where the first codeword at or after it starts. Out of line: it runs about once per chunk,
-// and inlining it (or keeping the batch's start position live for it) would tie up registers the
-// encode loop needs.
-[[gnu::noinline]] inline void record_chunk_starts(
-    const std::uint8_t* exponents, std::size_t count, std::uint64_t bit_after,
-    std::uint64_t first_index, const std::uint8_t* length, std::uint64_t chunk_bits,
-    std::uint64_t end_bit, std::uint64_t& boundary, std::vector<chunk_start_record>& records) {
+// with where the first codeword at or after it starts.
+inline void record_chunk_starts(const std::uint8_t* exponents, std::size_t count,
+                                std::uint64_t bit_after, std::uint64_t first_index,
+                                const std::uint8_t* length, std::uint64_t chunk_bits,
+                                std::uint64_t end_bit, std::uint64_t& boundary,
+                                std::vector<chunk_start_record>& records) {
+  // Codeword ends, counted without a branch per codeword: which codeword reaches the boundary
+  // is data, and a branch on it was mispredicted about once per chunk.
+  std::array<std::uint64_t, 8> ends;
   std::uint64_t bit = bit_after;
-  for (std::size_t j = 0; j < count; ++j) bit -= length[exponents[j]];
-  for (std::size_t j = 0; j < count; ++j) {
-    bit += length[exponents[j]];
-    if (bit >= boundary && boundary < end_bit) {
-      records.push_back(
-          {boundary / chunk_bits, static_cast<std::uint8_t>(bit - boundary), first_index + j + 1});
-      boundary += chunk_bits;
-    }
+  for (std::size_t j = count; j-- > 0;) {
+    ends[j] = bit;
+    bit -= length[exponents[j]];
+  }
+  while (boundary <= bit_after && boundary < end_bit) {
+    std::size_t before = 0;  // codewords ending before the boundary
+    for (std::size_t j = 0; j < count; ++j) before += ends[j] < boundary;
+    records.push_back({boundary / chunk_bits, static_cast<std::uint8_t>(ends[before] - boundary),
+                       first_index + before + 1});
+    boundary += chunk_bits;
   }
 }
 
@@ -334,6 +347,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
   }
   // Room for one 16-bit load past an odd count.
   alignas(64) std::uint8_t exponents[kEncodeBlock + 8];
+  // At most one crossing per flush, and a flush takes two values or more.
+  std::array<boundary_crossing, kEncodeBlock / 2 + 1> crossings;
   for_each_piece(
       tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
         // Locals, so that nothing in the loop has its address taken (the byte stores may alias
@@ -366,9 +381,13 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           const std::uint64_t block_index = first_index + block;
           split_block(values.data() + block, n, exponent_bytes,
                       sign_mantissa + (block_index - begin));
+          std::size_t crossing_count = 0;
           // Flush: store the pending bits left-aligned in eight bytes, advance over the
           // complete ones. p <= 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes), and
-          // p >= 1 since every codeword has a bit. Then the one compare for the rare events.
+          // p >= 1 since every codeword has a bit. Then the one compare for the rare events. A
+          // batch that reached a chunk boundary is only noted here, and walked after the block:
+          // walking it in the loop (a call, about once per chunk) cost more than the rest of the
+          // rare path together, mostly in registers spilled around the call.
           auto flush = [&](std::size_t i, std::size_t batch) {
             store_be64(o, a << ((0u - p) & 63));  // 64 - p, as p is in [1, 63]
             o += p >> 3;
@@ -377,14 +396,48 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
               if (main_limit != nullptr && o >= main_limit) divert_to_tail(o);
               const std::uint64_t bit_now = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
               if (bit_now >= boundary) {
-                record_chunk_starts(exponent_bytes + i, batch, bit_now, block_index + i, length,
-                                    chunk_bits, end_bit, boundary, records);
+                crossings[crossing_count++] = {static_cast<std::uint32_t>(i),
+                                               static_cast<std::uint32_t>(batch), bit_now,
+                                               boundary};
+                // Where record_chunk_starts will leave it.
+                while (boundary <= bit_now && boundary < end_bit) boundary += chunk_bits;
               }
               check = next_check();
             }
           };
           const std::size_t whole = n / kFlushValues * kFlushValues;
           std::size_t i = 0;
+          if constexpr (PairsPerFlush == 2) {
+            const std::size_t whole_octets = n / 8 * 8;
+            for (; i < whole_octets; i += 8) {
+              std::uint16_t e01, e23, e45, e67;
+              std::memcpy(&e01, exponent_bytes + i, 2);
+              std::memcpy(&e23, exponent_bytes + i + 2, 2);
+              std::memcpy(&e45, exponent_bytes + i + 4, 2);
+              std::memcpy(&e67, exponent_bytes + i + 6, 2);
+              const unsigned l01 = pair_lengths[e01];
+              const unsigned l23 = pair_lengths[e23];
+              const unsigned l45 = pair_lengths[e45];
+              const unsigned l67 = pair_lengths[e67];
+              const unsigned l0123 = l01 + l23;
+              const unsigned l4567 = l45 + l67;
+              const std::uint64_t c0123 = std::uint64_t{pair_codes[e01]} << l23 | pair_codes[e23];
+              const std::uint64_t c4567 = std::uint64_t{pair_codes[e45]} << l67 | pair_codes[e67];
+              if (p + l0123 + l4567 < 64) [[likely]] {
+                const unsigned l = l0123 + l4567;
+                a = (a << l) | (c0123 << l4567) | c4567;
+                p += l;
+                flush(i, 8);
+              } else {
+                a = (a << l0123) | c0123;
+                p += l0123;
+                flush(i, 4);
+                a = (a << l4567) | c4567;
+                p += l4567;
+                flush(i + 4, 4);
+              }
+            }
+          }
           for (; i < whole; i += kFlushValues) {
             for (int j = 0; j < PairsPerFlush; ++j) {
               std::uint16_t two;
@@ -402,6 +455,13 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
               p += l;
             }
             flush(i, n - i);
+          }
+          for (std::size_t c = 0; c < crossing_count; ++c) {
+            const boundary_crossing& x = crossings[c];
+            std::uint64_t walked = x.boundary;
+            record_chunk_starts(exponent_bytes + x.first, x.count, x.bit_after,
+                                block_index + x.first, length, chunk_bits, end_bit, walked,
+                                records);
           }
         }
         out = o;
