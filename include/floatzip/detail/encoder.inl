@@ -186,14 +186,20 @@ struct chunk_start_record {
 // `acc = acc << length | code`: two operations on the chain of dependent updates. `pair_*` encode
 // two consecutive exponents with one look-up, indexed by their two bytes as one little-endian
 // 16-bit load (first exponent in the low byte). Codes and lengths sit in separate arrays so that
-// each is one plain load, with no masking or shifting to take an entry apart. Entries for symbols
-// absent from the code are zero (length 0).
+// each is one plain load, with no masking or shifting to take an entry apart; the lengths follow
+// the codes in one allocation, so one register addresses both (pair_lengths_after). Entries for
+// symbols absent from the code are zero (length 0).
+inline constexpr std::size_t kPairCount = std::size_t{kSymbolCount} * kSymbolCount;
+
 struct encode_tables {
   std::array<std::uint32_t, kSymbolCount> code{};
   std::array<std::uint8_t, kSymbolCount> length{};
-  const std::uint32_t* pair_code = nullptr;   // kSymbolCount^2 entries
-  const std::uint8_t* pair_length = nullptr;  // kSymbolCount^2 entries
+  const std::uint32_t* pair_code = nullptr;  // kPairCount codes, then kPairCount lengths
 };
+
+inline const std::uint8_t* pair_lengths_after(const std::uint32_t* pair_codes) {
+  return reinterpret_cast<const std::uint8_t*>(pair_codes + kPairCount);
+}
 
 // The pair tables take 320 KiB, of which only present x present entries (usually ~30 x 30, a few
 // KiB of cache lines) are written or read. Each thread keeps one set, zeroed once, and clears what
@@ -202,13 +208,11 @@ class pair_table_lease {
  public:
   explicit pair_table_lease(const canonical_code& code, encode_tables& tables) {
     static_assert(2 * kMaxCodeLength <= 32, "a pair's code must fit 32 bits");
-    constexpr std::size_t kPairs = std::size_t{kSymbolCount} * kSymbolCount;
-    thread_local std::unique_ptr<std::uint32_t[]> codes;
-    thread_local std::unique_ptr<std::uint8_t[]> lengths;
-    if (!codes) codes.reset(new std::uint32_t[kPairs]());
-    if (!lengths) lengths.reset(new std::uint8_t[kPairs]());
-    codes_ = codes.get();
-    lengths_ = lengths.get();
+    // Codes, then the lengths as bytes (a quarter as many 32-bit words).
+    thread_local std::unique_ptr<std::uint32_t[]> storage;
+    if (!storage) storage.reset(new std::uint32_t[kPairCount + kPairCount / 4]());
+    codes_ = storage.get();
+    lengths_ = reinterpret_cast<std::uint8_t*>(codes_ + kPairCount);
     for (int s = 0; s < kSymbolCount; ++s) {
       tables.code[s] = code.length[s] == 0 ? 0 : code.code[s];
       tables.length[s] = code.length[s];
@@ -224,7 +228,6 @@ class pair_table_lease {
       }
     }
     tables.pair_code = codes_;
-    tables.pair_length = lengths_;
   }
   ~pair_table_lease() {
     for (int j = 0; j < present_count_; ++j) {
@@ -317,7 +320,6 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
                  std::vector<chunk_start_record>& records) {
   constexpr std::size_t kFlushValues = 2 * PairsPerFlush;
   const std::uint32_t* const pair_code = tables.pair_code;
-  const std::uint8_t* const pair_length = tables.pair_length;
   const std::uint32_t* const code = tables.code.data();
   const std::uint8_t* const length = tables.length.data();
   // Bit position = base_bit + 8 * (out - base) + pending.
@@ -354,7 +356,6 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
         // Locals, so that nothing in the loop has its address taken (the byte stores may alias
         // anything reached through a reference, which would be reloaded after every store).
         const std::uint32_t* const pair_codes = pair_code;
-        const std::uint8_t* const pair_lengths = pair_length;
         std::uint8_t* const exponent_bytes = exponents;
         std::uint8_t* o = out;
         std::uint64_t a = acc;
@@ -388,7 +389,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           // batch that reached a chunk boundary is only noted here, and walked after the block:
           // walking it in the loop (a call, about once per chunk) cost more than the rest of the
           // rare path together, mostly in registers spilled around the call.
-          auto flush = [&](std::size_t i, std::size_t batch) {
+          auto flush = [&](const std::uint8_t* batch_start, std::size_t batch)
+              __attribute__((always_inline)) {
             store_be64(o, a << ((0u - p) & 63));  // 64 - p, as p is in [1, 63]
             o += p >> 3;
             p &= 7;
@@ -396,29 +398,32 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
               if (main_limit != nullptr && o >= main_limit) divert_to_tail(o);
               const std::uint64_t bit_now = base_bit + static_cast<std::uint64_t>(o - base) * 8 + p;
               if (bit_now >= boundary) {
-                crossings[crossing_count++] = {static_cast<std::uint32_t>(i),
-                                               static_cast<std::uint32_t>(batch), bit_now,
-                                               boundary};
+                crossings[crossing_count++] = {
+                    static_cast<std::uint32_t>(batch_start - exponent_bytes),
+                    static_cast<std::uint32_t>(batch), bit_now, boundary};
                 // Where record_chunk_starts will leave it.
                 while (boundary <= bit_now && boundary < end_bit) boundary += chunk_bits;
               }
               check = next_check();
             }
           };
-          const std::size_t whole = n / kFlushValues * kFlushValues;
-          std::size_t i = 0;
+          // The loops walk a pointer and index both pair tables from one register: with the
+          // writer's state, every value the loop carries then stays in a register (with an index
+          // and two table pointers, GCC kept the output pointer and the pending count on the
+          // stack, a store and a reload on the loop's chain every flush).
+          const std::uint8_t* ex = exponent_bytes;
           if constexpr (PairsPerFlush == 2) {
-            const std::size_t whole_octets = n / 8 * 8;
-            for (; i < whole_octets; i += 8) {
+            const std::uint8_t* const octets_end = exponent_bytes + n / 8 * 8;
+            for (; ex < octets_end; ex += 8) {
               std::uint16_t e01, e23, e45, e67;
-              std::memcpy(&e01, exponent_bytes + i, 2);
-              std::memcpy(&e23, exponent_bytes + i + 2, 2);
-              std::memcpy(&e45, exponent_bytes + i + 4, 2);
-              std::memcpy(&e67, exponent_bytes + i + 6, 2);
-              const unsigned l01 = pair_lengths[e01];
-              const unsigned l23 = pair_lengths[e23];
-              const unsigned l45 = pair_lengths[e45];
-              const unsigned l67 = pair_lengths[e67];
+              std::memcpy(&e01, ex, 2);
+              std::memcpy(&e23, ex + 2, 2);
+              std::memcpy(&e45, ex + 4, 2);
+              std::memcpy(&e67, ex + 6, 2);
+              const unsigned l01 = pair_lengths_after(pair_codes)[e01];
+              const unsigned l23 = pair_lengths_after(pair_codes)[e23];
+              const unsigned l45 = pair_lengths_after(pair_codes)[e45];
+              const unsigned l67 = pair_lengths_after(pair_codes)[e67];
               const unsigned l0123 = l01 + l23;
               const unsigned l4567 = l45 + l67;
               const std::uint64_t c0123 = std::uint64_t{pair_codes[e01]} << l23 | pair_codes[e23];
@@ -427,34 +432,36 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
                 const unsigned l = l0123 + l4567;
                 a = (a << l) | (c0123 << l4567) | c4567;
                 p += l;
-                flush(i, 8);
+                flush(ex, 8);
               } else {
                 a = (a << l0123) | c0123;
                 p += l0123;
-                flush(i, 4);
+                flush(ex, 4);
                 a = (a << l4567) | c4567;
                 p += l4567;
-                flush(i + 4, 4);
+                flush(ex + 4, 4);
               }
             }
           }
-          for (; i < whole; i += kFlushValues) {
+          const std::uint8_t* const whole_end = exponent_bytes + n / kFlushValues * kFlushValues;
+          for (; ex < whole_end; ex += kFlushValues) {
             for (int j = 0; j < PairsPerFlush; ++j) {
               std::uint16_t two;
-              std::memcpy(&two, exponent_bytes + i + 2 * j, 2);
-              const unsigned l = pair_lengths[two];
+              std::memcpy(&two, ex + 2 * j, 2);
+              const unsigned l = pair_lengths_after(pair_codes)[two];
               a = (a << l) | pair_codes[two];
               p += l;
             }
-            flush(i, kFlushValues);
+            flush(ex, kFlushValues);
           }
-          if (i < n) {
-            for (std::size_t j = i; j < n; ++j) {
-              const unsigned l = length[exponent_bytes[j]];
-              a = (a << l) | code[exponent_bytes[j]];
+          const std::uint8_t* const block_end = exponent_bytes + n;
+          if (ex < block_end) {
+            for (const std::uint8_t* e = ex; e < block_end; ++e) {
+              const unsigned l = length[*e];
+              a = (a << l) | code[*e];
               p += l;
             }
-            flush(i, n - i);
+            flush(ex, static_cast<std::size_t>(block_end - ex));
           }
           for (std::size_t c = 0; c < crossing_count; ++c) {
             const boundary_crossing& x = crossings[c];
