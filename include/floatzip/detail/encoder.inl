@@ -264,16 +264,16 @@ struct boundary_crossing {
   std::uint64_t boundary;  // the first boundary the batch reached
 };
 
-// Walks a batch of codewords that ended at `bit_after`, recording each chunk boundary it reaches
-// with where the first codeword at or after it starts.
+// Walks a batch of at most eight codewords that ended at `bit_after`, recording each chunk
+// boundary from `boundary` on that it reaches with where the first codeword at or after it starts.
 inline void record_chunk_starts(const std::uint8_t* exponents, std::size_t count,
                                 std::uint64_t bit_after, std::uint64_t first_index,
                                 const std::uint8_t* length, std::uint64_t chunk_bits,
-                                std::uint64_t end_bit, std::uint64_t& boundary,
+                                std::uint64_t end_bit, std::uint64_t boundary,
                                 std::vector<chunk_start_record>& records) {
   // Codeword ends, counted without a branch per codeword: which codeword reaches the boundary
   // is data, and a branch on it was mispredicted about once per chunk.
-  std::array<std::uint64_t, 8> ends;
+  std::array<std::uint64_t, 8> ends;  // a batch is one flush's: eight values at most
   std::uint64_t bit = bit_after;
   for (std::size_t j = count; j-- > 0;) {
     ends[j] = bit;
@@ -309,9 +309,11 @@ inline void split_block(const std::uint16_t* values, std::size_t count, std::uin
 //
 // The hot loop keeps the bit writer's state in locals (a class member or a lambda capture would
 // live in memory, reloaded after every store). The accumulator is right-aligned: its low `p` bits
-// are pending, and what lies above them is stale and shifted out by the flush. A flush follows
-// every PairsPerFlush pair look-ups; chunk boundaries are checked once per flush, and the rare
-// batch that crosses one is walked again to find the codeword that starts the chunk.
+// are pending, and what lies above them is stale and shifted out by the flush. With 14-bit codes
+// or shorter, a flush follows four pair look-ups (eight values) when their codewords fit beside
+// the pending bits, else two (four values); with 15-bit codes, every look-up. Chunk boundaries
+// are checked once per flush; a batch that reaches one is noted and, after the block, walked
+// again to find the codeword that starts the chunk.
 template <int PairsPerFlush>
 void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
                  std::uint64_t end, std::uint64_t first_bit, std::uint64_t end_bit,
@@ -384,7 +386,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
                       sign_mantissa + (block_index - begin));
           std::size_t crossing_count = 0;
           // Flush: store the pending bits left-aligned in eight bytes, advance over the
-          // complete ones. p <= 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes), and
+          // complete ones. p <= 63: eight values only when p + their bits < 64, else four
+          // values, 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes); and
           // p >= 1 since every codeword has a bit. Then the one compare for the rare events. A
           // batch that reached a chunk boundary is only noted here, and walked after the block:
           // walking it in the loop (a call, about once per chunk) cost more than the rest of the
@@ -401,7 +404,7 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
                 crossings[crossing_count++] = {
                     static_cast<std::uint32_t>(batch_start - exponent_bytes),
                     static_cast<std::uint32_t>(batch), bit_now, boundary};
-                // Where record_chunk_starts will leave it.
+                // Past the boundaries record_chunk_starts will record for this batch.
                 while (boundary <= bit_now && boundary < end_bit) boundary += chunk_bits;
               }
               check = next_check();
@@ -465,9 +468,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           }
           for (std::size_t c = 0; c < crossing_count; ++c) {
             const boundary_crossing& x = crossings[c];
-            std::uint64_t walked = x.boundary;
             record_chunk_starts(exponent_bytes + x.first, x.count, x.bit_after,
-                                block_index + x.first, length, chunk_bits, end_bit, walked,
+                                block_index + x.first, length, chunk_bits, end_bit, x.boundary,
                                 records);
           }
         }
