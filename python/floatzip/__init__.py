@@ -32,6 +32,9 @@ from ._core import (
     verify_file,
 )
 
+# The safetensors.torch / safetensors.numpy look-alikes; neither imports torch until it is used.
+from . import numpy, torch  # noqa: E402  (after _core: they import from it)
+
 __version__ = "0.1.0"
 __all__ = [
     "FloatzipError", "compress", "compress_file", "cuda_available", "decompress",
