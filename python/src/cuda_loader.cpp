@@ -60,6 +60,8 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
                         std::uint64_t out_capacity, std::uintptr_t status, std::uintptr_t stream,
                         int device) {
   r.check_bundle(b);
+  // Nothing below touches a Python object: the caller's reference keeps the reader alive.
+  nb::gil_scoped_release unlocked;
   const container_reader& file = r.get();
   if (file.bundles()[b].kind != bundle_kind::bf16_huffman)
     throw_if_error({errc::invalid_argument,
@@ -77,7 +79,6 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
                     file.name() + ": bundle " + std::to_string(b) + " needs " +
                         std::to_string(table_offset + table_bytes) + " bytes of staging, got " +
                         std::to_string(staging_capacity)});
-  nb::gil_scoped_release unlocked;
   set_device(device);
   auto* base = reinterpret_cast<std::byte*>(staging);
   auto* device_table = reinterpret_cast<decode_entry*>(base + table_offset);
@@ -100,6 +101,7 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
 // Copies tensor i of a raw bundle (its bytes as stored) to device memory at out.
 void copy_raw_tensor_cuda(const reader& r, std::uint32_t i, std::uintptr_t out,
                           std::uint64_t out_bytes, std::uintptr_t stream, int device) {
+  nb::gil_scoped_release unlocked;  // the caller's reference keeps the reader alive
   const container_reader& file = r.get();
   if (i >= file.tensors().size())
     throw_if_error({errc::invalid_argument, file.name() + ": no tensor " + std::to_string(i)});
@@ -114,7 +116,6 @@ void copy_raw_tensor_cuda(const reader& r, std::uint32_t i, std::uintptr_t out,
   if (out_bytes == 0) return;
   const result<std::span<const std::byte>> bytes = file.bundle_bytes(t.bundle);
   if (!bytes) throw_if_error(bytes.error());
-  nb::gil_scoped_release unlocked;
   set_device(device);
   check_cuda(
       cudaMemcpyAsync(reinterpret_cast<void*>(out), bytes->data() + t.bundle_offset, out_bytes,
