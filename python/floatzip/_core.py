@@ -44,6 +44,14 @@ def _check_framework(framework: str) -> str:
     aliases = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
     if framework not in aliases:
         raise ValueError(f"framework must be 'pt' or 'np', not {framework!r}")
+    if aliases[framework] == "pt":
+        try:
+            import torch  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                "framework='pt' (the default, as in safetensors.torch) needs torch, which is not "
+                "installed: install it, or pass framework='np' (floatzip.numpy) for NumPy arrays"
+            ) from e
     return aliases[framework]
 
 

@@ -121,6 +121,18 @@ def test_load_file_refuses_dtypes_the_framework_lacks(tmp_path):
     assert raw_bytes(floatzip.numpy.load_file(path)["x"]) == np.arange(4, dtype=np.uint32).tobytes()
 
 
+def test_without_torch_framework_pt_says_what_to_do(tmp_path):
+    try:
+        import torch  # noqa: F401
+
+        pytest.skip("torch is installed: this checks the message given without it")
+    except ImportError:
+        pass
+    _, path = save_every_dtype(tmp_path)
+    with pytest.raises(ImportError, match="framework='np'"):
+        floatzip.load_file(path)
+
+
 def test_tensors_of_a_block_share_one_decoded_buffer(tmp_path):
     _, path = save_every_dtype(tmp_path)
     loaded = floatzip.numpy.load_file(path)
