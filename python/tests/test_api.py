@@ -284,3 +284,28 @@ def test_the_stubs_name_what_the_extension_defines():
     defined = {n for n in dir(floatzip._floatzip) if not n.startswith("__")}
     cuda_only = {n for n in declared if n.startswith("cuda_")}
     assert defined == declared - (set() if floatzip._floatzip.has_cuda else cuda_only)
+
+
+def test_threads_load_and_compress_at_once(tmp_path):
+    """The GIL is released while the library works: several Python threads decode and encode at
+    the same time, each getting exactly its own result."""
+    import concurrent.futures
+
+    tensors, path = save_every_dtype(tmp_path)
+    rng = np.random.default_rng(11)
+    arrays = [rng.standard_normal(50_000).astype(ml_dtypes.bfloat16) for _ in range(4)]
+
+    def load(_):
+        return floatzip.numpy.load_file(path, threads=1)
+
+    def round_trip(array):
+        return floatzip.decompress(floatzip.compress(array, threads=1))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        loads = list(pool.map(load, range(4)))
+        trips = list(pool.map(round_trip, arrays))
+    for loaded in loads:
+        for name, array in tensors.items():
+            assert raw_bytes(loaded[name]) == raw_bytes(array), name
+    for array, back in zip(arrays, trips):
+        assert raw_bytes(back) == raw_bytes(array)

@@ -62,3 +62,17 @@ def test_safe_open_reads_single_tensors(model, tmp_path):
             f.get_tensor("not.a.tensor")
     with pytest.raises(ValueError, match="closed"):
         f.keys()
+
+
+def test_load_file_is_safetensors_load_file(model, tmp_path):
+    """The issue's 'done': floatzip.load_file(.fzip) == safetensors.torch.load_file(original)."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    st = pytest.importorskip("safetensors.torch", reason="safetensors is not installed")
+    compressed = tmp_path / "model.fzip"
+    floatzip.compress_file(model, compressed)
+    expected = st.load_file(str(model))
+    loaded = floatzip.load_file(compressed)
+    assert list(loaded) == list(expected)
+    for name, tensor in expected.items():
+        assert loaded[name].dtype == tensor.dtype and loaded[name].shape == tensor.shape, name
+        assert raw_bytes(loaded[name]) == raw_bytes(tensor), name
