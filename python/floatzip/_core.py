@@ -177,7 +177,7 @@ def _load_cpu(f: _File, buffers: _Buffers, threads: int) -> Dict[str, Any]:
             raw = buffers.raw(t.nbytes)
             f.reader.read_tensor(t.index, raw, threads)
             out[t.name] = buffers.typed(raw, t.dtype, t.shape)
-    return {name: out[name] for name in sorted(out)}
+    return {t.name: out[t.name] for t in f.tensors}  # the file's data order, as safetensors
 
 
 def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
@@ -215,7 +215,7 @@ def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
         _ext.cuda_check_status(
             f.reader, status.data_ptr(), len(f.bundles), stream.cuda_stream, dev.index
         )
-    return {name: out[name] for name in sorted(out)}
+    return {t.name: out[t.name] for t in f.tensors}
 
 
 # ---- the safetensors-style API ------------------------------------------------------------------
@@ -226,8 +226,8 @@ def load_file(
 ) -> Dict[str, Any]:
     """Loads every tensor of a .fzip file, like ``safetensors.torch.load_file``.
 
-    Returns ``{name: tensor}`` in name order, bit-identical to what safetensors loads from the
-    original file. ``framework="pt"`` (default) gives torch tensors, ``"np"`` NumPy arrays
+    Returns ``{name: tensor}`` in the order of the tensors' data in the file (as
+    safetensors' load_file), bit-identical to what safetensors loads from the original file. ``framework="pt"`` (default) gives torch tensors, ``"np"`` NumPy arrays
     (BF16 and float8 as ml_dtypes types). On the CPU each BF16 bundle (one transformer block)
     is decoded straight into one buffer that its tensors are views of: no copy is made, and the
     tensors of a block share that buffer. ``device="cuda"`` (or ``"cuda:N"``, torch only) decodes
@@ -282,6 +282,10 @@ class safe_open:
     def keys(self) -> List[str]:
         """The tensor names, sorted (as safetensors returns them)."""
         return sorted(self._opened().by_name)
+
+    def offset_keys(self) -> List[str]:
+        """The tensor names in the order of their data in the file."""
+        return [t.name for t in self._opened().tensors]
 
     def metadata(self) -> Optional[Dict[str, str]]:
         """The original file's ``__metadata__`` strings, or None when it has none."""

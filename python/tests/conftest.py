@@ -59,16 +59,18 @@ def cli():
 
 
 def read_safetensors(path):
-    """{name: (dtype name, shape, raw bytes)} and the metadata, read independently of floatzip."""
+    """{name: (dtype name, shape, raw bytes)} in the order of the data, and the metadata, read
+    independently of floatzip."""
     data = pathlib.Path(path).read_bytes()
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     metadata = header.pop("__metadata__", None)
     base = 8 + n
-    tensors = {
-        name: (e["dtype"], e["shape"], data[base + e["data_offsets"][0] : base + e["data_offsets"][1]])
-        for name, e in header.items()
-    }
+    order = sorted(header, key=lambda name: header[name]["data_offsets"])  # the data's order
+    tensors = {}
+    for name in order:
+        begin, end = header[name]["data_offsets"]
+        tensors[name] = (header[name]["dtype"], header[name]["shape"], data[base + begin : base + end])
     return tensors, metadata
 
 

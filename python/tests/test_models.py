@@ -37,7 +37,7 @@ def test_load_file_matches_the_original(model, tmp_path, framework):
     floatzip.compress_file(model, compressed)
     original, _ = read_safetensors(model)
     loaded = floatzip.load_file(compressed, framework=framework)
-    assert list(loaded) == sorted(original)
+    assert list(loaded) == list(original)  # the order of the data, as safetensors' load_file
     for name, (dtype, shape, data) in original.items():
         assert list(loaded[name].shape) == shape, name
         assert raw_bytes(loaded[name]) == data, name
@@ -49,6 +49,7 @@ def test_safe_open_reads_single_tensors(model, tmp_path):
     original, metadata = read_safetensors(model)
     with floatzip.safe_open(compressed, framework="np") as f:
         assert f.keys() == sorted(original)
+        assert f.offset_keys() == list(original)
         assert f.metadata() == metadata
         # Backwards through the keys, so that the bundle cache is changed at every block.
         for name in reversed(f.keys()):
