@@ -12,8 +12,9 @@
 #
 # The environment sees the system's site-packages, so Debian's python3-torch (installed by
 # `FLOATZIP_WITH_TORCH=1 cmake/scripts/setup.sh`) is used where present; without torch the torch
-# tests skip with a message. pip installs the rest (nanobind, scikit-build-core, ml_dtypes,
-# pytest, numpy unless the system has it) once per environment, from pip's cache when it can.
+# tests skip with a message. pip installs what is missing of nanobind, scikit-build-core,
+# ml_dtypes, pytest and numpy, and (optional, for the comparisons and the Hugging Face example)
+# safetensors and, where torch is, transformers; from pip's cache when it can.
 #
 # Environment: FLOATZIP_PYTHON (the interpreter; default /usr/bin/python3 where it exists, so
 # that Debian's packages fit), FLOATZIP_PYTHON_CMAKE_ARGS (extra -D options for the extension's
@@ -33,21 +34,45 @@ if [[ -z $python ]]; then
 fi
 venv=$work_dir/venv
 
-# What the tests need from pip. numpy stays the system's when it has one: Debian's torch is
-# built against it (a numpy 2 from pip in front of a numpy 1 torch breaks torch's interop).
-requirements=(nanobind scikit-build-core ml_dtypes pytest)
-if system_numpy=$("$python" -c 'import numpy; print(numpy.__version__)' 2>/dev/null); then
-  requirements+=("numpy==$system_numpy")
-else
-  requirements+=(numpy)
-fi
-stamp="$("$python" --version 2>&1) ${requirements[*]}"
-if [[ ! -x $venv/bin/python || "$(cat "$venv/.floatzip-requirements" 2>/dev/null)" != "$stamp" ]]; then
-  echo "python_tests: making $venv ($stamp)"
-  rm -rf "$venv"
+if [[ ! -x $venv/bin/python ]]; then
+  echo "python_tests: making $venv"
   "$python" -m venv --system-site-packages "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
-  echo "$stamp" >"$venv/.floatzip-requirements"
+fi
+have() { "$venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)"; }
+
+# What the tests need and the environment (or the system) lacks comes from pip; nothing is asked
+# of the network when everything is there (a rerun, or an offline machine that has it all).
+# numpy stays the system's when it has one: Debian's torch is built against it, and a numpy 2
+# from pip in front of it breaks torch's NumPy interop.
+needed=()
+for spec in nanobind:nanobind scikit_build_core:scikit-build-core ml_dtypes:ml_dtypes \
+  pytest:pytest numpy:numpy; do
+  have "${spec%%:*}" || needed+=("${spec#*:}")
+done
+pin=()
+if numpy_version=$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)' 2>/dev/null); then
+  pin=("numpy==$numpy_version")
+fi
+if ((${#needed[@]} > 0)); then
+  echo "python_tests: installing ${needed[*]}"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${needed[@]}" "${pin[@]}"
+fi
+# Optional: safetensors (the reference the loads are compared with) and, where torch is, the
+# Hugging Face example's transformers (before 4.45 for a torch 1.x such as Debian's 1.13). The
+# tests that need them skip without them, so a failed install is only reported.
+optional=()
+have safetensors || optional+=(safetensors)
+if have torch && ! have transformers; then
+  if "$venv/bin/python" -c 'import sys, torch; sys.exit(int(torch.__version__.split(".")[0]) >= 2)'; then
+    optional+=("transformers<4.45")
+  else
+    optional+=(transformers)
+  fi
+fi
+if ((${#optional[@]} > 0)); then
+  echo "python_tests: installing ${optional[*]} (optional)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${optional[@]}" \
+    "${pin[@]}" || echo "python_tests: could not install ${optional[*]}; their tests will skip"
 fi
 
 # The package, built by scikit-build-core against the venv's nanobind (no isolated build env:
