@@ -55,8 +55,9 @@ def _check_framework(framework: str) -> str:
     return aliases[framework]
 
 
-def _parse_device(device: Any, framework: str) -> Any:
-    """None for the CPU, else the torch.device a CUDA load goes to."""
+def _parse_device(device: Any, framework: str, gpu_decoder: bool = True) -> Any:
+    """None for the CPU, else the torch.device a CUDA load goes to. gpu_decoder: the caller
+    decodes on the device (needs this build's CUDA decoder), rather than moving tensors there."""
     if str(device) == "cpu":
         return None
     if framework != "pt":
@@ -68,7 +69,7 @@ def _parse_device(device: Any, framework: str) -> Any:
         return None
     if dev.type != "cuda":
         raise ValueError(f"device {device!r}: floatzip decodes on the CPU or on CUDA devices")
-    if not _ext.has_cuda:
+    if gpu_decoder and not _ext.has_cuda:
         raise RuntimeError(
             "device='cuda': this floatzip was built without the CUDA decoder (no CUDA compiler "
             "was found when it was built); load on the CPU and move the tensors"
@@ -257,7 +258,7 @@ class safe_open:
 
     def __init__(self, filename: PathLike, framework: str = "pt", device: Any = "cpu") -> None:
         self._framework = _check_framework(framework)
-        self._device = _parse_device(device, self._framework) if str(device) != "cpu" else None
+        self._device = _parse_device(device, self._framework, gpu_decoder=False)
         self._file: Optional[_File] = _File(filename)
         self._buffers = _Buffers(self._framework)
         self._cached_bundle = -1

@@ -133,6 +133,17 @@ def test_without_torch_framework_pt_says_what_to_do(tmp_path):
         floatzip.load_file(path)
 
 
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed")
+    if floatzip.cuda_available():
+        pytest.skip("a CUDA device is present: test_gpu.py covers device='cuda'")
+    _, path = save_every_dtype(tmp_path)
+    with pytest.raises(RuntimeError, match="CUDA decoder|no CUDA device"):
+        floatzip.load_file(path, device="cuda")
+    with pytest.raises(ValueError, match="NumPy arrays live on the CPU"):
+        floatzip.load_file(path, device="cuda", framework="np")
+
+
 def test_tensors_of_a_block_share_one_decoded_buffer(tmp_path):
     _, path = save_every_dtype(tmp_path)
     loaded = floatzip.numpy.load_file(path)
