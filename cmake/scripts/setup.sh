@@ -10,7 +10,13 @@ packages=(
   clang-format clang-tidy
   clang-14 libclang-rt-14-dev  # libFuzzer for the container fuzz target
   ccache                       # CI reuses compilations between runs on the same machine
+  python3-dev python3-venv     # the Python package (python/) and its tests' virtual environment
 )
+# Debian's PyTorch for the Python package's torch tests (which skip without it): about 150 MB
+# of packages and 1.5 minutes to install on the 2-core VM, so only on request.
+if [[ ${FLOATZIP_WITH_TORCH:-0} == 1 ]]; then
+  packages+=(python3-torch)
+fi
 
 missing=()
 for package in "${packages[@]}"; do
