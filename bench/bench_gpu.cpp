@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_gpu_inputs.hpp"
 #include "bench_gpu_kernels.hpp"
 #include "floatzip/bundle_format.hpp"
 #include "floatzip/detail/file_io.hpp"
@@ -63,56 +64,13 @@ struct host_input {
   std::vector<std::byte> bundle;
 };
 
-// Runs fn(first, count) over [0, n) on all cores.
-template <class Fn>
-void parallel_slices(std::uint64_t n, Fn&& fn) {
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      const std::uint64_t first = n * t / threads;
-      fn(first, n * (t + 1) / threads - first);
-    });
-  }
-  for (auto& th : pool) th.join();
-}
-
 // One transformer block of Llama-7B proportions holding about target_bytes of BF16.
 host_input make_llama_block(std::uint64_t target_bytes, std::uint64_t seed) {
-  const double values = static_cast<double>(target_bytes) / 2;
-  const double mlp_ratio = 11008.0 / 4096.0;
-  auto round_32 = [](double x) {
-    return std::max<std::uint64_t>(32, static_cast<std::uint64_t>(std::llround(x / 32)) * 32);
-  };
-  const std::uint64_t h = round_32(std::sqrt(values / (4 + 3 * mlp_ratio)));
-  const std::uint64_t m = round_32(static_cast<double>(h) * mlp_ratio);
-  struct tensor_spec {
-    std::uint64_t count;
-    bool norm;
-  };
-  const std::vector<tensor_spec> specs = {{h, true},      {h * h, false}, {h * h, false},
-                                          {h * h, false}, {h * h, false}, {h, true},
-                                          {m * h, false}, {m * h, false}, {h * m, false}};
+  llama_block block = make_llama_block_values(target_bytes, seed);
   host_input in;
   in.dataset = "llama";
-  std::uint64_t total = 0;
-  for (const auto& s : specs) total += s.count;
-  in.values.resize(total);
-  std::uint64_t offset = 0;
-  std::vector<std::span<const std::uint16_t>> tensors;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    const std::uint64_t tensor_seed = splitmix64_mix(seed + (i + 1) * kGoldenGamma);
-    const float scale = specs[i].norm ? 0.05f : detail::matrix_scale(tensor_seed);
-    const float center = specs[i].norm ? 0.3f : 0.0f;
-    std::uint16_t* dst = in.values.data() + offset;
-    parallel_slices(specs[i].count, [&](std::uint64_t first, std::uint64_t count) {
-      fill_student_t_bf16(std::span<std::uint16_t>(dst + first, count), center, scale, tensor_seed,
-                          first);
-    });
-    tensors.emplace_back(dst, specs[i].count);
-    offset += specs[i].count;
-  }
-  in.bundle = compress_bundle(tensors);
+  in.bundle = compress_bundle(block.tensors);
+  in.values = std::move(block.values);
   return in;
 }
 

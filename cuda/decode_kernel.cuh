@@ -7,8 +7,9 @@
 // Shared memory of one block (dynamic, sized at launch):
 //
 //   decode_shared:  the decode table (2^TableBits 16-bit entries: 8 KiB or 64 KiB)
-//                   cub::BlockScan's temporary storage
-//   stage:          stage_slots bytes of decoded exponents, the block's output in tiles
+//                   cub::BlockScan's temporary storage (at most kScanStorageBytes)
+//   stage:          at kernel_fixed_shared_bytes(TableBits), a multiple of 128: stage_slots bytes
+//   of decoded exponents, the block's output in tiles
 #pragma once
 
 #include <cstddef>
@@ -51,15 +52,22 @@ class block_decode_table {
 template <int TableBits, int Threads>
 struct decode_shared {
   using table_type = block_decode_table<TableBits, Threads>;
-  using scan_type = cub::BlockScan<std::uint32_t, Threads>;
+  // Warp scans: 64 bytes of storage, where the default raking scan takes 1,184.
+  using scan_type = cub::BlockScan<std::uint32_t, Threads, cub::BLOCK_SCAN_WARP_SCANS>;
   typename table_type::TempStorage table;
   typename scan_type::TempStorage scan;
 };
 
-// Offset of the stage in the block's dynamic shared memory.
+// Offset of the stage in the block's dynamic shared memory (kernel_logic.hpp sizes it on the
+// host, without CUDA headers).
 template <int TableBits, int Threads>
-inline constexpr std::uint32_t kStageOffset = (sizeof(decode_shared<TableBits, Threads>) + 15) /
-                                              16 * 16;
+inline constexpr std::uint32_t kStageOffset = kernel_fixed_shared_bytes(TableBits);
+static_assert(sizeof(decode_shared<kGpuTableBitsSmall, kGpuThreadsPerBlock>) <=
+                  kernel_fixed_shared_bytes(kGpuTableBitsSmall),
+              "cub's scan storage outgrew kScanStorageBytes");
+static_assert(sizeof(decode_shared<kGpuTableBitsLarge, kGpuThreadsPerBlock>) <=
+                  kernel_fixed_shared_bytes(kGpuTableBitsLarge),
+              "cub's scan storage outgrew kScanStorageBytes");
 
 // One block per sync group. See kernel_logic.hpp for the phases. Every barrier is reached by all
 // threads: the fault decision is block-uniform (it follows the scan aggregate and

@@ -353,6 +353,57 @@ TEST(KernelExecutor, LaunchChecks) {
   EXPECT_TRUE(execute_kernel_on_cpu(b->device_view, aligned, values.size()).ok());
 }
 
+// A table entry of length 0 would keep a thread's walk from advancing and hang its block; one
+// longer than the table would read past the stream padding. Both are refused when the table is
+// built, before anything is uploaded or launched.
+TEST(KernelLogic, DecodeTableEntriesOfBadLengthAreRejected) {
+  const std::vector<std::uint16_t> values = heavy_tailed(5000, 1);
+  auto b = make_host_kernel_bundle({values}, {});
+  const int bits = b->device_view.table_bits;
+  EXPECT_TRUE(detail::check_kernel_decode_table(b->table, bits).ok());
+  for (const unsigned length : {0u, static_cast<unsigned>(bits) + 1}) {
+    std::vector<decode_entry> table = b->table;
+    table[table.size() / 3] = make_decode_entry(7, length);
+    const error e = detail::check_kernel_decode_table(table, bits);
+    EXPECT_EQ(e.code, errc::bad_data);
+    EXPECT_NE(e.message.find("entry " + std::to_string(table.size() / 3)), std::string::npos)
+        << e.message;
+  }
+}
+
+TEST(KernelLogic, LaunchDeviceMustBeTheBundlesDevice) {
+  device_bundle_view v;
+  EXPECT_TRUE(detail::validate_launch_device(v, 3).ok());  // -1: a host view, not checked
+  v.device = 1;
+  EXPECT_TRUE(detail::validate_launch_device(v, 1).ok());
+  const error e = detail::validate_launch_device(v, 0);
+  EXPECT_EQ(e.code, errc::invalid_argument);
+  EXPECT_NE(e.message.find("uploaded to device 1"), std::string::npos) << e.message;
+}
+
+// The launcher's shared-memory plan, computed without a GPU: the table, the scan storage and the
+// stage, the stage starting on a 128-byte boundary, and a clear error where the table alone
+// does not fit.
+TEST(KernelLogic, LaunchShapeOnHopperLimits) {
+  const std::vector<std::uint16_t> values = heavy_tailed(400'000, 8);
+  auto b = make_host_kernel_bundle({values}, {});
+  const detail::device_shared_limits hopper{228 * 1024, 227 * 1024};
+  const auto shape = detail::launch_shape_for(b->device_view, hopper, 0);
+  ASSERT_TRUE(shape.has_value()) << shape.error().message;
+  const std::uint32_t fixed = detail::kernel_fixed_shared_bytes(b->device_view.table_bits);
+  EXPECT_EQ(fixed % 128, 0u);
+  EXPECT_EQ(shape->shared_bytes, fixed + shape->stage_slots);
+  EXPECT_EQ(shape->stage_slots % detail::kSlotsPerStore, 0u);
+  EXPECT_LE(shape->shared_bytes + detail::kReservedSharedPerBlock,
+            hopper.per_multiprocessor / detail::kTargetBlocksPerMultiprocessor);
+  const auto small = detail::launch_shape_for(b->device_view, hopper, 2048);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_LE(small->stage_slots, 2048u);
+  const auto tiny_device = detail::launch_shape_for(b->device_view, {16 * 1024, 4 * 1024}, 0);
+  ASSERT_FALSE(tiny_device.has_value());
+  EXPECT_EQ(tiny_device.error().code, errc::invalid_argument);
+}
+
 // Metadata that parse_bundle accepted but that was changed afterwards (as a bit flip in device
 // memory would): the block that uses it must refuse to write and report its group.
 TEST(KernelExecutor, CorruptGroupPositionsAreReported) {

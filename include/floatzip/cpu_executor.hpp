@@ -44,6 +44,16 @@ inline std::uint32_t exclusive_sum(const std::vector<std::uint32_t>& counts,
   return running;
 }
 
+// What the executor tells an observer: each thread's probe (kernel_logic.hpp) and each barrier,
+// named after the phase it ends. The kernel cost model observes a run to replay its warps in
+// lockstep; execute_kernel_on_cpu observes nothing.
+enum class executor_phase { walk, decode, merge };
+
+struct no_observer {
+  [[nodiscard]] no_probe probe(unsigned /*thread*/) const { return {}; }
+  void barrier(executor_phase /*phase*/, unsigned /*threads*/) {}
+};
+
 // Per-block "shared memory" and per-thread registers, reused from block to block.
 struct executor_block_state {
   std::vector<decode_entry> table;
@@ -56,10 +66,11 @@ struct executor_block_state {
 };
 
 // One thread block: the kernel's body with each barrier-separated phase run for every thread.
-template <int TableBits>
+template <int TableBits, class Observer>
 unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out,
                                  std::uint32_t out_shift, std::uint32_t stage_slots,
-                                 unsigned threads, std::uint64_t group, executor_block_state& st) {
+                                 unsigned threads, std::uint64_t group, executor_block_state& st,
+                                 Observer& observer) {
   // The decode table into shared memory.
   for (unsigned t = 0; t < threads; ++t) {
     copy_block_part(st.table.data(), v.decode_table, decode_table_bytes(TableBits), t, threads);
@@ -67,9 +78,11 @@ unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out
   // __syncthreads(); phase 1.
   for (unsigned t = 0; t < threads; ++t) {
     st.segments[t] = thread_segment_of(v, group, t, threads);
-    st.walks[t] = walk_segment<TableBits>(v.exponent_stream, st.table.data(), st.segments[t]);
+    st.walks[t] = walk_segment<TableBits>(v.exponent_stream, st.table.data(), st.segments[t],
+                                          observer.probe(t));
     st.counts[t] = st.walks[t].count;
   }
+  observer.barrier(executor_phase::walk, threads);
   // BlockScan; __syncthreads_and of the per-thread checks.
   const std::uint32_t total = exclusive_sum(st.counts, st.firsts);
   bool all_consistent = true;
@@ -91,20 +104,20 @@ unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out
     std::fill(st.stage.begin(), st.stage.end(), poison++);
     for (unsigned t = 0; t < threads; ++t) {
       decode_to_stage<TableBits>(st.outputs[t], st.table.data(), st.stage.data(), tile,
-                                 tile + stage_slots);
+                                 tile + stage_slots, observer.probe(t));
     }
-    // __syncthreads()
+    observer.barrier(executor_phase::decode, threads);  // __syncthreads()
     for (unsigned t = 0; t < threads; ++t) {
-      merge_tile_part(b, st.stage.data(), tile, tile + stage_slots, t, threads);
+      merge_tile_part(b, st.stage.data(), tile, tile + stage_slots, t, threads, observer.probe(t));
     }
-    // __syncthreads()
+    observer.barrier(executor_phase::merge, threads);  // __syncthreads()
   }
   return kNoFault;
 }
 
-template <int TableBits>
+template <int TableBits, class Observer = no_observer>
 error execute_kernel(const device_bundle_view& v, std::uint16_t* out, std::uint32_t stage_slots,
-                     unsigned threads) {
+                     unsigned threads, Observer&& observer = {}) {
   const auto out_shift =
       static_cast<std::uint32_t>((reinterpret_cast<std::uintptr_t>(out) >> 1) & 7);
   executor_block_state st;
@@ -121,7 +134,7 @@ error execute_kernel(const device_bundle_view& v, std::uint16_t* out, std::uint3
   unsigned long long first_fault = kNoFault;
   for (std::uint64_t g = 0; g < v.group_count; ++g) {
     const unsigned long long record =
-        execute_block<TableBits>(v, out, out_shift, stage_slots, threads, g, st);
+        execute_block<TableBits>(v, out, out_shift, stage_slots, threads, g, st, observer);
     if (record < first_fault) first_fault = record;
   }
   if (first_fault == kNoFault) return {};

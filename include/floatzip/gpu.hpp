@@ -59,6 +59,10 @@ struct device_bundle_view {
   std::uint32_t chunks_per_group = 0;
   int max_code_length = 0;
   int table_bits = 0;  // the decode table's index width, >= max_code_length
+  // The CUDA device whose memory the pointers lie in (set by device_bundle::upload): decompress()
+  // refuses to launch on another current device. -1: not checked (a view over host memory, or one
+  // the caller assembled).
+  int device = -1;
 };
 
 struct gpu_decode_options {
@@ -131,9 +135,12 @@ class device_bundle {
 // alignment gives the widest stores but is not required). Allocates nothing, does not
 // synchronise, may be captured in a CUDA graph. Returns, before launching anything:
 //   errc::insufficient_space  out_capacity < view.value_count
-//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, or a
-//                             geometry the kernel does not support (named in the message)
-// and after the launch errc::cuda_error if the launch failed. Corrupt exponent streams are
+//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, a
+//                             geometry the kernel does not support (named in the message), or a
+//                             current device other than the one the bundle was uploaded to
+//   errc::cuda_error          an earlier CUDA call on this thread had failed and left its error
+//                             pending (named as such, and cleared; nothing is launched)
+// and after the launch errc::cuda_error if the launch itself failed. Corrupt exponent streams are
 // reported through device_bundle::check_decode_status().
 error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
                  gpu_stream stream, const gpu_decode_options& options = {});

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -52,6 +53,19 @@ namespace floatzip::detail {
 inline constexpr std::uint32_t kSlotsPerStore = 8;  // BF16 values per 16-byte store
 // A group's stream span must stay below this so that in-group offsets fit 32-bit registers.
 inline constexpr std::uint64_t kMaxGroupBits = std::uint64_t{1} << 31;
+
+// ---- instrumentation hook -----------------------------------------------------------------------
+// The per-thread functions report their shared-memory accesses and stream refills to a probe. The
+// kernel and the CPU executor pass no_probe, whose calls compile to nothing; the kernel cost model
+// (bench/bench_gpu_model.cpp) passes a recorder and replays a warp's 32 threads in lockstep to
+// count steps, active lanes and bank conflicts of this very code. Offsets are bytes from the start
+// of the decode table or of the stage.
+struct no_probe {
+  FLOATZIP_HD void table_lookup(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+  FLOATZIP_HD void stream_refill() const {}
+  FLOATZIP_HD void stage_store(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+  FLOATZIP_HD void stage_load(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+};
 
 // ---- loads and stores ---------------------------------------------------------------------------
 // The device loads through typed pointers: alignment is a precondition, and a misaligned access
@@ -145,14 +159,18 @@ struct stream_reader {
 
   // The table entry of the codeword at the front. Refilling only below TableBits keeps the
   // look-ahead short (see the file comment) and needs one load per 2-3 codewords.
-  template <int TableBits>
-  FLOATZIP_HD decode_entry peek(const decode_entry* table) {
+  template <int TableBits, class Probe = no_probe>
+  FLOATZIP_HD decode_entry peek(const decode_entry* table, Probe probe = {}) {
     if (valid < static_cast<unsigned>(TableBits)) {
+      probe.stream_refill();
       bits |= std::uint64_t{byte_swap32(load_u32_aligned(stream + next_word * 4))} << (32 - valid);
       valid += 32;
       ++next_word;
     }
-    return table[bits >> (64 - TableBits)];
+    const auto index = static_cast<std::uint32_t>(bits >> (64 - TableBits));
+    probe.table_lookup(index * static_cast<std::uint32_t>(sizeof(decode_entry)),
+                       sizeof(decode_entry));
+    return table[index];
   }
 
   // Precondition: length <= valid, true for an entry of a table built for this TableBits.
@@ -206,9 +224,9 @@ struct segment_walk {
 
 // Phase 1 of one thread: counts the segment's codewords. Never decodes a codeword that starts at
 // or past begin_bit + limit_bits.
-template <int TableBits>
+template <int TableBits, class Probe = no_probe>
 FLOATZIP_HD segment_walk walk_segment(const std::uint8_t* stream, const decode_entry* table,
-                                      const thread_segment& s) {
+                                      const thread_segment& s, Probe probe = {}) {
   segment_walk w;
   if (s.empty || s.limit_bits == 0) return w;
   stream_reader reader;
@@ -216,7 +234,7 @@ FLOATZIP_HD segment_walk walk_segment(const std::uint8_t* stream, const decode_e
   std::uint32_t offset = 0;
   std::uint32_t count = 0;
   do {
-    const unsigned length = entry_length(reader.peek<TableBits>(table));
+    const unsigned length = entry_length(reader.peek<TableBits>(table, probe));
     reader.consume(length);
     offset += length;
     ++count;
@@ -319,14 +337,16 @@ FLOATZIP_HD thread_output start_output(const std::uint8_t* stream, const thread_
 
 // Decodes the thread's values whose slots lie before tile_end_slot into stage[slot -
 // tile_begin_slot]. Precondition: the earlier tiles were done, so next_slot >= tile_begin_slot.
-template <int TableBits>
+template <int TableBits, class Probe = no_probe>
 FLOATZIP_HD void decode_to_stage(thread_output& o, const decode_entry* table, std::uint8_t* stage,
-                                 std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot) {
+                                 std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
+                                 Probe probe = {}) {
   const std::uint32_t stop = o.end_slot < tile_end_slot ? o.end_slot : tile_end_slot;
   std::uint8_t* dst = stage - tile_begin_slot;
   for (std::uint32_t slot = o.next_slot; slot < stop; ++slot) {
-    const decode_entry e = o.reader.peek<TableBits>(table);
+    const decode_entry e = o.reader.peek<TableBits>(table, probe);
     o.reader.consume(entry_length(e));
+    probe.stage_store(slot - tile_begin_slot, 1);
     dst[slot] = entry_symbol(e);
   }
   if (o.next_slot < stop) o.next_slot = stop;
@@ -355,10 +375,13 @@ FLOATZIP_HD std::uint64_t load_sign_mantissa8(const std::uint8_t* sm, std::uint6
 // Writes the values of slots [unit_slot, unit_slot + 8) that belong to the group. A full unit is
 // one 16-byte store (slot alignment makes out + pos 16-byte aligned); the group's first and last
 // unit may be partial and are written value by value.
+template <class Probe = no_probe>
 FLOATZIP_HD void merge_unit(const block_output& b, const std::uint8_t* stage,
-                            std::uint32_t tile_begin_slot, std::uint32_t unit_slot) {
+                            std::uint32_t tile_begin_slot, std::uint32_t unit_slot,
+                            Probe probe = {}) {
   const std::uint8_t* exponents = stage + (unit_slot - tile_begin_slot);
   if (unit_slot >= b.lead && unit_slot + kSlotsPerStore <= b.slot_end) {
+    probe.stage_load(unit_slot - tile_begin_slot, 8);
     const std::uint64_t pos = b.first + (unit_slot - b.lead);
     const std::uint64_t e8 = load_u64_aligned(exponents);
     const std::uint64_t s8 = load_sign_mantissa8(b.sign_mantissa, pos);
@@ -376,6 +399,7 @@ FLOATZIP_HD void merge_unit(const block_output& b, const std::uint8_t* stage,
   const std::uint32_t lo = unit_slot > b.lead ? unit_slot : b.lead;
   const std::uint32_t hi =
       unit_slot + kSlotsPerStore < b.slot_end ? unit_slot + kSlotsPerStore : b.slot_end;
+  probe.stage_load(lo - tile_begin_slot, hi - lo);
   for (std::uint32_t slot = lo; slot < hi; ++slot) {
     const std::uint64_t pos = b.first + (slot - b.lead);
     b.out[pos] = bf16_merge(exponents[slot - unit_slot], b.sign_mantissa[pos]);
@@ -384,13 +408,14 @@ FLOATZIP_HD void merge_unit(const block_output& b, const std::uint8_t* stage,
 
 // Thread `thread`'s share of merging one tile: units thread, thread + threads, ... so that a
 // warp's stores cover consecutive 16-byte words. tile_begin_slot is a multiple of 8.
+template <class Probe = no_probe>
 FLOATZIP_HD void merge_tile_part(const block_output& b, const std::uint8_t* stage,
                                  std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
-                                 unsigned thread, unsigned threads) {
+                                 unsigned thread, unsigned threads, Probe probe = {}) {
   const std::uint32_t end = tile_end_slot < b.slot_end ? tile_end_slot : b.slot_end;
   for (std::uint32_t unit = tile_begin_slot + thread * kSlotsPerStore; unit < end;
        unit += threads * kSlotsPerStore) {
-    merge_unit(b, stage, tile_begin_slot, unit);
+    merge_unit(b, stage, tile_begin_slot, unit, probe);
   }
 }
 
@@ -419,22 +444,29 @@ inline std::uint32_t decode_table_bytes(int table_bits) {
   return static_cast<std::uint32_t>(sizeof(decode_entry)) << table_bits;
 }
 
+// Every entry a decode loop may meet must consume at least one bit and at most table_bits: an
+// entry of length 0 would stop a thread's walk from advancing and hang its block, one longer
+// than table_bits would read past the look-ahead the stream padding covers.
+inline error check_kernel_decode_table(std::span<const decode_entry> table, int table_bits) {
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const unsigned length = entry_length(table[i]);
+    if (length == 0 || length > static_cast<unsigned>(table_bits)) {
+      return error{errc::bad_data, "bundle: section code_lengths: decode table entry " +
+                                       std::to_string(i) + " has length " + std::to_string(length) +
+                                       " (table of " + std::to_string(table_bits) + " bits)"};
+    }
+  }
+  return {};
+}
+
 // The flat table the kernel indexes, built from the bundle's (validated) code lengths and
-// checked entry by entry: the decode loops rely on every length lying in [1, table_bits].
+// checked entry by entry (check_kernel_decode_table).
 inline result<std::vector<decode_entry>> build_kernel_decode_table(const bundle_view& bundle,
                                                                    int table_bits) {
   std::vector<decode_entry> table(std::size_t{1} << table_bits);
   build_decode_table(bundle.code(), table_bits, table);
   if (bundle.value_count() == 0) return table;  // never indexed
-  for (const decode_entry e : table) {
-    const unsigned length = entry_length(e);
-    if (length == 0 || length > static_cast<unsigned>(table_bits)) {
-      return error{errc::bad_data,
-                   "bundle: section code_lengths: decode table has an entry of "
-                   "length " +
-                       std::to_string(length)};
-    }
-  }
+  if (error e = check_kernel_decode_table(table, table_bits)) return e;
   return table;
 }
 
@@ -545,6 +577,14 @@ inline error validate_launch(const device_bundle_view& v, const std::uint16_t* o
   return validate_view(v);
 }
 
+// The device a launch runs on against the one the view's memory belongs to.
+inline error validate_launch_device(const device_bundle_view& v, int current_device) {
+  if (v.device < 0 || v.device == current_device) return {};
+  return {errc::invalid_argument, "gpu decompress: the bundle was uploaded to device " +
+                                      std::to_string(v.device) + ", the current device is " +
+                                      std::to_string(current_device)};
+}
+
 // Stage size in slots: enough for the largest group in one tile if that fits max_stage_bytes,
 // else the size of equal tiles that do; at least one store unit, a multiple of 8.
 inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t max_stage_bytes) {
@@ -561,6 +601,64 @@ inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t 
   const std::uint64_t per_tile = (needed + tiles - 1) / tiles;
   return static_cast<std::uint32_t>((per_tile + kSlotsPerStore - 1) / kSlotsPerStore *
                                     kSlotsPerStore);
+}
+
+// Shared memory of one block: the decode table, kScanStorageBytes for the block-wide scan (the
+// kernel static_asserts that cub's storage fits), then the stage. Both fixed parts are multiples
+// of 128 bytes, so the stage starts on bank 0: the cost model's bank arithmetic relies on it.
+inline constexpr std::uint32_t kScanStorageBytes = 128;
+inline constexpr std::uint32_t kernel_fixed_shared_bytes(int table_bits) {
+  return (std::uint32_t{sizeof(decode_entry)} << table_bits) + kScanStorageBytes;
+}
+
+// The shared-memory limits of a device (cudaDevAttrMaxSharedMemoryPerMultiprocessor and
+// ...PerBlockOptin); H100 and H200: 228 KiB and 227 KiB.
+struct device_shared_limits {
+  std::uint32_t per_multiprocessor = 0;
+  std::uint32_t per_block_optin = 0;
+};
+
+// How one launch over a view uses shared memory.
+struct launch_shape {
+  std::uint32_t stage_slots = 0;
+  std::uint32_t shared_bytes = 0;  // dynamic shared memory per block
+};
+
+// The default stage is this fraction of a multiprocessor's shared memory: enough blocks to hide
+// the latency of the dependent table look-ups. stage_slots_for then splits a group that does not
+// fit into equal tiles, so the real block is often smaller.
+inline constexpr std::uint32_t kTargetBlocksPerMultiprocessor = 4;
+// Shared memory the runtime reserves per block (cudaDevAttrReservedSharedMemoryPerBlock is 1 KiB
+// on sm_80..sm_90).
+inline constexpr std::uint32_t kReservedSharedPerBlock = 1024;
+inline constexpr std::uint32_t kMinDefaultStageBytes = 4096;
+
+// The launch shape for stage_bytes as gpu_decode_options::stage_bytes (0: the default share of the
+// multiprocessor). errc::invalid_argument when the table alone does not fit a block.
+inline result<launch_shape> launch_shape_for(const device_bundle_view& v,
+                                             const device_shared_limits& limits,
+                                             std::uint32_t stage_bytes) {
+  const std::uint32_t fixed = kernel_fixed_shared_bytes(v.table_bits);
+  if (limits.per_block_optin < fixed + kSlotsPerStore) {
+    return error{errc::invalid_argument,
+                 "gpu decompress: the " + std::to_string(v.table_bits) +
+                     "-bit decode table needs " + std::to_string(fixed) +
+                     " bytes of shared memory per block, the device allows " +
+                     std::to_string(limits.per_block_optin)};
+  }
+  std::uint64_t stage = stage_bytes;
+  if (stage == 0) {
+    const std::int64_t share =
+        std::int64_t{limits.per_multiprocessor} / kTargetBlocksPerMultiprocessor -
+        kReservedSharedPerBlock - fixed;
+    stage = share > std::int64_t{kMinDefaultStageBytes} ? static_cast<std::uint64_t>(share)
+                                                        : kMinDefaultStageBytes;
+  }
+  if (stage > limits.per_block_optin - fixed) stage = limits.per_block_optin - fixed;
+  launch_shape shape;
+  shape.stage_slots = stage_slots_for(v, stage);
+  shape.shared_bytes = fixed + shape.stage_slots;
+  return shape;
 }
 
 inline error describe_fault(unsigned long long record) {
