@@ -42,7 +42,7 @@ namespace {
 constexpr unsigned kWarp = 32;
 constexpr unsigned kBanks = 32;
 
-enum class event_kind : std::uint8_t { table_lookup, stream_refill, stage_store, stage_load };
+enum class event_kind : std::uint8_t { step, table_lookup, stream_refill, stage_store, stage_load };
 
 struct lane_event {
   event_kind kind;
@@ -54,6 +54,9 @@ using lane_log = std::vector<lane_event>;
 
 struct recording_probe {
   lane_log* log;
+  void step(floatzip::detail::loop_kind kind) const {
+    log->push_back({event_kind::step, static_cast<std::uint32_t>(kind), 0});
+  }
   void table_lookup(std::uint32_t offset, unsigned bytes) const {
     log->push_back({event_kind::table_lookup, offset, bytes});
   }
@@ -120,30 +123,28 @@ struct phase_stats {
   }
 };
 
-// A lane's events cut into loop steps: a step starts at its table look-up (at its stage load in
-// the merge); a refill belongs to the step whose look-up follows it.
-struct lane_steps {
-  std::vector<std::vector<lane_event>> steps;
-};
+using floatzip::detail::kLoopKinds;
+using floatzip::detail::loop_kind;
 
-lane_steps split_steps(const lane_log& log, floatzip::detail::executor_phase phase) {
-  const event_kind starter = phase == floatzip::detail::executor_phase::merge
-                                 ? event_kind::stage_load
-                                 : event_kind::table_lookup;
+constexpr const char* kLoopNames[kLoopKinds] = {"walk_multi", "walk_single", "decode_multi",
+                                                "decode_single", "merge", "flush",
+                                                "merge_partial"};
+
+// A lane's events cut into loop iterations: an iteration starts at its probe.step() and owns the
+// events up to the next one, per kind of loop. Lanes of a warp run a loop together until the last
+// of them leaves it, so each kind is replayed on its own.
+using lane_steps = std::array<std::vector<std::vector<lane_event>>, kLoopKinds>;
+
+lane_steps split_steps(const lane_log& log) {
   lane_steps out;
-  std::vector<lane_event> pending;
+  std::vector<lane_event>* current = nullptr;
   for (const lane_event& e : log) {
-    if (e.kind == event_kind::stream_refill) {
-      pending.push_back(e);
-    } else if (e.kind == starter || out.steps.empty()) {
-      out.steps.emplace_back(std::move(pending));
-      pending.clear();
-      out.steps.back().push_back(e);
-    } else {
-      out.steps.back().push_back(e);
+    if (e.kind == event_kind::step) {
+      current = &out[e.offset].emplace_back();
+    } else if (current != nullptr) {
+      current->push_back(e);
     }
   }
-  if (!pending.empty()) out.steps.emplace_back(std::move(pending));
   return out;
 }
 
@@ -153,47 +154,47 @@ class lockstep_observer {
 
   recording_probe probe(unsigned thread) { return {&lanes_[thread]}; }
 
-  void barrier(floatzip::detail::executor_phase phase, unsigned threads) {
-    phase_stats& stats = phase == floatzip::detail::executor_phase::walk     ? walk
-                         : phase == floatzip::detail::executor_phase::decode ? decode
-                                                                             : merge;
+  void barrier(floatzip::detail::executor_phase /*phase*/, unsigned threads) {
     for (unsigned first = 0; first < threads; first += kWarp) {
-      replay_warp(phase, stats, first, std::min(threads, first + kWarp));
+      replay_warp(first, std::min(threads, first + kWarp));
     }
     for (auto& lane : lanes_) lane.clear();
   }
 
-  phase_stats walk, decode, merge;
+  std::array<phase_stats, kLoopKinds> loops;
 
  private:
-  void replay_warp(floatzip::detail::executor_phase phase, phase_stats& stats, unsigned first,
-                   unsigned end) {
+  void replay_warp(unsigned first, unsigned end) {
     std::vector<lane_steps> lanes;
+    for (unsigned t = first; t < end; ++t) lanes.push_back(split_steps(lanes_[t]));
+    for (unsigned kind = 0; kind < kLoopKinds; ++kind) replay_loop(lanes, kind, loops[kind]);
+  }
+
+  static void replay_loop(const std::vector<lane_steps>& lanes, unsigned kind,
+                          phase_stats& stats) {
     std::size_t longest = 0;
-    for (unsigned t = first; t < end; ++t) {
-      lanes.push_back(split_steps(lanes_[t], phase));
-      longest = std::max(longest, lanes.back().steps.size());
-      stats.lane_steps += lanes.back().steps.size();
+    for (const lane_steps& lane : lanes) {
+      longest = std::max(longest, lane[kind].size());
+      stats.lane_steps += lane[kind].size();
     }
     if (longest == 0) return;
     ++stats.warp_runs;
     stats.warp_steps += longest;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> accesses;
     for (std::size_t i = 0; i < longest; ++i) {
-      bool any_refill = false;
       // The k-th access of a kind within the step, across lanes, is one warp-wide instruction.
-      for (const event_kind kind :
+      for (const event_kind access :
            {event_kind::table_lookup, event_kind::stage_store, event_kind::stage_load}) {
-        access_stats& a = kind == event_kind::table_lookup  ? stats.lookups
-                          : kind == event_kind::stage_store ? stats.stores
-                                                            : stats.loads;
+        access_stats& a = access == event_kind::table_lookup  ? stats.lookups
+                          : access == event_kind::stage_store ? stats.stores
+                                                              : stats.loads;
         for (std::size_t k = 0;; ++k) {
           accesses.clear();
           for (const lane_steps& lane : lanes) {
-            if (i >= lane.steps.size()) continue;
+            if (i >= lane[kind].size()) continue;
             std::size_t seen = 0;
-            for (const lane_event& e : lane.steps[i]) {
-              if (e.kind != kind) continue;
+            for (const lane_event& e : lane[kind][i]) {
+              if (e.kind != access) continue;
               if (seen++ == k) {
                 accesses.emplace_back(e.offset, e.bytes);
                 break;
@@ -206,9 +207,10 @@ class lockstep_observer {
           a.wavefronts += wavefronts(accesses);
         }
       }
+      bool any_refill = false;
       for (const lane_steps& lane : lanes) {
-        if (i >= lane.steps.size()) continue;
-        for (const lane_event& e : lane.steps[i]) {
+        if (i >= lane[kind].size()) continue;
+        for (const lane_event& e : lane[kind][i]) {
           if (e.kind == event_kind::stream_refill) {
             ++stats.refills;
             any_refill = true;
@@ -243,7 +245,7 @@ struct model_run {
     const bundle_view view = parse_bundle(bytes).value();
     if (view.value_count() == 0) return;
     const int bits = floatzip::detail::gpu_table_bits(view.max_code_length());
-    const auto table = floatzip::detail::build_kernel_decode_table(view, bits).value();
+    const auto table = floatzip::detail::build_kernel_tables(view, bits).value();
     unsigned long long status = floatzip::detail::kNoFault;
     const device_bundle_view v =
         floatzip::detail::make_device_bundle_view(view, bytes.data(), table.data(), bits, &status);
@@ -302,11 +304,16 @@ struct model_run {
             {"tiles_per_group", groups == 0 ? 0.0 : static_cast<double>(tiles) / groups},
             {"stage_slots", max_stage_slots},
             {"shared_bytes_per_block", max_shared_bytes},
-            {"table_load_bytes", floatzip::detail::decode_table_bytes(table_bits)},
-            {"phases",
-             {{"walk", observer.walk.to_json()},
-              {"decode", observer.decode.to_json()},
-              {"merge", observer.merge.to_json()}}}};
+            {"table_load_bytes", floatzip::detail::kernel_tables_bytes(table_bits)},
+            {"loops", loops_json()}};
+  }
+
+  nlohmann::json loops_json() const {
+    nlohmann::json loops = nlohmann::json::object();
+    for (unsigned kind = 0; kind < kLoopKinds; ++kind) {
+      loops[kLoopNames[kind]] = observer.loops[kind].to_json();
+    }
+    return loops;
   }
 };
 

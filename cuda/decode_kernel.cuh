@@ -6,7 +6,7 @@
 //
 // Shared memory of one block (dynamic, sized at launch):
 //
-//   decode_shared:  the decode table (2^TableBits 16-bit entries: 8 KiB or 64 KiB)
+//   decode_shared:  the decode tables (24 KiB for 12-bit codes, 64 KiB for 15-bit ones)
 //                   cub::BlockScan's temporary storage (at most kScanStorageBytes)
 //   stage:          at kernel_fixed_shared_bytes(TableBits), a multiple of 128: stage_slots bytes
 //   of decoded exponents, the block's output in tiles
@@ -21,29 +21,31 @@
 
 namespace floatzip::detail {
 
-// The flat decode table of one thread block in shared memory, filled once per block from the
-// bundle's table in global memory (a copy of 8 KiB that L2 serves to every block after the
-// first). Entries are documented at decode_entry (huffman.hpp).
+// The decode tables of one thread block in shared memory (kernel_tables in kernel_logic.hpp: a
+// multi-symbol and a single-symbol table for 12-bit codes, the single one for 15-bit codes),
+// filled once per block from the bundle's copy in global memory (24 KiB that L2 serves to every
+// block after the first).
 template <int TableBits, int Threads>
 class block_decode_table {
  public:
-  static constexpr std::uint32_t kEntries = std::uint32_t{1} << TableBits;
-  static constexpr std::uint32_t kBytes = kEntries * sizeof(decode_entry);
+  static constexpr std::uint32_t kBytes = kernel_tables_bytes(TableBits);
 
   struct alignas(16) TempStorage {
-    decode_entry entries[kEntries];
+    std::uint32_t words[kBytes / 4];
   };
-  static_assert(sizeof(TempStorage) == kBytes, "the table is exactly its entries");
+  static_assert(sizeof(TempStorage) == kBytes, "the tables are exactly their entries");
   static_assert(kBytes % 16 == 0, "the cooperative load moves 16-byte words");
 
   __device__ explicit block_decode_table(TempStorage& storage) : storage_(storage) {}
 
   // Every thread of the block calls this; the caller synchronises before the first look-up.
-  __device__ void load(const decode_entry* global_table) {
-    copy_block_part(storage_.entries, global_table, kBytes, threadIdx.x, Threads);
+  __device__ void load(const std::uint32_t* global_tables) {
+    copy_block_part(storage_.words, global_tables, kBytes, threadIdx.x, Threads);
   }
 
-  [[nodiscard]] __device__ const decode_entry* entries() const { return storage_.entries; }
+  [[nodiscard]] __device__ kernel_tables<TableBits> tables() const {
+    return kernel_tables<TableBits>(storage_.words);
+  }
 
  private:
   TempStorage& storage_;
@@ -74,10 +76,10 @@ static_assert(sizeof(decode_shared<kGpuTableBitsLarge, kGpuThreadsPerBlock>) <=
 // __syncthreads_and), and the tile loop's bounds are block-uniform.
 // Register budget: at least this many blocks per multiprocessor (64 registers a thread at 256
 // threads). Without it ptxas aims for full occupancy on sm_80 and spills at 32 registers.
-inline constexpr int kMinBlocksPerMultiprocessor = 4;
+inline constexpr int kRegisterBudgetBlocks = 4;
 
 template <int TableBits, int Threads>
-__global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
+__global__ void __launch_bounds__(Threads, kRegisterBudgetBlocks)
     decode_bundle_kernel(const device_bundle_view v, std::uint16_t* const out,
                          const std::uint32_t out_shift, const std::uint32_t stage_slots) {
   extern __shared__ uint4 shared_words[];
@@ -89,12 +91,13 @@ __global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
   const std::uint64_t group = blockIdx.x;
 
   typename shared_type::table_type table(shared.table);
-  table.load(v.decode_table);
+  table.load(v.decode_tables);
   const thread_segment segment = thread_segment_of(v, group, thread, Threads);
   __syncthreads();
 
   // Phase 1: count; scan; check.
-  const segment_walk walk = walk_segment<TableBits>(v.exponent_stream, table.entries(), segment);
+  const kernel_tables<TableBits> tables = table.tables();
+  const segment_walk walk = walk_segment<TableBits>(v.exponent_stream, tables, segment);
   std::uint32_t first_value = 0;
   std::uint32_t codeword_total = 0;
   typename shared_type::scan_type(shared.scan)
@@ -111,7 +114,9 @@ __global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
   const block_output b = block_output_of(out, out_shift, v, values);
   thread_output o = start_output(v.exponent_stream, segment, b, first_value, walk.count);
   for (std::uint32_t tile = 0; tile < b.slot_end; tile += stage_slots) {
-    decode_to_stage<TableBits>(o, table.entries(), stage, tile, tile + stage_slots);
+    decode_to_stage<TableBits>(o, tables, stage, tile, tile + stage_slots);
+    __syncthreads();  // every whole word is in the stage: the partial ones can go in byte by byte
+    flush_stage_tail(o, stage, tile, tile + stage_slots);
     __syncthreads();
     merge_tile_part(b, stage, tile, tile + stage_slots, thread, Threads);
     __syncthreads();  // the next tile overwrites the stage

@@ -42,13 +42,26 @@ REGISTERS_PER_SM = 65536
 MAX_THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 32
 
-PHASE_FUNCTIONS = [  # first match wins
-    ("walk", "walk_segment"),
-    ("decode", "decode_to_stage"),
-    ("merge", "merge_unit"),
-    ("merge", "merge_tile_part"),
+# Loop kinds of the lockstep replay (kernel_logic.hpp's loop_kind) and the function whose loop
+# each is; the first match in an instruction's inline chain wins.
+PHASE_FUNCTIONS = [
+    ("walk_multi", "walk_multi_steps"),
+    ("walk_single", "walk_single_steps"),
+    ("decode_multi", "decode_multi_steps"),
+    ("decode_single", "decode_single_steps"),
+    ("flush", "flush_stage_tail"),
+    ("merge_partial", "merge_partial_unit"),
+    ("merge", "merge_full_units"),
     ("table_load", "copy_block_part"),
 ]
+LOOPS = ["walk_multi", "walk_single", "decode_multi", "decode_single", "flush", "merge",
+         "merge_partial"]
+# At most a few iterations per thread and tile, which the compiler may unroll into straight code
+# (then counted with the code outside loops).
+OPTIONAL_LOOPS = {"flush", "merge_partial"}
+# Functions whose instructions mark a branch-guarded region: a stream refill, a stage store.
+REFILL_FUNCTION = "refill"
+STORE_FUNCTION = "push_exponents"
 
 
 def run(cmd):
@@ -59,7 +72,7 @@ def function_ranges(path):
     """{name: [(first_line, last_line)]} of the functions defined in a C++ source."""
     ranges = {}
     lines = open(path, encoding="utf-8").read().split("\n")
-    names = {f for _, f in PHASE_FUNCTIONS} | {"peek"}
+    names = {f for _, f in PHASE_FUNCTIONS} | {REFILL_FUNCTION, STORE_FUNCTION}
     i = 0
     while i < len(lines):
         m = re.search(r"\b(\w+)\(", lines[i])
@@ -172,9 +185,10 @@ def is_real(ins):
 def path_cost(instrs, labels, loop, fractions):
     """Instructions one iteration issues along the loop's main path (fall-through at conditional
     branches, except forward skips of a refill (LDG) or stage store (STS) region, which count with
-    the fraction of warp steps taking them). Returns (instructions, table look-ups, stores.128)."""
+    the fraction of warp steps taking them). Returns (instructions, table look-ups, 16-byte
+    global stores, byte stage stores)."""
     head, latch = loop["head"], loop["latch"]
-    cost, lookups, wide_stores = 0.0, 0, 0
+    cost, lookups, wide_stores, byte_stores = 0.0, 0, 0, 0
     pc = head
     guard = 0
     while pc <= latch and guard < 100000:
@@ -188,6 +202,8 @@ def path_cost(instrs, labels, loop, fractions):
             lookups += 1
         if ins.opcode.startswith("STG.E.128"):
             wide_stores += 1
+        if ins.opcode.startswith("STS.U8"):
+            byte_stores += 1
         if ins.opcode.startswith("BRA") and pc != latch and ins.target in labels:
             tgt = labels[ins.target]
             if ins.pred is None:
@@ -198,9 +214,10 @@ def path_cost(instrs, labels, loop, fractions):
             if pc < tgt <= latch:
                 region = [x for x in instrs[pc + 1:tgt] if is_real(x)]
                 kind = None
-                if any(x.opcode.startswith("LDG") and "peek" in x.funcs for x in region):
+                if any(x.opcode.startswith("LDG") and REFILL_FUNCTION in x.funcs
+                       for x in region):
                     kind = "refill"
-                elif any(x.opcode.startswith("STS") and "decode_to_stage" in x.funcs
+                elif any(x.opcode.startswith("STS") and STORE_FUNCTION in x.funcs
                          for x in region):
                     kind = "store"
                 if kind is not None:
@@ -208,7 +225,7 @@ def path_cost(instrs, labels, loop, fractions):
                     pc = tgt
                     continue
         pc += 1
-    return cost, lookups, wide_stores
+    return cost, lookups, wide_stores, byte_stores
 
 
 def resource_usage(cuobjdump, cubin):
@@ -238,73 +255,72 @@ def blocks_per_sm(registers, threads, shared_bytes):
 
 def model(run_stats, kernel, instrs, labels, usage):
     loops = find_loops(instrs, labels)
-    phases = run_stats["phases"]
+    stats = run_stats["loops"]
     values = run_stats["values"]
     groups = run_stats["groups"]
     threads = run_stats["threads_per_block"]
     warps_per_block = threads // 32
     in_phase_loop = set()
-    per_phase = {}
+    per_loop = {}
     for loop in loops:
-        if loop["phase"] == "other":
-            continue
-        in_phase_loop.update(range(loop["head"], loop["latch"] + 1))
-    for phase in ("walk", "decode", "merge", "table_load"):
-        candidates = [l for l in loops if l["phase"] == phase]
-        if not candidates:
-            per_phase[phase] = None
-            continue
-        st = phases.get(phase)
+        if loop["phase"] != "other":
+            in_phase_loop.update(range(loop["head"], loop["latch"] + 1))
+    for kind in LOOPS + ["table_load"]:
+        st = stats.get(kind)
         warp_steps = st["warp_steps"] if st else 0
         fractions = {
             "refill": st["refill_warp_steps"] / warp_steps if st and warp_steps else 1.0,
             "store": st["stage_stores"]["warp_accesses"] / warp_steps if st and warp_steps else 1.0,
         }
         best = None
-        for loop in candidates:
-            cost, lookups, wide_stores = path_cost(instrs, labels, loop, fractions)
-            steps = wide_stores if phase == "merge" else lookups
-            if phase == "table_load":
-                steps = 1
+        for loop in (l for l in loops if l["phase"] == kind):
+            cost, lookups, wide_stores, byte_stores = path_cost(instrs, labels, loop, fractions)
+            steps = {"merge": wide_stores, "flush": byte_stores, "merge_partial": 1,
+                     "table_load": 1}.get(kind, lookups)
             if steps == 0:
                 continue
-            per_step = cost / steps
-            # The loop that runs the phase's steps: the unrolled main loop, the one with most steps.
+            # The loop that runs the steps: the unrolled main loop, the one with most steps.
             if best is None or steps > best["steps_per_iteration"]:
                 best = {"instructions_per_iteration": cost, "steps_per_iteration": steps,
-                        "instructions_per_step": per_step, "first_address": instrs[loop["head"]].addr}
-        per_phase[phase] = best
+                        "instructions_per_step": cost / steps,
+                        "first_address": instrs[loop["head"]].addr}
+        per_loop[kind] = best
     outside = sum(1 for i, x in enumerate(instrs) if is_real(x) and i not in in_phase_loop)
 
     warp_instr = {}
-    for phase in ("walk", "decode", "merge"):
-        p = per_phase.get(phase)
-        steps = phases[phase]["warp_steps"]
-        if p is None and steps > 0:
-            raise SystemExit(f"kernel_model: no {phase} loop found in the SASS of {kernel}")
-        warp_instr[phase] = steps * (p["instructions_per_step"] if p else 0)
+    for kind in LOOPS:
+        p = per_loop.get(kind)
+        steps = stats[kind]["warp_steps"]
+        if p is None and steps > 0 and kind not in OPTIONAL_LOOPS:
+            raise SystemExit(f"kernel_model: no {kind} loop found in the SASS of {kernel}")
+        warp_instr[kind] = steps * (p["instructions_per_step"] if p else 0)
     table_iterations = run_stats["table_load_bytes"] / (threads * 16)
-    tl = per_phase.get("table_load")
+    tl = per_loop.get("table_load")
     warp_instr["table_load"] = groups * warps_per_block * table_iterations * (
         tl["instructions_per_step"] if tl else 0)
     warp_instr["outside_loops"] = groups * warps_per_block * outside
     total = sum(warp_instr.values())
 
+    def total_of(kinds, access):
+        return sum(stats[k][access]["wavefronts"] for k in kinds)
+
     smem = {
-        "table_lookups": phases["walk"]["table_lookups"]["wavefronts"] +
-        phases["decode"]["table_lookups"]["wavefronts"],
-        "stage_stores": phases["decode"]["stage_stores"]["wavefronts"],
-        "stage_loads": phases["merge"]["stage_loads"]["wavefronts"],
+        "table_lookups": total_of(LOOPS, "table_lookups"),
+        "stage_stores": total_of(LOOPS, "stage_stores"),
+        "stage_loads": total_of(LOOPS, "stage_loads"),
         # the table copy: 16-byte stores, a warp's 512 bytes in 4 wavefronts
         "table_copy": groups * run_stats["table_load_bytes"] / 128,
     }
     smem_total = sum(smem.values())
-    lookups = sum(phases[p]["table_lookups"]["lane_accesses"] for p in ("walk", "decode"))
+    lookups = sum(stats[k]["table_lookups"]["lane_accesses"] for k in LOOPS)
+    lookup_accesses = sum(stats[k]["table_lookups"]["warp_accesses"] for k in LOOPS)
+    store_accesses = sum(stats[k]["stage_stores"]["warp_accesses"] for k in LOOPS)
 
     u = usage.get(kernel, {})
     registers = u.get("REG", 0)
     # cuobjdump counts the 1 KiB the runtime reserves per block on sm_90 as static shared memory.
-    shared = run_stats["shared_bytes_per_block"] + max(u.get("SHARED", 0), RESERVED_SHARED_PER_BLOCK)
+    shared = run_stats["shared_bytes_per_block"] + max(u.get("SHARED", 0),
+                                                       RESERVED_SHARED_PER_BLOCK)
     occupancy, limits = blocks_per_sm(registers, threads, shared)
     spill_instructions = sum(1 for x in instrs if x.opcode.startswith(("STL", "LDL")))
 
@@ -326,21 +342,17 @@ def model(run_stats, kernel, instrs, labels, usage):
         "blocks_per_sm_limits": limits,
         "tiles_per_group": run_stats["tiles_per_group"],
         "lookups_per_value": lookups / values,
-        "instructions_per_step": {p: (per_phase[p] or {}).get("instructions_per_step")
-                                  for p in ("walk", "decode", "merge")},
-        "steps_per_iteration": {p: (per_phase[p] or {}).get("steps_per_iteration")
-                                for p in ("walk", "decode", "merge")},
+        "instructions_per_step": {k: (per_loop[k] or {}).get("instructions_per_step")
+                                  for k in LOOPS},
+        "steps_per_iteration": {k: (per_loop[k] or {}).get("steps_per_iteration") for k in LOOPS},
+        "warp_steps_per_value": {k: stats[k]["warp_steps"] / values for k in LOOPS},
         "instructions_outside_loops": outside,
-        "active_lane_fraction": {p: phases[p]["active_lane_fraction"]
-                                 for p in ("walk", "decode", "merge")},
+        "active_lane_fraction": {k: stats[k]["active_lane_fraction"] for k in LOOPS},
         "refill_warp_step_fraction": {
-            p: phases[p]["refill_warp_steps"] / phases[p]["warp_steps"]
-            if phases[p]["warp_steps"] else 0 for p in ("walk", "decode")},
-        "lookup_wavefronts_per_access": (
-            smem["table_lookups"] / max(1, phases["walk"]["table_lookups"]["warp_accesses"] +
-                                        phases["decode"]["table_lookups"]["warp_accesses"])),
-        "store_wavefronts_per_access": (
-            smem["stage_stores"] / max(1, phases["decode"]["stage_stores"]["warp_accesses"])),
+            k: stats[k]["refill_warp_steps"] / stats[k]["warp_steps"]
+            if stats[k]["warp_steps"] else 0 for k in LOOPS},
+        "lookup_wavefronts_per_access": smem["table_lookups"] / max(1, lookup_accesses),
+        "store_wavefronts_per_access": smem["stage_stores"] / max(1, store_accesses),
         "warp_instructions_per_value_by_part": {k: v / values for k, v in warp_instr.items()},
         "smem_wavefronts_per_value_by_part": {k: v / values for k, v in smem.items()},
         "warp_instructions_per_value": total / values,
@@ -362,20 +374,21 @@ def print_table(r):
     print(f"  registers {r['registers']}, local (spill) bytes {r['local_bytes']}, spill instructions "
           f"{r['spill_instructions']}, shared/block {r['shared_bytes_per_block']} B, blocks/SM "
           f"{r['blocks_per_sm']} {r['blocks_per_sm_limits']}, tiles/group {r['tiles_per_group']:.2f}")
-    print(f"  {'part':<14}{'instr/step':>11}{'steps/iter':>11}{'active lanes':>13}"
-          f"{'warp instr/value':>18}")
-    for p in ("walk", "decode", "merge"):
+    print(f"  {'loop':<14}{'instr/step':>11}{'steps/iter':>11}{'active lanes':>13}"
+          f"{'warp steps/value':>17}{'warp instr/value':>18}")
+    for p in LOOPS:
         ips = r["instructions_per_step"][p]
         spi = r["steps_per_iteration"][p]
         print(f"  {p:<14}{(ips or 0):>11.2f}{(spi or 0):>11}{r['active_lane_fraction'][p]:>13.3f}"
+              f"{r['warp_steps_per_value'][p]:>17.4f}"
               f"{r['warp_instructions_per_value_by_part'][p]:>18.3f}")
     for p in ("table_load", "outside_loops"):
-        print(f"  {p:<49}{r['warp_instructions_per_value_by_part'][p]:>18.3f}")
-    print(f"  {'total':<49}{r['warp_instructions_per_value']:>18.3f}")
+        print(f"  {p:<66}{r['warp_instructions_per_value_by_part'][p]:>18.3f}")
+    print(f"  {'total':<66}{r['warp_instructions_per_value']:>18.3f}")
     print(f"  look-ups/value {r['lookups_per_value']:.3f}; wavefronts per warp access: look-ups "
           f"{r['lookup_wavefronts_per_access']:.2f}, stage stores "
           f"{r['store_wavefronts_per_access']:.2f}; refill warp-step fraction "
-          f"{r['refill_warp_step_fraction']}")
+          + ", ".join(f"{k} {v:.2f}" for k, v in r["refill_warp_step_fraction"].items() if v))
     parts = ", ".join(f"{k} {v:.4f}" for k, v in r["smem_wavefronts_per_value_by_part"].items())
     print(f"  smem wavefronts/value {r['smem_wavefronts_per_value']:.4f} ({parts})")
     for d in DEVICES:

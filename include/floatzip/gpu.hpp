@@ -38,14 +38,16 @@ using gpu_stream = CUstream_st*;
 // device_bundle::view(). (The CPU executor, cpu_executor.hpp, builds the same struct over host
 // memory.) The header fields are validated on the host before every launch; what the pointers
 // point to is checked by the kernel as far as it is used, so a corrupt group is reported, never
-// read or written out of bounds. The decode table must be one built by floatzip for this bundle
-// (every entry a codeword of 1..table_bits bits).
+// read or written out of bounds. The decode tables must be the ones floatzip builds for this
+// bundle (every entry one or more codewords of 1..table_bits bits in all).
 struct device_bundle_view {
   const std::uint8_t* exponent_stream = nullptr;   // the stream section, padding included
   const std::uint8_t* sign_mantissa = nullptr;     // one byte per value, section padding included
   const std::uint8_t* chunk_gaps = nullptr;        // 4 bits per chunk
   const std::uint64_t* group_positions = nullptr;  // first value of each sync group
-  const decode_entry* decode_table = nullptr;      // 2^table_bits entries (huffman.hpp)
+  // The kernel's decode tables (detail::build_kernel_tables): for 12-bit tables the multi-symbol
+  // table then the single-symbol one (huffman.hpp's entries), for 15-bit tables the latter alone.
+  const std::uint32_t* decode_tables = nullptr;
   // First fault the kernel found, (group << 8) | kind; all ones when none. May be null: faults
   // then leave their group unwritten without a record.
   unsigned long long* status = nullptr;
