@@ -126,9 +126,9 @@ struct phase_stats {
 using floatzip::detail::kLoopKinds;
 using floatzip::detail::loop_kind;
 
-constexpr const char* kLoopNames[kLoopKinds] = {"walk_multi", "walk_single", "decode_multi",
-                                                "decode_single", "merge", "flush",
-                                                "merge_partial"};
+constexpr const char* kLoopNames[kLoopKinds] = {"walk_multi",    "walk_single",  "decode_multi",
+                                                "decode_single", "merge",        "flush",
+                                                "merge_partial", "merge_shifted"};
 
 // A lane's events cut into loop iterations: an iteration starts at its probe.step() and owns the
 // events up to the next one, per kind of loop. Lanes of a warp run a loop together until the last
@@ -170,8 +170,7 @@ class lockstep_observer {
     for (unsigned kind = 0; kind < kLoopKinds; ++kind) replay_loop(lanes, kind, loops[kind]);
   }
 
-  static void replay_loop(const std::vector<lane_steps>& lanes, unsigned kind,
-                          phase_stats& stats) {
+  static void replay_loop(const std::vector<lane_steps>& lanes, unsigned kind, phase_stats& stats) {
     std::size_t longest = 0;
     for (const lane_steps& lane : lanes) {
       longest = std::max(longest, lane[kind].size());

@@ -51,11 +51,12 @@ PHASE_FUNCTIONS = [
     ("decode_single", "decode_single_steps"),
     ("flush", "flush_stage_tail"),
     ("merge_partial", "merge_partial_unit"),
-    ("merge", "merge_full_units"),
+    ("merge", "merge_aligned_units"),
+    ("merge_shifted", "merge_shifted_units"),
     ("table_load", "copy_block_part"),
 ]
 LOOPS = ["walk_multi", "walk_single", "decode_multi", "decode_single", "flush", "merge",
-         "merge_partial"]
+         "merge_shifted", "merge_partial"]
 # At most a few iterations per thread and tile, which the compiler may unroll into straight code
 # (then counted with the code outside loops).
 OPTIONAL_LOOPS = {"flush", "merge_partial"}
@@ -275,7 +276,7 @@ def model(run_stats, kernel, instrs, labels, usage):
         best = None
         for loop in (l for l in loops if l["phase"] == kind):
             cost, lookups, wide_stores, byte_stores = path_cost(instrs, labels, loop, fractions)
-            steps = {"merge": wide_stores, "flush": byte_stores, "merge_partial": 1,
+            steps = {"merge": wide_stores, "merge_shifted": wide_stores, "flush": byte_stores, "merge_partial": 1,
                      "table_load": 1}.get(kind, lookups)
             if steps == 0:
                 continue

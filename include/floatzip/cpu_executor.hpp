@@ -79,8 +79,8 @@ unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out
   // __syncthreads(); phase 1.
   for (unsigned t = 0; t < threads; ++t) {
     st.segments[t] = thread_segment_of(v, group, t, threads);
-    st.walks[t] = walk_segment<TableBits>(v.exponent_stream, tables, st.segments[t],
-                                          observer.probe(t));
+    st.walks[t] =
+        walk_segment<TableBits>(v.exponent_stream, tables, st.segments[t], observer.probe(t));
     st.counts[t] = st.walks[t].count;
   }
   observer.barrier(executor_phase::walk, threads);

@@ -66,11 +66,12 @@ enum class loop_kind : unsigned {
   walk_single,    // phase 1, the segment's last codewords one by one (walk_single_steps)
   decode_multi,   // phase 2 (decode_multi_steps)
   decode_single,  // phase 2 (decode_single_steps)
-  merge,          // one whole 8-value store unit (merge_full_units)
+  merge,          // one whole 8-value store unit (merge_aligned_units)
   flush,          // a thread's last partial stage word (flush_stage_tail)
   merge_partial,  // one value of the group's first or last store unit (merge_partial_unit)
+  merge_shifted,  // one whole unit, sign/mantissa bytes not 8-byte aligned (merge_shifted_units)
 };
-inline constexpr unsigned kLoopKinds = 7;
+inline constexpr unsigned kLoopKinds = 8;
 
 struct no_probe {
   FLOATZIP_HD void step(loop_kind /*kind*/) const {}
@@ -165,9 +166,10 @@ FLOATZIP_HD std::uint64_t group_value_position(const device_bundle_view& v, std:
   return load_u64_aligned(reinterpret_cast<const std::uint8_t*>(v.group_positions + group));
 }
 
-// ---- the decode tables ---------------------------------------------------------------------------
-// The kernel's tables, built on the host from the bundle's code (build_kernel_tables) and copied
-// into shared memory by every block, one after the other:
+// ---- the decode tables
+// --------------------------------------------------------------------------- The kernel's tables,
+// built on the host from the bundle's code (build_kernel_tables) and copied into shared memory by
+// every block, one after the other:
 //
 //   12-bit tables: multi_entry[4096] (16 KiB), then decode_entry[4096] (8 KiB)
 //   15-bit tables: decode_entry[32768] (64 KiB); the single-symbol entries serve as one-symbol
@@ -216,7 +218,8 @@ inline constexpr std::uint32_t kernel_tables_bytes(int table_bits) {
 // The two tables of one width, over host or shared memory holding kernel_tables_bytes bytes.
 template <int TableBits>
 struct kernel_tables {
-  using multi_type = std::conditional_t<kernel_has_multi_table(TableBits), multi_entry, decode_entry>;
+  using multi_type =
+      std::conditional_t<kernel_has_multi_table(TableBits), multi_entry, decode_entry>;
   const multi_type* multi;
   const decode_entry* single;
 
@@ -323,7 +326,9 @@ template <int TableBits, class Probe>
 FLOATZIP_HD void walk_multi_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
                                   std::uint32_t limit_bits, std::uint32_t& offset,
                                   std::uint32_t& count, Probe probe) {
-  while (offset + TableBits <= limit_bits) {
+  if (limit_bits < static_cast<std::uint32_t>(TableBits)) return;
+  const std::uint32_t last_start = limit_bits - TableBits;  // one compare a step, no add
+  while (offset <= last_start) {
     probe.step(loop_kind::walk_multi);
     reader.refill<TableBits>(probe);
     const decoded_step d =
@@ -496,7 +501,9 @@ template <int TableBits, class Probe>
 FLOATZIP_HD void decode_multi_steps(thread_output& o, const kernel_tables<TableBits>& tables,
                                     std::uint8_t* stage, std::uint32_t tile_begin_slot,
                                     std::uint32_t stop, Probe probe) {
-  while (o.next_slot + 3 <= stop) {
+  if (stop < 3) return;
+  const std::uint32_t last_slot = stop - 3;  // one compare a step, no add
+  while (o.next_slot <= last_slot) {
     probe.step(loop_kind::decode_multi);
     o.reader.refill<TableBits>(probe);
     const decoded_step d =
@@ -600,10 +607,54 @@ FLOATZIP_HD std::uint64_t load_sign_mantissa8(const std::uint8_t* sm, std::uint6
   return (low >> (8 * misalignment)) | (high << (64 - 8 * misalignment));
 }
 
-// Thread `thread`'s share of the tile's whole store units (all 8 slots in the group): units
-// thread, thread + threads, ... so that a warp's stores cover consecutive 16-byte words; each one
-// 8-byte stage load, one or two 8-byte sign/mantissa loads and one 16-byte store (slot alignment
-// makes the output address 16-byte aligned). tile_begin_slot is a multiple of 8.
+// One whole store unit at slot `unit`: one 8-byte stage load, one (Aligned: the sign/mantissa
+// bytes of the unit start on an 8-byte boundary) or two 8-byte sign/mantissa loads, and one
+// 16-byte store (slot alignment makes the output address 16-byte aligned).
+template <bool Aligned>
+FLOATZIP_HD void merge_whole_unit(const block_output& b, const std::uint8_t* tile_stage,
+                                  std::uint64_t base, std::uint32_t unit) {
+  const std::uint64_t pos = base + unit;
+  const std::uint64_t e8 = load_u64_aligned(tile_stage + unit);
+  const std::uint64_t s8 =
+      Aligned ? load_u64_aligned(b.sign_mantissa + pos) : load_sign_mantissa8(b.sign_mantissa, pos);
+  const auto e_low = static_cast<std::uint32_t>(e8);
+  const auto e_high = static_cast<std::uint32_t>(e8 >> 32);
+  const auto s_low = static_cast<std::uint32_t>(s8);
+  const auto s_high = static_cast<std::uint32_t>(s8 >> 32);
+  store_16_aligned(b.out + pos, merge_pair(e_low, s_low, kLowPair),
+                   merge_pair(e_low, s_low, kHighPair), merge_pair(e_high, s_high, kLowPair),
+                   merge_pair(e_high, s_high, kHighPair));
+}
+
+// The loops over whole units, units thread, thread + threads, ... so that a warp's stores cover
+// consecutive 16-byte words: one where the sign/mantissa bytes are 8-byte aligned (always, when
+// the output is 16-byte aligned), one where they are not. Two functions, not one template, so
+// that the cost model tells their loops apart in the SASS line info.
+template <class Probe>
+FLOATZIP_HD void merge_aligned_units(const block_output& b, const std::uint8_t* tile_stage,
+                                     std::uint64_t base, std::uint32_t begin, std::uint32_t end,
+                                     std::uint32_t stride, std::uint32_t tile_begin_slot,
+                                     Probe probe) {
+  for (std::uint32_t unit = begin; unit < end; unit += stride) {
+    probe.step(loop_kind::merge);
+    probe.stage_load(unit - tile_begin_slot, 8);
+    merge_whole_unit<true>(b, tile_stage, base, unit);
+  }
+}
+template <class Probe>
+FLOATZIP_HD void merge_shifted_units(const block_output& b, const std::uint8_t* tile_stage,
+                                     std::uint64_t base, std::uint32_t begin, std::uint32_t end,
+                                     std::uint32_t stride, std::uint32_t tile_begin_slot,
+                                     Probe probe) {
+  for (std::uint32_t unit = begin; unit < end; unit += stride) {
+    probe.step(loop_kind::merge_shifted);
+    probe.stage_load(unit - tile_begin_slot, 8);
+    merge_whole_unit<false>(b, tile_stage, base, unit);
+  }
+}
+
+// Thread `thread`'s share of the tile's whole store units (all 8 slots in the group).
+// tile_begin_slot is a multiple of 8.
 template <class Probe = no_probe>
 FLOATZIP_HD void merge_full_units(const block_output& b, const std::uint8_t* stage,
                                   std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
@@ -615,22 +666,15 @@ FLOATZIP_HD void merge_full_units(const block_output& b, const std::uint8_t* sta
   const std::uint32_t begin = tile_begin_slot > first_full ? tile_begin_slot : first_full;
   const std::uint32_t end = tile_end_slot < end_full ? tile_end_slot : end_full;
   // Output position of slot 0, modulo 2^64 (below 0 when lead > first): slot s is at base + s.
+  // Units are multiples of 8, so base % 8 is every unit's sign/mantissa misalignment.
   const std::uint64_t base = b.first - b.lead;
   const std::uint8_t* tile_stage = stage - tile_begin_slot;
-  for (std::uint32_t unit = begin + thread * kSlotsPerStore; unit < end;
-       unit += threads * kSlotsPerStore) {
-    probe.step(loop_kind::merge);
-    probe.stage_load(unit - tile_begin_slot, 8);
-    const std::uint64_t pos = base + unit;
-    const std::uint64_t e8 = load_u64_aligned(tile_stage + unit);
-    const std::uint64_t s8 = load_sign_mantissa8(b.sign_mantissa, pos);
-    const auto e_low = static_cast<std::uint32_t>(e8);
-    const auto e_high = static_cast<std::uint32_t>(e8 >> 32);
-    const auto s_low = static_cast<std::uint32_t>(s8);
-    const auto s_high = static_cast<std::uint32_t>(s8 >> 32);
-    store_16_aligned(b.out + pos, merge_pair(e_low, s_low, kLowPair),
-                     merge_pair(e_low, s_low, kHighPair), merge_pair(e_high, s_high, kLowPair),
-                     merge_pair(e_high, s_high, kHighPair));
+  const std::uint32_t first_unit = begin + thread * kSlotsPerStore;
+  const std::uint32_t stride = threads * kSlotsPerStore;
+  if ((base & 7) == 0) {
+    merge_aligned_units(b, tile_stage, base, first_unit, end, stride, tile_begin_slot, probe);
+  } else {
+    merge_shifted_units(b, tile_stage, base, first_unit, end, stride, tile_begin_slot, probe);
   }
 }
 
@@ -661,7 +705,8 @@ FLOATZIP_HD void merge_tile_part(const block_output& b, const std::uint8_t* stag
   merge_full_units(b, stage, tile_begin_slot, tile_end_slot, thread, threads, probe);
   const std::uint32_t last = b.slot_end & ~(kSlotsPerStore - 1);
   const bool first_partial = b.lead != 0;
-  const bool last_partial = (b.slot_end & (kSlotsPerStore - 1)) != 0 && !(first_partial && last == 0);
+  const bool last_partial =
+      (b.slot_end & (kSlotsPerStore - 1)) != 0 && !(first_partial && last == 0);
   const unsigned last_thread = threads > 1 ? 1 : 0;
   if (first_partial && thread == 0 && tile_begin_slot == 0) {
     merge_partial_unit(b, stage, tile_begin_slot, 0, probe);
@@ -700,9 +745,8 @@ inline error check_kernel_decode_table(std::span<const decode_entry> table, int 
     const unsigned length = entry_length(table[i]);
     if (length == 0 || length > static_cast<unsigned>(table_bits)) {
       return error{errc::bad_data, "bundle: section code_lengths: decode table entry " +
-                                       std::to_string(i) + " has length " +
-                                       std::to_string(length) + " (table of " +
-                                       std::to_string(table_bits) + " bits)"};
+                                       std::to_string(i) + " has length " + std::to_string(length) +
+                                       " (table of " + std::to_string(table_bits) + " bits)"};
     }
   }
   return {};
@@ -933,11 +977,11 @@ inline result<launch_shape> launch_shape_for(const device_bundle_view& v,
   }
   std::uint64_t stage = stage_bytes;
   if (stage == 0) {
-    const std::int64_t share = std::int64_t{limits.per_multiprocessor} /
-                                   kMinBlocksPerMultiprocessor -
-                               kReservedSharedPerBlock - fixed;
+    const std::int64_t share =
+        std::int64_t{limits.per_multiprocessor} / kMinBlocksPerMultiprocessor -
+        kReservedSharedPerBlock - fixed;
     stage = share > std::int64_t{kMinDefaultStageBytes} ? static_cast<std::uint64_t>(share)
-                                                         : kMinDefaultStageBytes;
+                                                        : kMinDefaultStageBytes;
   }
   if (stage > limits.per_block_optin - fixed) stage = limits.per_block_optin - fixed;
   launch_shape shape;
