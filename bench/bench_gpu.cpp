@@ -42,6 +42,7 @@
 #include "floatzip/gpu.hpp"
 #include "floatzip/safetensors.hpp"
 #include "llama_synth.hpp"
+#include "nlohmann/json.hpp"
 
 namespace floatzip::bench {
 namespace {
@@ -65,11 +66,12 @@ struct host_input {
 };
 
 // One transformer block of Llama-7B proportions holding about target_bytes of BF16.
-host_input make_llama_block(std::uint64_t target_bytes, std::uint64_t seed) {
+host_input make_llama_block(std::uint64_t target_bytes, std::uint64_t seed,
+                            const encode_options& options = {}) {
   llama_block block = make_llama_block_values(target_bytes, seed);
   host_input in;
   in.dataset = "llama";
-  in.bundle = compress_bundle(block.tensors);
+  in.bundle = compress_bundle(block.tensors, options);
   in.values = std::move(block.values);
   return in;
 }
@@ -168,9 +170,15 @@ device_fixture* fixture_for(const std::string& dataset, std::uint64_t size_bytes
   const std::string key = dataset + "/" + std::to_string(size_bytes);
   if (g_fixture && g_fixture->key == key) return g_fixture.get();
   g_fixture.reset();
-  std::optional<host_input> in = dataset == "llama"
-                                     ? std::optional<host_input>(make_llama_block(size_bytes, 42))
-                                     : make_real_statistics(size_bytes, 43);
+  // llama: the encoder's defaults (12-bit codes, 64-byte chunks); llama_L15: codes up to 15
+  // bits (the 15-bit table); llama_c128: 128-byte chunks.
+  encode_options options;
+  if (dataset == "llama_L15") options.max_code_length = 15;
+  if (dataset == "llama_c128") options.chunk_bytes = 128;
+  std::optional<host_input> in =
+      dataset.starts_with("llama")
+          ? std::optional<host_input>(make_llama_block(size_bytes, 42, options))
+          : make_real_statistics(size_bytes, 43);
   if (!in) return nullptr;
   auto f = std::make_unique<device_fixture>();
   f->key = key;
@@ -328,6 +336,13 @@ void register_benchmarks() {
         [=, name = decode_name("llama", mib, 0)](benchmark::State& s) {
           bm_decode(s, "llama", size, 0, name);
         });
+    if (mib >= 256) {
+      // The encoder variants, beside the defaults above.
+      for (const char* variant : {"llama_L15", "llama_c128"}) {
+        const std::string name = decode_name(variant, mib, 0);
+        add(name, [=](benchmark::State& s) { bm_decode(s, variant, size, 0, name); });
+      }
+    }
     if (mib == 256) {
       for (const std::uint32_t kib : kStageSweepKiB) {
         add(decode_name("llama", mib, kib),
@@ -344,6 +359,14 @@ void register_benchmarks() {
       bm_decode(s, "real", size, 0, name);
     });
   }
+}
+
+// Component i of a benchmark name split at '/': decode/<data>/<MiB>[/stage:K].
+std::string path_part(const std::string& name, std::size_t i) {
+  std::size_t begin = 0;
+  for (std::size_t k = 0; k < i; ++k) begin = name.find('/', begin) + 1;
+  const std::size_t end = name.find('/', begin);
+  return name.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
 double gbps(const measurement& m) { return static_cast<double>(m.bytes) / m.seconds / 1e9; }
@@ -385,6 +408,43 @@ void print_summary() {
   }
   const auto automatic = g_results.find(decode_name("llama", 256, 0));
   if (automatic != g_results.end()) std::printf("| auto | %.1f |\n", gbps(automatic->second));
+
+  // FLOATZIP_BENCH_GPU_JSON=path: the same figures as JSON, every GB/s and every ratio to the
+  // copy and raw-load baselines of the same size, for bench/results/.
+  if (const char* path = std::getenv("FLOATZIP_BENCH_GPU_JSON"); path != nullptr && *path != 0) {
+    nlohmann::json j;
+    j["device"] = prop.name;
+    j["compute_capability"] = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+    j["multiprocessors"] = prop.multiProcessorCount;
+    j["driver_version"] = driver;
+    j["runtime_version"] = runtime;
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& [name, m] : g_results) {
+      nlohmann::json row = {{"name", name},
+                            {"gbps", gbps(m)},
+                            {"seconds_per_pass", m.seconds},
+                            {"bytes_per_pass", m.bytes}};
+      if (name.starts_with("decode/")) {
+        row["bits_per_value"] = m.bits_per_value;
+        const std::string mib = path_part(name, 2);
+        const auto copy = g_results.find("copy_d2d/" + mib);
+        const auto load = g_results.find("raw_bf16_load/" + mib);
+        if (copy != g_results.end()) row["time_over_copy"] = m.seconds / copy->second.seconds;
+        if (load != g_results.end()) row["time_over_raw_load"] = m.seconds / load->second.seconds;
+      }
+      rows.push_back(row);
+    }
+    j["results"] = rows;
+    std::FILE* file = std::fopen(path, "w");
+    if (file == nullptr) {
+      std::fprintf(stderr, "bench_gpu: cannot write %s\n", path);
+      std::exit(1);
+    }
+    const std::string text = j.dump(2);
+    std::fwrite(text.data(), 1, text.size(), file);
+    std::fclose(file);
+    std::printf("\nwrote %s\n", path);
+  }
 }
 
 }  // namespace
