@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU decode kernel's cost model, on any machine with the CUDA toolkit and no GPU:
 #
-#   cmake/scripts/kernel_model.sh BUILD_DIR [--quick] [--llama-mib N]
+#   cmake/scripts/kernel_model.sh BUILD_DIR [--no-build] [--quick] [--llama-mib N]
 #
 # BUILD_DIR: a Release build with FLOATZIP_CUDA=ON whose CMAKE_CUDA_ARCHITECTURES include 90 (the
 # model reads the sm_90 cubin). Builds floatzip_cuda and floatzip_gpu_model there, runs the
@@ -10,7 +10,9 @@
 # else the registry wheels nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm installed into a venv at
 # BUILD_DIR/kernel_model_venv) and prints the model (cmake/scripts/kernel_model.py) as a table.
 # The last line is one JSON object for the default options on the Llama-shaped block. A MODEL,
-# not a measurement. --quick: default options only (CI runs it with --llama-mib 8).
+# not a measurement. --quick: default options only (CI runs it with --llama-mib 8). --no-build:
+# use the targets as built (ctest passes it: a second ninja in the same build folder, beside
+# ctest's other tests, could clash).
 set -euo pipefail
 if (($# < 1)); then
   echo "usage: $0 BUILD_DIR [--quick] [--llama-mib N]" >&2
@@ -20,7 +22,13 @@ build_dir=$(cd "$1" && pwd)
 shift
 source_dir=$(cd "$(dirname "$0")/../.." && pwd)
 
-cmake --build "$build_dir" --target floatzip_cuda floatzip_gpu_model >&2
+if [[ ${1:-} == --no-build ]]; then
+  shift
+else
+  cmake --build "$build_dir" --target floatzip_cuda floatzip_gpu_model >&2
+fi
+[[ -x $build_dir/bench/floatzip_gpu_model ]] ||
+  { echo "kernel_model: $build_dir/bench/floatzip_gpu_model not built" >&2; exit 1; }
 object="$build_dir/cuda/CMakeFiles/floatzip_cuda.dir/floatzip_cuda.cu.o"
 [[ -f $object ]] || { echo "kernel_model: $object not found (a FLOATZIP_CUDA=ON build?)" >&2; exit 1; }
 
