@@ -55,6 +55,14 @@ inline constexpr std::uint32_t kSlotsPerStore = 8;  // BF16 values per 16-byte s
 // A group's stream span must stay below this so that in-group offsets fit 32-bit registers.
 inline constexpr std::uint64_t kMaxGroupBits = std::uint64_t{1} << 31;
 
+// Loops that run a few iterations per thread (a segment's or tile's last codewords, a partial
+// word or store unit): unrolled, their copies would be straight code every warp issues.
+#if defined(__CUDA_ARCH__)
+#define FLOATZIP_KERNEL_NO_UNROLL _Pragma("unroll 1")
+#else
+#define FLOATZIP_KERNEL_NO_UNROLL
+#endif
+
 // ---- instrumentation hook -----------------------------------------------------------------------
 // The per-thread functions report each iteration of their loops, their shared-memory accesses
 // and their stream refills to a probe. The kernel and the CPU executor pass no_probe, whose calls
@@ -344,6 +352,7 @@ template <int TableBits, class Probe>
 FLOATZIP_HD void walk_single_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
                                    std::uint32_t limit_bits, std::uint32_t& offset,
                                    std::uint32_t& count, Probe probe) {
+  FLOATZIP_KERNEL_NO_UNROLL
   while (offset < limit_bits) {
     probe.step(loop_kind::walk_single);
     reader.refill<TableBits>(probe);
@@ -518,6 +527,7 @@ template <int TableBits, class Probe>
 FLOATZIP_HD void decode_single_steps(thread_output& o, const kernel_tables<TableBits>& tables,
                                      std::uint8_t* stage, std::uint32_t tile_begin_slot,
                                      std::uint32_t stop, Probe probe) {
+  FLOATZIP_KERNEL_NO_UNROLL
   while (o.next_slot < stop) {
     probe.step(loop_kind::decode_single);
     o.reader.refill<TableBits>(probe);
@@ -549,6 +559,7 @@ FLOATZIP_HD void flush_stage_tail(const thread_output& o, std::uint8_t* stage,
                                   Probe probe = {}) {
   if (o.word_slot < tile_begin_slot || o.word_slot >= tile_end_slot) return;
   const std::uint32_t first = o.word_slot > o.begin_slot ? o.word_slot : o.begin_slot;
+  FLOATZIP_KERNEL_NO_UNROLL
   for (std::uint32_t slot = first; slot < o.next_slot; ++slot) {
     probe.step(loop_kind::flush);
     probe.stage_store(slot - tile_begin_slot, 1);
@@ -687,6 +698,7 @@ FLOATZIP_HD void merge_partial_unit(const block_output& b, const std::uint8_t* s
   const std::uint32_t lo = unit_slot > b.lead ? unit_slot : b.lead;
   const std::uint32_t hi =
       unit_slot + kSlotsPerStore < b.slot_end ? unit_slot + kSlotsPerStore : b.slot_end;
+  FLOATZIP_KERNEL_NO_UNROLL
   for (std::uint32_t slot = lo; slot < hi; ++slot) {
     probe.step(loop_kind::merge_partial);
     probe.stage_load(slot - tile_begin_slot, 1);
