@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -126,9 +127,11 @@ struct phase_stats {
 using floatzip::detail::kLoopKinds;
 using floatzip::detail::loop_kind;
 
-constexpr const char* kLoopNames[kLoopKinds] = {"walk_multi",    "walk_single",  "decode_multi",
-                                                "decode_single", "merge",        "flush",
-                                                "merge_partial", "merge_shifted"};
+// In loop_kind's order (kernel_logic.hpp).
+constexpr const char* kLoopNames[] = {
+    "walk_pair",     "walk_multi", "walk_single", "decode_pair",   "decode_multi",
+    "decode_single", "merge",      "flush",       "merge_partial", "merge_shifted"};
+static_assert(std::size(kLoopNames) == kLoopKinds, "a name for every loop kind");
 
 // A lane's events cut into loop iterations: an iteration starts at its probe.step() and owns the
 // events up to the next one, per kind of loop. Lanes of a warp run a loop together until the last

@@ -45,8 +45,10 @@ MAX_BLOCKS_PER_SM = 32
 # Loop kinds of the lockstep replay (kernel_logic.hpp's loop_kind) and the function whose loop
 # each is; the first match in an instruction's inline chain wins.
 PHASE_FUNCTIONS = [
+    ("walk_pair", "walk_pair_steps"),
     ("walk_multi", "walk_multi_steps"),
     ("walk_single", "walk_single_steps"),
+    ("decode_pair", "decode_pair_steps"),
     ("decode_multi", "decode_multi_steps"),
     ("decode_single", "decode_single_steps"),
     ("flush", "flush_stage_tail"),
@@ -55,8 +57,8 @@ PHASE_FUNCTIONS = [
     ("merge_shifted", "merge_shifted_units"),
     ("table_load", "copy_block_part"),
 ]
-LOOPS = ["walk_multi", "walk_single", "decode_multi", "decode_single", "flush", "merge",
-         "merge_shifted", "merge_partial"]
+LOOPS = ["walk_pair", "walk_multi", "walk_single", "decode_pair", "decode_multi",
+         "decode_single", "flush", "merge", "merge_shifted", "merge_partial"]
 # At most a few iterations per thread and tile, which the compiler may unroll into straight code
 # (then counted with the code outside loops).
 OPTIONAL_LOOPS = {"flush", "merge_partial"}
@@ -183,13 +185,15 @@ def is_real(ins):
     return ins.opcode not in ("NOP", "")
 
 
-def path_cost(instrs, labels, loop, fractions):
+def path_cost(instrs, labels, loop, stats, kind):
     """Instructions one iteration issues along the loop's main path (fall-through at conditional
     branches, except forward skips of a refill (LDG) or stage store (STS) region, which count with
-    the fraction of warp steps taking them). Returns (instructions, table look-ups, 16-byte
-    global stores, byte stage stores)."""
+    the fraction of warp iterations that take them: the replay's warp steps with a refill, or with
+    a stage store, spread over the regions of that kind in one iteration). Returns (instructions,
+    table look-ups, 16-byte global stores, byte stage stores)."""
     head, latch = loop["head"], loop["latch"]
     cost, lookups, wide_stores, byte_stores = 0.0, 0, 0, 0
+    regions = []  # (kind, instructions)
     pc = head
     guard = 0
     while pc <= latch and guard < 100000:
@@ -214,19 +218,33 @@ def path_cost(instrs, labels, loop, fractions):
                 break
             if pc < tgt <= latch:
                 region = [x for x in instrs[pc + 1:tgt] if is_real(x)]
-                kind = None
+                region_kind = None
                 if any(x.opcode.startswith("LDG") and REFILL_FUNCTION in x.funcs
                        for x in region):
-                    kind = "refill"
+                    region_kind = "refill"
                 elif any(x.opcode.startswith("STS") and STORE_FUNCTION in x.funcs
                          for x in region):
-                    kind = "store"
-                if kind is not None:
-                    cost += fractions[kind] * len(region)
+                    region_kind = "store"
+                if region_kind is not None:
+                    regions.append((region_kind, len(region)))
+                    lookups += sum(1 for x in region if x.opcode.startswith("LDS"))
                     pc = tgt
                     continue
         pc += 1
-    return cost, lookups, wide_stores, byte_stores
+    steps = {"merge": wide_stores, "merge_shifted": wide_stores, "flush": byte_stores,
+             "merge_partial": 1, "table_load": 1}.get(kind, lookups)
+    st = stats.get(kind)
+    for region_kind, size in regions:
+        same = sum(1 for k, _ in regions if k == region_kind)
+        if st and st["warp_steps"] and steps:
+            taken = (st["refill_warp_steps"] if region_kind == "refill"
+                     else st["stage_stores"]["warp_accesses"])
+            iterations = st["warp_steps"] / steps
+            fraction = min(1.0, taken / (iterations * same))
+        else:
+            fraction = 1.0
+        cost += fraction * size
+    return cost, steps
 
 
 def resource_usage(cuobjdump, cubin):
@@ -267,17 +285,9 @@ def model(run_stats, kernel, instrs, labels, usage):
         if loop["phase"] != "other":
             in_phase_loop.update(range(loop["head"], loop["latch"] + 1))
     for kind in LOOPS + ["table_load"]:
-        st = stats.get(kind)
-        warp_steps = st["warp_steps"] if st else 0
-        fractions = {
-            "refill": st["refill_warp_steps"] / warp_steps if st and warp_steps else 1.0,
-            "store": st["stage_stores"]["warp_accesses"] / warp_steps if st and warp_steps else 1.0,
-        }
         best = None
         for loop in (l for l in loops if l["phase"] == kind):
-            cost, lookups, wide_stores, byte_stores = path_cost(instrs, labels, loop, fractions)
-            steps = {"merge": wide_stores, "merge_shifted": wide_stores, "flush": byte_stores, "merge_partial": 1,
-                     "table_load": 1}.get(kind, lookups)
+            cost, steps = path_cost(instrs, labels, loop, stats, kind)
             if steps == 0:
                 continue
             # The loop that runs the steps: the unrolled main loop, the one with most steps.

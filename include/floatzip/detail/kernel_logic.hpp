@@ -26,10 +26,10 @@
 //
 // Stream reads use aligned 32-bit words counted from the stream section's start (a GPU cannot
 // load unaligned words). A reader holds at most 64 bits and refills one word when fewer than
-// TableBits remain, so it never loads more than 47 bits past the codeword it decodes; a segment
-// never decodes a codeword that starts at or after min(its end boundary, stream_bits). Every
-// load therefore lies within ceil(stream_bits / 8) + 8 bytes of the section start, inside the
-// kStreamPaddingBytes padding the format guarantees.
+// 2 * TableBits (at most 30) remain, so it never loads more than 61 bits past the codeword it
+// decodes next; a segment never decodes a codeword that starts at or after min(its end
+// boundary, stream_bits). Every load therefore lies within ceil(stream_bits / 8) + 8 bytes of
+// the section start, inside the kStreamPaddingBytes padding the format guarantees.
 #pragma once
 
 #include <cstddef>
@@ -70,8 +70,10 @@ inline constexpr std::uint64_t kMaxGroupBits = std::uint64_t{1} << 31;
 // replays a warp's 32 threads in lockstep to count steps, active lanes and bank conflicts of this
 // very code. Offsets are bytes from the start of the decode tables or of the stage.
 enum class loop_kind : unsigned {
+  walk_pair,      // phase 1, two multi-symbol look-ups per iteration (walk_pair_steps)
   walk_multi,     // phase 1, a multi-symbol look-up per step (walk_multi_steps)
   walk_single,    // phase 1, the segment's last codewords one by one (walk_single_steps)
+  decode_pair,    // phase 2 (decode_pair_steps)
   decode_multi,   // phase 2 (decode_multi_steps)
   decode_single,  // phase 2 (decode_single_steps)
   merge,          // one whole 8-value store unit (merge_aligned_units)
@@ -79,7 +81,7 @@ enum class loop_kind : unsigned {
   merge_partial,  // one value of the group's first or last store unit (merge_partial_unit)
   merge_shifted,  // one whole unit, sign/mantissa bytes not 8-byte aligned (merge_shifted_units)
 };
-inline constexpr unsigned kLoopKinds = 8;
+inline constexpr unsigned kLoopKinds = 10;
 
 struct no_probe {
   FLOATZIP_HD void step(loop_kind /*kind*/) const {}
@@ -256,11 +258,13 @@ struct stream_reader {
     next = word + 8;
   }
 
-  // Tops the buffer up to at least TableBits bits. Refilling only below TableBits keeps the
-  // look-ahead short (see the file comment); a lane refills about once every three look-ups.
-  template <int TableBits, class Probe>
+  // Tops the buffer up to at least Bits bits (TableBits for one look-up, 2 * TableBits <= 30
+  // for two): a word is loaded only when fewer remain, which bounds the look-ahead (see the file
+  // comment). The pair loops check once per two look-ups.
+  template <int Bits, class Probe>
   FLOATZIP_HD void refill(Probe probe) {
-    if (valid < static_cast<unsigned>(TableBits)) {
+    static_assert(Bits <= 32, "one 32-bit word must fit the 64-bit buffer");
+    if (valid < static_cast<unsigned>(Bits)) {
       probe.stream_refill();
       bits |= std::uint64_t{byte_swap32(load_u32_aligned(next))} << (32 - valid);
       valid += 32;
@@ -328,14 +332,39 @@ struct segment_walk {
   std::uint32_t end_offset = 0;  // where the last of them ends, relative to begin_bit
 };
 
-// Phase 1's fast loop: multi-symbol steps while every codeword a step can decode starts inside
-// the TableBits-bit window at offset, i.e. before the segment's limit.
+// Phase 1's main loop: two multi-symbol steps per iteration and one refill check for both, while
+// every codeword the two can decode starts within 2 * TableBits bits of offset, i.e. before the
+// segment's limit.
+template <int TableBits, class Probe>
+FLOATZIP_HD void walk_pair_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
+                                 std::uint32_t limit_bits, std::uint32_t& offset,
+                                 std::uint32_t& count, Probe probe) {
+  if (limit_bits < 2u * TableBits) return;
+  const std::uint32_t last_start = limit_bits - 2 * TableBits;  // one compare an iteration
+  while (offset <= last_start) {
+    probe.step(loop_kind::walk_pair);
+    reader.refill<2 * TableBits>(probe);
+    const decoded_step first =
+        decoded_step_of(reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    reader.consume(first.length);
+    probe.step(loop_kind::walk_pair);
+    const decoded_step second =
+        decoded_step_of(reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    reader.consume(second.length);
+    offset += first.length + second.length;
+    count += first.count + second.count;
+  }
+}
+
+// Then single multi-symbol steps while every codeword a step can decode starts inside the
+// TableBits-bit window at offset, i.e. before the segment's limit.
 template <int TableBits, class Probe>
 FLOATZIP_HD void walk_multi_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
                                   std::uint32_t limit_bits, std::uint32_t& offset,
                                   std::uint32_t& count, Probe probe) {
   if (limit_bits < static_cast<std::uint32_t>(TableBits)) return;
   const std::uint32_t last_start = limit_bits - TableBits;  // one compare a step, no add
+  FLOATZIP_KERNEL_NO_UNROLL
   while (offset <= last_start) {
     probe.step(loop_kind::walk_multi);
     reader.refill<TableBits>(probe);
@@ -376,6 +405,7 @@ FLOATZIP_HD segment_walk walk_segment(const std::uint8_t* stream,
   reader.start(stream, s.begin_bit);
   std::uint32_t offset = 0;
   std::uint32_t count = 0;
+  walk_pair_steps<TableBits>(reader, tables, s.limit_bits, offset, count, probe);
   walk_multi_steps<TableBits>(reader, tables, s.limit_bits, offset, count, probe);
   walk_single_steps<TableBits>(reader, tables, s.limit_bits, offset, count, probe);
   w.count = count;
@@ -505,13 +535,37 @@ FLOATZIP_HD void push_exponents(thread_output& o, std::uint8_t* stage,
   }
 }
 
-// Phase 2's fast loop: multi-symbol steps while even three more values stay within `stop`.
+// Phase 2's main loop: two multi-symbol steps per iteration and one refill check for both,
+// while even six more values stay within `stop`.
+template <int TableBits, class Probe>
+FLOATZIP_HD void decode_pair_steps(thread_output& o, const kernel_tables<TableBits>& tables,
+                                   std::uint8_t* stage, std::uint32_t tile_begin_slot,
+                                   std::uint32_t stop, Probe probe) {
+  if (stop < 6) return;
+  const std::uint32_t last_slot = stop - 6;  // one compare an iteration, no add
+  while (o.next_slot <= last_slot) {
+    probe.step(loop_kind::decode_pair);
+    o.reader.refill<2 * TableBits>(probe);
+    const decoded_step first =
+        decoded_step_of(o.reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    o.reader.consume(first.length);
+    push_exponents(o, stage, tile_begin_slot, first.symbols, first.count, probe);
+    probe.step(loop_kind::decode_pair);
+    const decoded_step second =
+        decoded_step_of(o.reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    o.reader.consume(second.length);
+    push_exponents(o, stage, tile_begin_slot, second.symbols, second.count, probe);
+  }
+}
+
+// Then single multi-symbol steps while even three more values stay within `stop`.
 template <int TableBits, class Probe>
 FLOATZIP_HD void decode_multi_steps(thread_output& o, const kernel_tables<TableBits>& tables,
                                     std::uint8_t* stage, std::uint32_t tile_begin_slot,
                                     std::uint32_t stop, Probe probe) {
   if (stop < 3) return;
   const std::uint32_t last_slot = stop - 3;  // one compare a step, no add
+  FLOATZIP_KERNEL_NO_UNROLL
   while (o.next_slot <= last_slot) {
     probe.step(loop_kind::decode_multi);
     o.reader.refill<TableBits>(probe);
@@ -546,6 +600,7 @@ FLOATZIP_HD void decode_to_stage(thread_output& o, const kernel_tables<TableBits
                                  std::uint8_t* stage, std::uint32_t tile_begin_slot,
                                  std::uint32_t tile_end_slot, Probe probe = {}) {
   const std::uint32_t stop = o.end_slot < tile_end_slot ? o.end_slot : tile_end_slot;
+  decode_pair_steps<TableBits>(o, tables, stage, tile_begin_slot, stop, probe);
   decode_multi_steps<TableBits>(o, tables, stage, tile_begin_slot, stop, probe);
   decode_single_steps<TableBits>(o, tables, stage, tile_begin_slot, stop, probe);
 }
