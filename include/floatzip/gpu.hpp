@@ -69,13 +69,15 @@ struct device_bundle_view {
 
 struct gpu_decode_options {
   // Shared memory for staging decoded exponents before the wide stores, per thread block. 0 picks
-  // a size from the device's shared memory (about four blocks per multiprocessor). Smaller values
-  // make a block stage its sync group in several tiles; rounded down to a multiple of 8 bytes.
+  // the largest sync group's size, as long as two blocks still fit a multiprocessor (else the
+  // largest that does, in equal tiles). Smaller values make a block stage its sync group in
+  // several tiles; rounded down to a multiple of 8 bytes.
   std::uint32_t stage_bytes = 0;
 };
 
 // The decode table widths the kernel is compiled for: bundles whose max_code_length is at most
-// kGpuTableBitsSmall use an 8 KiB table, longer codes (up to kMaxCodeLength) a 64 KiB one.
+// kGpuTableBitsSmall use 24 KiB of tables (a multi-symbol and a single-symbol one), longer codes
+// (up to kMaxCodeLength) a 64 KiB single-symbol table.
 inline constexpr int kGpuTableBitsSmall = 12;
 inline constexpr int kGpuTableBitsLarge = 15;
 // Threads per block of the decode kernel. A block decodes one sync group; a bundle with more than

@@ -10,14 +10,18 @@
 //
 //   phase 1  thread t takes a segment of the group's chunks (one chunk when chunks_per_group ==
 //            threads per block), starts at its first codeword (chunk gap) and counts the
-//            codewords that start before the segment's end boundary: walk_segment().
+//            codewords that start before the segment's end boundary: walk_segment(), up to three
+//            codewords per look-up of the multi-symbol table, two look-ups per refill check,
+//            the last few codewords one by one.
 //   scan     an exclusive sum of the counts gives each thread the index of its first value in
 //            the group; the block checks the counts and boundaries (block_fault()) before it
 //            writes anything.
-//   phase 2  threads decode their segment again, writing exponent bytes into a shared "stage",
-//            then the whole block merges the stage with the sign/mantissa bytes into the output
-//            with 16-byte stores (merge_tile_part()). A group larger than the stage is done in
-//            several tiles; each thread's decoder state carries over from tile to tile.
+//   phase 2  threads decode their segment again, the same way, writing exponent bytes into a
+//            shared "stage" as aligned 32-bit words (decode_to_stage(); after a barrier each
+//            thread's last partial word byte by byte, flush_stage_tail()), then the whole block
+//            merges the stage with the sign/mantissa bytes into the output with 16-byte stores
+//            (merge_tile_part()). A group larger than the stage is done in several tiles; each
+//            thread's decoder state carries over from tile to tile.
 //
 // Output "slots": the stage is laid out so that 8 consecutive slots are one 16-byte-aligned
 // store in the output. Slot s of a group holds its value s - lead, where lead is how far the
@@ -677,10 +681,11 @@ FLOATZIP_HD std::uint64_t load_sign_mantissa8(const std::uint8_t* sm, std::uint6
 // bytes of the unit start on an 8-byte boundary) or two 8-byte sign/mantissa loads, and one
 // 16-byte store (slot alignment makes the output address 16-byte aligned).
 template <bool Aligned>
-FLOATZIP_HD void merge_whole_unit(const block_output& b, const std::uint8_t* tile_stage,
-                                  std::uint64_t base, std::uint32_t unit) {
+FLOATZIP_HD void merge_whole_unit(const block_output& b, const std::uint8_t* stage,
+                                  std::uint32_t tile_begin_slot, std::uint64_t base,
+                                  std::uint32_t unit) {
   const std::uint64_t pos = base + unit;
-  const std::uint64_t e8 = load_u64_aligned(tile_stage + unit);
+  const std::uint64_t e8 = load_u64_aligned(stage + (unit - tile_begin_slot));
   const std::uint64_t s8 =
       Aligned ? load_u64_aligned(b.sign_mantissa + pos) : load_sign_mantissa8(b.sign_mantissa, pos);
   const auto e_low = static_cast<std::uint32_t>(e8);
@@ -697,25 +702,25 @@ FLOATZIP_HD void merge_whole_unit(const block_output& b, const std::uint8_t* til
 // the output is 16-byte aligned), one where they are not. Two functions, not one template, so
 // that the cost model tells their loops apart in the SASS line info.
 template <class Probe>
-FLOATZIP_HD void merge_aligned_units(const block_output& b, const std::uint8_t* tile_stage,
+FLOATZIP_HD void merge_aligned_units(const block_output& b, const std::uint8_t* stage,
                                      std::uint64_t base, std::uint32_t begin, std::uint32_t end,
                                      std::uint32_t stride, std::uint32_t tile_begin_slot,
                                      Probe probe) {
   for (std::uint32_t unit = begin; unit < end; unit += stride) {
     probe.step(loop_kind::merge);
     probe.stage_load(unit - tile_begin_slot, 8);
-    merge_whole_unit<true>(b, tile_stage, base, unit);
+    merge_whole_unit<true>(b, stage, tile_begin_slot, base, unit);
   }
 }
 template <class Probe>
-FLOATZIP_HD void merge_shifted_units(const block_output& b, const std::uint8_t* tile_stage,
+FLOATZIP_HD void merge_shifted_units(const block_output& b, const std::uint8_t* stage,
                                      std::uint64_t base, std::uint32_t begin, std::uint32_t end,
                                      std::uint32_t stride, std::uint32_t tile_begin_slot,
                                      Probe probe) {
   for (std::uint32_t unit = begin; unit < end; unit += stride) {
     probe.step(loop_kind::merge_shifted);
     probe.stage_load(unit - tile_begin_slot, 8);
-    merge_whole_unit<false>(b, tile_stage, base, unit);
+    merge_whole_unit<false>(b, stage, tile_begin_slot, base, unit);
   }
 }
 
@@ -734,13 +739,12 @@ FLOATZIP_HD void merge_full_units(const block_output& b, const std::uint8_t* sta
   // Output position of slot 0, modulo 2^64 (below 0 when lead > first): slot s is at base + s.
   // Units are multiples of 8, so base % 8 is every unit's sign/mantissa misalignment.
   const std::uint64_t base = b.first - b.lead;
-  const std::uint8_t* tile_stage = stage - tile_begin_slot;
   const std::uint32_t first_unit = begin + thread * kSlotsPerStore;
   const std::uint32_t stride = threads * kSlotsPerStore;
   if ((base & 7) == 0) {
-    merge_aligned_units(b, tile_stage, base, first_unit, end, stride, tile_begin_slot, probe);
+    merge_aligned_units(b, stage, base, first_unit, end, stride, tile_begin_slot, probe);
   } else {
-    merge_shifted_units(b, tile_stage, base, first_unit, end, stride, tile_begin_slot, probe);
+    merge_shifted_units(b, stage, base, first_unit, end, stride, tile_begin_slot, probe);
   }
 }
 
