@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_gpu_inputs.hpp"
 #include "bench_gpu_kernels.hpp"
 #include "floatzip/bundle_format.hpp"
 #include "floatzip/detail/file_io.hpp"
@@ -41,6 +42,7 @@
 #include "floatzip/gpu.hpp"
 #include "floatzip/safetensors.hpp"
 #include "llama_synth.hpp"
+#include "nlohmann/json.hpp"
 
 namespace floatzip::bench {
 namespace {
@@ -63,56 +65,14 @@ struct host_input {
   std::vector<std::byte> bundle;
 };
 
-// Runs fn(first, count) over [0, n) on all cores.
-template <class Fn>
-void parallel_slices(std::uint64_t n, Fn&& fn) {
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      const std::uint64_t first = n * t / threads;
-      fn(first, n * (t + 1) / threads - first);
-    });
-  }
-  for (auto& th : pool) th.join();
-}
-
 // One transformer block of Llama-7B proportions holding about target_bytes of BF16.
-host_input make_llama_block(std::uint64_t target_bytes, std::uint64_t seed) {
-  const double values = static_cast<double>(target_bytes) / 2;
-  const double mlp_ratio = 11008.0 / 4096.0;
-  auto round_32 = [](double x) {
-    return std::max<std::uint64_t>(32, static_cast<std::uint64_t>(std::llround(x / 32)) * 32);
-  };
-  const std::uint64_t h = round_32(std::sqrt(values / (4 + 3 * mlp_ratio)));
-  const std::uint64_t m = round_32(static_cast<double>(h) * mlp_ratio);
-  struct tensor_spec {
-    std::uint64_t count;
-    bool norm;
-  };
-  const std::vector<tensor_spec> specs = {{h, true},      {h * h, false}, {h * h, false},
-                                          {h * h, false}, {h * h, false}, {h, true},
-                                          {m * h, false}, {m * h, false}, {h * m, false}};
+host_input make_llama_block(std::uint64_t target_bytes, std::uint64_t seed,
+                            const encode_options& options = {}) {
+  llama_block block = make_llama_block_values(target_bytes, seed);
   host_input in;
   in.dataset = "llama";
-  std::uint64_t total = 0;
-  for (const auto& s : specs) total += s.count;
-  in.values.resize(total);
-  std::uint64_t offset = 0;
-  std::vector<std::span<const std::uint16_t>> tensors;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    const std::uint64_t tensor_seed = splitmix64_mix(seed + (i + 1) * kGoldenGamma);
-    const float scale = specs[i].norm ? 0.05f : detail::matrix_scale(tensor_seed);
-    const float center = specs[i].norm ? 0.3f : 0.0f;
-    std::uint16_t* dst = in.values.data() + offset;
-    parallel_slices(specs[i].count, [&](std::uint64_t first, std::uint64_t count) {
-      fill_student_t_bf16(std::span<std::uint16_t>(dst + first, count), center, scale, tensor_seed,
-                          first);
-    });
-    tensors.emplace_back(dst, specs[i].count);
-    offset += specs[i].count;
-  }
-  in.bundle = compress_bundle(tensors);
+  in.bundle = compress_bundle(block.tensors, options);
+  in.values = std::move(block.values);
   return in;
 }
 
@@ -210,9 +170,15 @@ device_fixture* fixture_for(const std::string& dataset, std::uint64_t size_bytes
   const std::string key = dataset + "/" + std::to_string(size_bytes);
   if (g_fixture && g_fixture->key == key) return g_fixture.get();
   g_fixture.reset();
-  std::optional<host_input> in = dataset == "llama"
-                                     ? std::optional<host_input>(make_llama_block(size_bytes, 42))
-                                     : make_real_statistics(size_bytes, 43);
+  // llama: the encoder's defaults (12-bit codes, 64-byte chunks); llama_L15: codes up to 15
+  // bits (the 15-bit table); llama_c128: 128-byte chunks.
+  encode_options options;
+  if (dataset == "llama_L15") options.max_code_length = 15;
+  if (dataset == "llama_c128") options.chunk_bytes = 128;
+  std::optional<host_input> in =
+      dataset.starts_with("llama")
+          ? std::optional<host_input>(make_llama_block(size_bytes, 42, options))
+          : make_real_statistics(size_bytes, 43);
   if (!in) return nullptr;
   auto f = std::make_unique<device_fixture>();
   f->key = key;
@@ -370,6 +336,13 @@ void register_benchmarks() {
         [=, name = decode_name("llama", mib, 0)](benchmark::State& s) {
           bm_decode(s, "llama", size, 0, name);
         });
+    if (mib >= 256) {
+      // The encoder variants, beside the defaults above.
+      for (const char* variant : {"llama_L15", "llama_c128"}) {
+        const std::string name = decode_name(variant, mib, 0);
+        add(name, [=](benchmark::State& s) { bm_decode(s, variant, size, 0, name); });
+      }
+    }
     if (mib == 256) {
       for (const std::uint32_t kib : kStageSweepKiB) {
         add(decode_name("llama", mib, kib),
@@ -386,6 +359,14 @@ void register_benchmarks() {
       bm_decode(s, "real", size, 0, name);
     });
   }
+}
+
+// Component i of a benchmark name split at '/': decode/<data>/<MiB>[/stage:K].
+std::string path_part(const std::string& name, std::size_t i) {
+  std::size_t begin = 0;
+  for (std::size_t k = 0; k < i; ++k) begin = name.find('/', begin) + 1;
+  const std::size_t end = name.find('/', begin);
+  return name.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
 double gbps(const measurement& m) { return static_cast<double>(m.bytes) / m.seconds / 1e9; }
@@ -427,6 +408,43 @@ void print_summary() {
   }
   const auto automatic = g_results.find(decode_name("llama", 256, 0));
   if (automatic != g_results.end()) std::printf("| auto | %.1f |\n", gbps(automatic->second));
+
+  // FLOATZIP_BENCH_GPU_JSON=path: the same figures as JSON, every GB/s and every ratio to the
+  // copy and raw-load baselines of the same size, for bench/results/.
+  if (const char* path = std::getenv("FLOATZIP_BENCH_GPU_JSON"); path != nullptr && *path != 0) {
+    nlohmann::json j;
+    j["device"] = prop.name;
+    j["compute_capability"] = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+    j["multiprocessors"] = prop.multiProcessorCount;
+    j["driver_version"] = driver;
+    j["runtime_version"] = runtime;
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& [name, m] : g_results) {
+      nlohmann::json row = {{"name", name},
+                            {"gbps", gbps(m)},
+                            {"seconds_per_pass", m.seconds},
+                            {"bytes_per_pass", m.bytes}};
+      if (name.starts_with("decode/")) {
+        row["bits_per_value"] = m.bits_per_value;
+        const std::string mib = path_part(name, 2);
+        const auto copy = g_results.find("copy_d2d/" + mib);
+        const auto load = g_results.find("raw_bf16_load/" + mib);
+        if (copy != g_results.end()) row["time_over_copy"] = m.seconds / copy->second.seconds;
+        if (load != g_results.end()) row["time_over_raw_load"] = m.seconds / load->second.seconds;
+      }
+      rows.push_back(row);
+    }
+    j["results"] = rows;
+    std::FILE* file = std::fopen(path, "w");
+    if (file == nullptr) {
+      std::fprintf(stderr, "bench_gpu: cannot write %s\n", path);
+      std::exit(1);
+    }
+    const std::string text = j.dump(2);
+    std::fwrite(text.data(), 1, text.size(), file);
+    std::fclose(file);
+    std::printf("\nwrote %s\n", path);
+  }
 }
 
 }  // namespace

@@ -6,9 +6,10 @@
 //
 // Shared memory of one block (dynamic, sized at launch):
 //
-//   decode_shared:  the decode table (2^TableBits 16-bit entries: 8 KiB or 64 KiB)
-//                   cub::BlockScan's temporary storage
-//   stage:          stage_slots bytes of decoded exponents, the block's output in tiles
+//   decode_shared:  the decode tables (24 KiB for 12-bit codes, 64 KiB for 15-bit ones)
+//                   cub::BlockScan's temporary storage (at most kScanStorageBytes)
+//   stage:          at kernel_fixed_shared_bytes(TableBits), a multiple of 128: stage_slots bytes
+//   of decoded exponents, the block's output in tiles
 #pragma once
 
 #include <cstddef>
@@ -20,29 +21,31 @@
 
 namespace floatzip::detail {
 
-// The flat decode table of one thread block in shared memory, filled once per block from the
-// bundle's table in global memory (a copy of 8 KiB that L2 serves to every block after the
-// first). Entries are documented at decode_entry (huffman.hpp).
+// The decode tables of one thread block in shared memory (kernel_tables in kernel_logic.hpp: a
+// multi-symbol and a single-symbol table for 12-bit codes, the single one for 15-bit codes),
+// filled once per block from the bundle's copy in global memory (24 KiB that L2 serves to every
+// block after the first).
 template <int TableBits, int Threads>
 class block_decode_table {
  public:
-  static constexpr std::uint32_t kEntries = std::uint32_t{1} << TableBits;
-  static constexpr std::uint32_t kBytes = kEntries * sizeof(decode_entry);
+  static constexpr std::uint32_t kBytes = kernel_tables_bytes(TableBits);
 
   struct alignas(16) TempStorage {
-    decode_entry entries[kEntries];
+    std::uint32_t words[kBytes / 4];
   };
-  static_assert(sizeof(TempStorage) == kBytes, "the table is exactly its entries");
+  static_assert(sizeof(TempStorage) == kBytes, "the tables are exactly their entries");
   static_assert(kBytes % 16 == 0, "the cooperative load moves 16-byte words");
 
   __device__ explicit block_decode_table(TempStorage& storage) : storage_(storage) {}
 
   // Every thread of the block calls this; the caller synchronises before the first look-up.
-  __device__ void load(const decode_entry* global_table) {
-    copy_block_part(storage_.entries, global_table, kBytes, threadIdx.x, Threads);
+  __device__ void load(const std::uint32_t* global_tables) {
+    copy_block_part(storage_.words, global_tables, kBytes, threadIdx.x, Threads);
   }
 
-  [[nodiscard]] __device__ const decode_entry* entries() const { return storage_.entries; }
+  [[nodiscard]] __device__ kernel_tables<TableBits> tables() const {
+    return kernel_tables<TableBits>(storage_.words);
+  }
 
  private:
   TempStorage& storage_;
@@ -51,25 +54,32 @@ class block_decode_table {
 template <int TableBits, int Threads>
 struct decode_shared {
   using table_type = block_decode_table<TableBits, Threads>;
-  using scan_type = cub::BlockScan<std::uint32_t, Threads>;
+  // Warp scans: 64 bytes of storage, where the default raking scan takes 1,184.
+  using scan_type = cub::BlockScan<std::uint32_t, Threads, cub::BLOCK_SCAN_WARP_SCANS>;
   typename table_type::TempStorage table;
   typename scan_type::TempStorage scan;
 };
 
-// Offset of the stage in the block's dynamic shared memory.
+// Offset of the stage in the block's dynamic shared memory (kernel_logic.hpp sizes it on the
+// host, without CUDA headers).
 template <int TableBits, int Threads>
-inline constexpr std::uint32_t kStageOffset = (sizeof(decode_shared<TableBits, Threads>) + 15) /
-                                              16 * 16;
+inline constexpr std::uint32_t kStageOffset = kernel_fixed_shared_bytes(TableBits);
+static_assert(sizeof(decode_shared<kGpuTableBitsSmall, kGpuThreadsPerBlock>) <=
+                  kernel_fixed_shared_bytes(kGpuTableBitsSmall),
+              "cub's scan storage outgrew kScanStorageBytes");
+static_assert(sizeof(decode_shared<kGpuTableBitsLarge, kGpuThreadsPerBlock>) <=
+                  kernel_fixed_shared_bytes(kGpuTableBitsLarge),
+              "cub's scan storage outgrew kScanStorageBytes");
 
 // One block per sync group. See kernel_logic.hpp for the phases. Every barrier is reached by all
 // threads: the fault decision is block-uniform (it follows the scan aggregate and
 // __syncthreads_and), and the tile loop's bounds are block-uniform.
 // Register budget: at least this many blocks per multiprocessor (64 registers a thread at 256
 // threads). Without it ptxas aims for full occupancy on sm_80 and spills at 32 registers.
-inline constexpr int kMinBlocksPerMultiprocessor = 4;
+inline constexpr int kRegisterBudgetBlocks = 4;
 
 template <int TableBits, int Threads>
-__global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
+__global__ void __launch_bounds__(Threads, kRegisterBudgetBlocks)
     decode_bundle_kernel(const device_bundle_view v, std::uint16_t* const out,
                          const std::uint32_t out_shift, const std::uint32_t stage_slots) {
   extern __shared__ uint4 shared_words[];
@@ -81,12 +91,13 @@ __global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
   const std::uint64_t group = blockIdx.x;
 
   typename shared_type::table_type table(shared.table);
-  table.load(v.decode_table);
+  table.load(v.decode_tables);
   const thread_segment segment = thread_segment_of(v, group, thread, Threads);
   __syncthreads();
 
   // Phase 1: count; scan; check.
-  const segment_walk walk = walk_segment<TableBits>(v.exponent_stream, table.entries(), segment);
+  const kernel_tables<TableBits> tables = table.tables();
+  const segment_walk walk = walk_segment<TableBits>(v.exponent_stream, tables, segment);
   std::uint32_t first_value = 0;
   std::uint32_t codeword_total = 0;
   typename shared_type::scan_type(shared.scan)
@@ -103,7 +114,9 @@ __global__ void __launch_bounds__(Threads, kMinBlocksPerMultiprocessor)
   const block_output b = block_output_of(out, out_shift, v, values);
   thread_output o = start_output(v.exponent_stream, segment, b, first_value, walk.count);
   for (std::uint32_t tile = 0; tile < b.slot_end; tile += stage_slots) {
-    decode_to_stage<TableBits>(o, table.entries(), stage, tile, tile + stage_slots);
+    decode_to_stage<TableBits>(o, tables, stage, tile, tile + stage_slots);
+    __syncthreads();  // every whole word is in the stage: the partial ones can go in byte by byte
+    flush_stage_tail(o, stage, tile, tile + stage_slots);
     __syncthreads();
     merge_tile_part(b, stage, tile, tile + stage_slots, thread, Threads);
     __syncthreads();  // the next tile overwrites the stage

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "decode_kernel.cuh"
 #include "floatzip/detail/kernel_logic.hpp"
@@ -28,60 +30,81 @@ error cuda_failure(const char* call, cudaError_t status) {
     if (floatzip_status_ != cudaSuccess) return cuda_failure(#call, floatzip_status_); \
   } while (false)
 
-// The default stage is this fraction of a multiprocessor's shared memory: enough blocks to hide
-// the latency of the dependent table look-ups. stage_slots_for then splits a group that does not
-// fit into equal tiles, so the real block is often smaller (on an H100, a Llama block's ~48,200
-// values per group become two tiles of ~24 KiB, 33.5 KiB per block, and registers limit the
-// kernel to 6 blocks per multiprocessor). A starting point until floatzip_bench_gpu's stage
-// sweep has been run (bench/RESULTS.md).
-constexpr int kTargetBlocksPerMultiprocessor = 4;
-// Shared memory the runtime reserves per block (cudaDevAttrReservedSharedMemoryPerBlock is 1 KiB
-// on sm_80..sm_90).
-constexpr int kReservedSharedPerBlock = 1024;
-constexpr std::uint32_t kMinDefaultStageBytes = 4096;
+// ---- per-device preparation, once
+// What a launch needs to know about the current device, queried once per device (at upload, or at
+// the first launch on a device no bundle was uploaded to): the shared-memory limits, and the
+// kernels' opt-in to more than 48 KiB of dynamic shared memory. Doing it once keeps launches free
+// of cudaFuncSetAttribute (two host threads launching with different sizes raced on it) and of
+// cudaFuncGetAttributes, whose lazy module loading is not allowed while a graph is captured.
+struct prepared_device {
+  bool ready = false;
+  detail::device_shared_limits limits;
+};
+
+std::mutex g_devices_mutex;
+std::vector<prepared_device> g_devices;
+
+template <int TableBits>
+error allow_max_dynamic_shared(int per_block_optin) {
+  auto* const kernel = &detail::decode_bundle_kernel<TableBits, kGpuThreadsPerBlock>;
+  cudaFuncAttributes attributes{};
+  FLOATZIP_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  const int dynamic = per_block_optin - static_cast<int>(attributes.sharedSizeBytes);
+  if (dynamic > 48 * 1024) {
+    FLOATZIP_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic));
+  }
+  return {};
+}
+
+// The limits of `device` (the current device), preparing it on first use.
+error prepare_device(int device, detail::device_shared_limits& limits) {
+  const std::lock_guard<std::mutex> lock(g_devices_mutex);
+  if (device < 0) return {errc::cuda_error, "gpu decompress: negative device ordinal"};
+  if (static_cast<std::size_t>(device) >= g_devices.size()) g_devices.resize(device + 1);
+  prepared_device& d = g_devices[device];
+  if (!d.ready) {
+    int per_multiprocessor = 0;
+    int per_block_optin = 0;
+    FLOATZIP_CUDA_CHECK(cudaDeviceGetAttribute(
+        &per_multiprocessor, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+    FLOATZIP_CUDA_CHECK(
+        cudaDeviceGetAttribute(&per_block_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (error e = allow_max_dynamic_shared<kGpuTableBitsSmall>(per_block_optin)) return e;
+    if (error e = allow_max_dynamic_shared<kGpuTableBitsLarge>(per_block_optin)) return e;
+    d.limits.per_multiprocessor = static_cast<std::uint32_t>(per_multiprocessor);
+    d.limits.per_block_optin = static_cast<std::uint32_t>(per_block_optin);
+    d.ready = true;
+  }
+  limits = d.limits;
+  return {};
+}
 
 template <int TableBits>
 error launch_decode(const device_bundle_view& v, std::uint16_t* out, cudaStream_t stream,
-                    const gpu_decode_options& options) {
+                    const gpu_decode_options& options, int device,
+                    const detail::device_shared_limits& limits) {
   constexpr unsigned kThreads = kGpuThreadsPerBlock;
-  constexpr std::uint32_t kFixedShared = detail::kStageOffset<TableBits, kThreads>;
   auto* const kernel = &detail::decode_bundle_kernel<TableBits, kThreads>;
-
-  int device = 0;
-  int max_optin_shared = 0;
-  int shared_per_multiprocessor = 0;
-  FLOATZIP_CUDA_CHECK(cudaGetDevice(&device));
-  FLOATZIP_CUDA_CHECK(
-      cudaDeviceGetAttribute(&max_optin_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  FLOATZIP_CUDA_CHECK(cudaDeviceGetAttribute(&shared_per_multiprocessor,
-                                             cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-  if (max_optin_shared < static_cast<int>(kFixedShared + detail::kSlotsPerStore)) {
-    return {errc::invalid_argument,
-            "gpu decompress: the " + std::to_string(TableBits) + "-bit decode table needs " +
-                std::to_string(kFixedShared) + " bytes of shared memory per block, device " +
-                std::to_string(device) + " allows " + std::to_string(max_optin_shared)};
-  }
-  std::uint64_t stage_bytes = options.stage_bytes;
-  if (stage_bytes == 0) {
-    const int share = shared_per_multiprocessor / kTargetBlocksPerMultiprocessor -
-                      kReservedSharedPerBlock - static_cast<int>(kFixedShared);
-    stage_bytes = std::max<std::int64_t>(share, kMinDefaultStageBytes);
-  }
-  stage_bytes = std::min<std::uint64_t>(stage_bytes, max_optin_shared - kFixedShared);
-  const std::uint32_t stage_slots = detail::stage_slots_for(v, stage_bytes);
-  const std::uint32_t shared_bytes = kFixedShared + stage_slots;
-
-  // Above 48 KiB a kernel must opt in. The call only records a per-function limit (no stream
-  // work, no synchronisation), so it is allowed while a graph is being captured.
-  if (shared_bytes > 48 * 1024) {
-    FLOATZIP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(shared_bytes)));
+  auto shape = detail::launch_shape_for(v, limits, options.stage_bytes);
+  if (!shape) {
+    return error{shape.error().code,
+                 shape.error().message + " (device " + std::to_string(device) + ")"};
   }
   const auto out_shift = static_cast<std::uint32_t>((reinterpret_cast<std::uintptr_t>(out) >> 1) &
                                                     (detail::kSlotsPerStore - 1));
-  kernel<<<static_cast<unsigned>(v.group_count), kThreads, shared_bytes, stream>>>(
-      v, out, out_shift, stage_slots);
-  FLOATZIP_CUDA_CHECK(cudaGetLastError());
+  // An error left by earlier asynchronous work (or an earlier failed call on this thread) would
+  // otherwise surface from the cudaGetLastError below as this launch's.
+  if (const cudaError_t earlier = cudaGetLastError(); earlier != cudaSuccess) {
+    return {errc::cuda_error, std::string("gpu decompress: not launched: an earlier CUDA call or "
+                                          "kernel on this thread had failed: ") +
+                                  cudaGetErrorName(earlier) + ": " + cudaGetErrorString(earlier)};
+  }
+  kernel<<<static_cast<unsigned>(v.group_count), kThreads, shape->shared_bytes, stream>>>(
+      v, out, out_shift, shape->stage_slots);
+  if (const cudaError_t launched = cudaGetLastError(); launched != cudaSuccess) {
+    return cuda_failure("gpu decompress: kernel launch", launched);
+  }
   return {};
 }
 
@@ -93,10 +116,15 @@ error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64
                  gpu_stream stream, const gpu_decode_options& options) {
   if (error e = detail::validate_launch(view, out, out_capacity)) return e;
   if (view.value_count == 0) return {};
+  int device = 0;
+  FLOATZIP_CUDA_CHECK(cudaGetDevice(&device));
+  if (error e = detail::validate_launch_device(view, device)) return e;
+  detail::device_shared_limits limits;
+  if (error e = prepare_device(device, limits)) return e;
   if (view.table_bits == kGpuTableBitsSmall) {
-    return launch_decode<kGpuTableBitsSmall>(view, out, stream, options);
+    return launch_decode<kGpuTableBitsSmall>(view, out, stream, options, device, limits);
   }
-  return launch_decode<kGpuTableBitsLarge>(view, out, stream, options);
+  return launch_decode<kGpuTableBitsLarge>(view, out, stream, options, device, limits);
 }
 
 int device_count() noexcept {
@@ -134,15 +162,22 @@ device_bundle::~device_bundle() {
 
 result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_stream stream) {
   const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
-  auto table = detail::build_kernel_decode_table(bundle, table_bits);
+  auto table = detail::build_kernel_tables(bundle, table_bits);
   if (!table) return table.error();
 
   // One allocation: the serialized bundle (its sections keep their 16-byte alignment), the
   // decode table, the status word.
   const std::uint64_t table_offset = align_up(bundle.size_bytes(), 256);
-  const std::uint64_t table_bytes = detail::decode_table_bytes(table_bits);
+  const std::uint64_t table_bytes = detail::kernel_tables_bytes(table_bits);
   const std::uint64_t status_offset = align_up(table_offset + table_bytes, 256);
   const std::uint64_t total = status_offset + sizeof(unsigned long long);
+
+  int device = 0;
+  FLOATZIP_CUDA_CHECK(cudaGetDevice(&device));
+  detail::device_shared_limits limits;
+  if (error e = prepare_device(device, limits)) {
+    return error{e.code, "device_bundle::upload: " + e.message};
+  }
 
   device_bundle owner;
   const cudaError_t allocated = cudaMalloc(&owner.device_memory_, total);
@@ -155,7 +190,7 @@ result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_strea
   }
   owner.device_bytes_ = total;
   auto* base = static_cast<std::byte*>(owner.device_memory_);
-  auto* device_table = reinterpret_cast<decode_entry*>(base + table_offset);
+  auto* device_table = reinterpret_cast<std::uint32_t*>(base + table_offset);
   auto* status = reinterpret_cast<unsigned long long*>(base + status_offset);
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
 
@@ -168,6 +203,7 @@ result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_strea
   FLOATZIP_CUDA_CHECK(cudaMemsetAsync(status, 0xFF, sizeof *status, cuda_stream));
 
   owner.view_ = detail::make_device_bundle_view(bundle, base, device_table, table_bits, status);
+  owner.view_.device = device;
   if (bundle.value_count() != 0) {
     if (error e = detail::validate_view(owner.view_))
       return error{e.code, "device_bundle::upload: " + e.message};

@@ -13,6 +13,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -293,6 +294,80 @@ TEST(Gpu, LaunchChecksReturnErrorsWithoutLaunching) {
   bad.table_bits = 13;
   EXPECT_EQ(decompress(bad, out.get(), values.size(), nullptr).code, errc::invalid_argument);
   ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_TRUE(u.device.check_decode_status().ok());
+}
+
+// An error left pending by earlier work on this thread is reported as earlier, not as this
+// launch's, and nothing is launched; the next call launches normally.
+TEST(Gpu, EarlierErrorIsNotReportedAsThisLaunchs) {
+  SKIP_WITHOUT_GPU();
+  const auto values = heavy_tailed(10'000, 4);
+  uploaded u;
+  upload(compress({values}, {}), u);
+  if (HasFatalFailure()) return;
+  device_array<std::uint16_t> out(values.size());
+  void* huge = nullptr;
+  ASSERT_NE(cudaMalloc(&huge, std::size_t{1} << 62), cudaSuccess);  // leaves its error pending
+  const error e = decompress(u.device, out.get(), out.size(), nullptr);
+  EXPECT_EQ(e.code, errc::cuda_error);
+  EXPECT_NE(e.message.find("earlier"), std::string::npos) << e.message;
+  const error again = decompress(u.device, out.get(), out.size(), nullptr);
+  ASSERT_TRUE(again.ok()) << again.message;
+  std::vector<std::uint16_t> host(values.size());
+  ASSERT_CUDA(cudaMemcpy(host.data(), out.get(), host.size() * 2, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(host, values);
+}
+
+TEST(Gpu, LaunchOnAnotherDeviceIsRefused) {
+  SKIP_WITHOUT_GPU();
+  const auto values = heavy_tailed(10'000, 5);
+  uploaded u;
+  upload(compress({values}, {}), u);
+  if (HasFatalFailure()) return;
+  int device = -1;
+  ASSERT_CUDA(cudaGetDevice(&device));
+  EXPECT_EQ(u.device.view().device, device);
+  device_array<std::uint16_t> out(values.size());
+  device_bundle_view elsewhere = u.device.view();
+  elsewhere.device = device + 1;  // as if uploaded to another GPU
+  EXPECT_EQ(decompress(elsewhere, out.get(), out.size(), nullptr).code, errc::invalid_argument);
+}
+
+// Host threads launching the same kernel with different stage sizes at once: the launch sets no
+// function attribute any more, so nothing races.
+TEST(Gpu, ConcurrentLaunchesWithDifferentStageSizes) {
+  SKIP_WITHOUT_GPU();
+  const auto values = heavy_tailed(300'000, 6);
+  uploaded u;
+  upload(compress({values}, {}), u);
+  if (HasFatalFailure()) return;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      cudaStream_t stream = nullptr;
+      if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+        failures[t] = 1;
+        return;
+      }
+      device_array<std::uint16_t> out(values.size());
+      std::vector<std::uint16_t> host(values.size());
+      gpu_decode_options options;
+      options.stage_bytes = t % 2 == 0 ? 0 : 4096 * (t + 1);
+      for (int i = 0; i < 20; ++i) {
+        if (!decompress(u.device, out.get(), out.size(), stream, options).ok()) ++failures[t];
+      }
+      if (cudaStreamSynchronize(stream) != cudaSuccess ||
+          cudaMemcpy(host.data(), out.get(), host.size() * 2, cudaMemcpyDeviceToHost) !=
+              cudaSuccess ||
+          host != values) {
+        ++failures[t];
+      }
+      (void)cudaStreamDestroy(stream);
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
   EXPECT_TRUE(u.device.check_decode_status().ok());
 }
 

@@ -127,11 +127,49 @@ TEST(KernelLogic, StreamReaderSeesTheStreamFromAnyPosition) {
     reader.start(stream.data(), start);
     std::uint64_t pos = start;
     while (pos + 64 < 256 * 8) {
-      const decode_entry e = reader.peek<12>(table.data());
+      reader.refill<12>(detail::no_probe{});
+      const decode_entry e = reader.look_up<12>(table.data(), table.data(), detail::no_probe{});
       const std::uint64_t index = detail::stream_window(stream.data(), pos) >> 52;
       ASSERT_EQ(e, table[index]) << "start " << start << " pos " << pos;
       reader.consume(entry_length(e));
       pos += entry_length(e);
+    }
+  }
+}
+
+// Every multi-symbol entry against decoding its index codeword by codeword: as many whole
+// codewords as fit in the 12 bits, at most three, their symbols in order and zeros above.
+TEST(KernelLogic, MultiSymbolEntriesDecodeTheirIndex) {
+  for (const auto& values : {heavy_tailed(200'000, 11), test::all_patterns(true)}) {
+    const auto bytes = compress({values}, {});
+    const bundle_view view = parse_bundle(bytes).value();
+    ASSERT_EQ(detail::gpu_table_bits(view.max_code_length()), 12);
+    std::vector<decode_entry> single(1 << 12);
+    build_decode_table(view.code(), 12, single);
+    const std::vector<detail::multi_entry> multi = detail::build_multi_table(single, 12);
+    const canonical_code code = make_canonical_code(view.code());
+    for (std::uint32_t index = 0; index < multi.size(); ++index) {
+      const detail::decoded_step d = detail::decoded_step_of(multi[index]);
+      unsigned at = 0;
+      unsigned count = 0;
+      std::uint32_t symbols = 0;
+      while (count < 3) {
+        // The codeword at bit `at` of the index (MSB first), found by its canonical code.
+        int found = -1;
+        for (int sym = 0; sym < kSymbolCount && found < 0; ++sym) {
+          const unsigned len = code.length[sym];
+          if (len == 0 || at + len > 12) continue;
+          if (((index >> (12 - at - len)) & ((1u << len) - 1)) == code.code[sym]) found = sym;
+        }
+        if (found < 0) break;
+        symbols |= static_cast<std::uint32_t>(found) << (8 * count);
+        at += code.length[found];
+        ++count;
+      }
+      ASSERT_EQ(d.count, count) << "index " << index;
+      ASSERT_EQ(d.length, at) << "index " << index;
+      ASSERT_EQ(d.symbols, symbols) << "index " << index;
+      ASSERT_GE(d.count, 1u);
     }
   }
 }
@@ -294,7 +332,7 @@ TEST(KernelExecutor, RealModels) {
 struct host_kernel_bundle {
   std::vector<std::byte> bytes;
   bundle_view view;
-  std::vector<decode_entry> table;
+  std::vector<std::uint32_t> tables;
   unsigned long long status = detail::kNoFault;
   device_bundle_view device_view;
 };
@@ -307,9 +345,9 @@ std::unique_ptr<host_kernel_bundle> make_host_kernel_bundle(const tensor_list& t
   b->bytes = compress(tensors, options);
   b->view = parse_bundle(b->bytes).value();
   const int bits = detail::gpu_table_bits(b->view.max_code_length());
-  b->table = detail::build_kernel_decode_table(b->view, bits).value();
+  b->tables = detail::build_kernel_tables(b->view, bits).value();
   b->device_view =
-      detail::make_device_bundle_view(b->view, b->bytes.data(), b->table.data(), bits, &b->status);
+      detail::make_device_bundle_view(b->view, b->bytes.data(), b->tables.data(), bits, &b->status);
   return b;
 }
 
@@ -351,6 +389,61 @@ TEST(KernelExecutor, LaunchChecks) {
   EXPECT_EQ(execute_kernel_on_cpu(b->device_view, aligned, values.size(), no_threads).code,
             errc::invalid_argument);
   EXPECT_TRUE(execute_kernel_on_cpu(b->device_view, aligned, values.size()).ok());
+}
+
+// A table entry of length 0 would keep a thread's walk from advancing and hang its block; one
+// longer than the table would read past the stream padding. Both are refused when the table is
+// built, before anything is uploaded or launched.
+TEST(KernelLogic, DecodeTableEntriesOfBadLengthAreRejected) {
+  const std::vector<std::uint16_t> values = heavy_tailed(5000, 1);
+  auto b = make_host_kernel_bundle({values}, {});
+  const int bits = b->device_view.table_bits;
+  std::vector<decode_entry> single(std::size_t{1} << bits);
+  build_decode_table(b->view.code(), bits, single);
+  EXPECT_TRUE(detail::check_kernel_decode_table(single, bits).ok());
+  for (const unsigned length : {0u, static_cast<unsigned>(bits) + 1}) {
+    std::vector<decode_entry> table = single;
+    table[table.size() / 3] = make_decode_entry(7, length);
+    const error e = detail::check_kernel_decode_table(table, bits);
+    EXPECT_EQ(e.code, errc::bad_data);
+    EXPECT_NE(e.message.find("entry " + std::to_string(table.size() / 3)), std::string::npos)
+        << e.message;
+  }
+}
+
+TEST(KernelLogic, LaunchDeviceMustBeTheBundlesDevice) {
+  device_bundle_view v;
+  EXPECT_TRUE(detail::validate_launch_device(v, 3).ok());  // -1: a host view, not checked
+  v.device = 1;
+  EXPECT_TRUE(detail::validate_launch_device(v, 1).ok());
+  const error e = detail::validate_launch_device(v, 0);
+  EXPECT_EQ(e.code, errc::invalid_argument);
+  EXPECT_NE(e.message.find("uploaded to device 1"), std::string::npos) << e.message;
+}
+
+// The launcher's shared-memory plan, computed without a GPU: the table, the scan storage and the
+// stage, the stage starting on a 128-byte boundary, and a clear error where the table alone
+// does not fit.
+TEST(KernelLogic, LaunchShapeOnHopperLimits) {
+  const std::vector<std::uint16_t> values = heavy_tailed(400'000, 8);
+  auto b = make_host_kernel_bundle({values}, {});
+  const detail::device_shared_limits hopper{228 * 1024, 227 * 1024};
+  const auto shape = detail::launch_shape_for(b->device_view, hopper, 0);
+  ASSERT_TRUE(shape.has_value()) << shape.error().message;
+  const std::uint32_t fixed = detail::kernel_fixed_shared_bytes(b->device_view.table_bits);
+  EXPECT_EQ(fixed % 128, 0u);
+  EXPECT_EQ(shape->shared_bytes, fixed + shape->stage_slots);
+  EXPECT_EQ(shape->stage_slots % detail::kSlotsPerStore, 0u);
+  EXPECT_LE(shape->shared_bytes + detail::kReservedSharedPerBlock,
+            hopper.per_multiprocessor / detail::kMinBlocksPerMultiprocessor);
+  // The largest group in one tile.
+  EXPECT_EQ(shape->stage_slots, detail::stage_slots_for(b->device_view, std::uint64_t{1} << 32));
+  const auto small = detail::launch_shape_for(b->device_view, hopper, 2048);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_LE(small->stage_slots, 2048u);
+  const auto tiny_device = detail::launch_shape_for(b->device_view, {16 * 1024, 4 * 1024}, 0);
+  ASSERT_FALSE(tiny_device.has_value());
+  EXPECT_EQ(tiny_device.error().code, errc::invalid_argument);
 }
 
 // Metadata that parse_bundle accepted but that was changed afterwards (as a bit flip in device

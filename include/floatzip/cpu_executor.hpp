@@ -44,9 +44,19 @@ inline std::uint32_t exclusive_sum(const std::vector<std::uint32_t>& counts,
   return running;
 }
 
+// What the executor tells an observer: each thread's probe (kernel_logic.hpp) and each barrier,
+// named after the phase it ends. The kernel cost model observes a run to replay its warps in
+// lockstep; execute_kernel_on_cpu observes nothing.
+enum class executor_phase { walk, decode, flush, merge };
+
+struct no_observer {
+  [[nodiscard]] no_probe probe(unsigned /*thread*/) const { return {}; }
+  void barrier(executor_phase /*phase*/, unsigned /*threads*/) {}
+};
+
 // Per-block "shared memory" and per-thread registers, reused from block to block.
 struct executor_block_state {
-  std::vector<decode_entry> table;
+  std::vector<std::uint32_t> tables;
   std::vector<std::uint8_t> stage;
   std::vector<thread_segment> segments;
   std::vector<segment_walk> walks;
@@ -56,20 +66,24 @@ struct executor_block_state {
 };
 
 // One thread block: the kernel's body with each barrier-separated phase run for every thread.
-template <int TableBits>
+template <int TableBits, class Observer>
 unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out,
                                  std::uint32_t out_shift, std::uint32_t stage_slots,
-                                 unsigned threads, std::uint64_t group, executor_block_state& st) {
-  // The decode table into shared memory.
+                                 unsigned threads, std::uint64_t group, executor_block_state& st,
+                                 Observer& observer) {
+  // The decode tables into shared memory.
   for (unsigned t = 0; t < threads; ++t) {
-    copy_block_part(st.table.data(), v.decode_table, decode_table_bytes(TableBits), t, threads);
+    copy_block_part(st.tables.data(), v.decode_tables, kernel_tables_bytes(TableBits), t, threads);
   }
+  const kernel_tables<TableBits> tables(st.tables.data());
   // __syncthreads(); phase 1.
   for (unsigned t = 0; t < threads; ++t) {
     st.segments[t] = thread_segment_of(v, group, t, threads);
-    st.walks[t] = walk_segment<TableBits>(v.exponent_stream, st.table.data(), st.segments[t]);
+    st.walks[t] =
+        walk_segment<TableBits>(v.exponent_stream, tables, st.segments[t], observer.probe(t));
     st.counts[t] = st.walks[t].count;
   }
+  observer.barrier(executor_phase::walk, threads);
   // BlockScan; __syncthreads_and of the per-thread checks.
   const std::uint32_t total = exclusive_sum(st.counts, st.firsts);
   bool all_consistent = true;
@@ -90,25 +104,29 @@ unsigned long long execute_block(const device_bundle_view& v, std::uint16_t* out
     // Stale bytes from the previous tile must never reach the output: make them visible.
     std::fill(st.stage.begin(), st.stage.end(), poison++);
     for (unsigned t = 0; t < threads; ++t) {
-      decode_to_stage<TableBits>(st.outputs[t], st.table.data(), st.stage.data(), tile,
-                                 tile + stage_slots);
+      decode_to_stage<TableBits>(st.outputs[t], tables, st.stage.data(), tile, tile + stage_slots,
+                                 observer.probe(t));
     }
-    // __syncthreads()
+    observer.barrier(executor_phase::decode, threads);  // __syncthreads()
     for (unsigned t = 0; t < threads; ++t) {
-      merge_tile_part(b, st.stage.data(), tile, tile + stage_slots, t, threads);
+      flush_stage_tail(st.outputs[t], st.stage.data(), tile, tile + stage_slots, observer.probe(t));
     }
-    // __syncthreads()
+    observer.barrier(executor_phase::flush, threads);  // __syncthreads()
+    for (unsigned t = 0; t < threads; ++t) {
+      merge_tile_part(b, st.stage.data(), tile, tile + stage_slots, t, threads, observer.probe(t));
+    }
+    observer.barrier(executor_phase::merge, threads);  // __syncthreads()
   }
   return kNoFault;
 }
 
-template <int TableBits>
+template <int TableBits, class Observer = no_observer>
 error execute_kernel(const device_bundle_view& v, std::uint16_t* out, std::uint32_t stage_slots,
-                     unsigned threads) {
+                     unsigned threads, Observer&& observer = {}) {
   const auto out_shift =
       static_cast<std::uint32_t>((reinterpret_cast<std::uintptr_t>(out) >> 1) & 7);
   executor_block_state st;
-  st.table.resize(std::size_t{1} << TableBits);
+  st.tables.resize(kernel_tables_bytes(TableBits) / 4);
   st.stage.resize(stage_slots);
   st.segments.resize(threads);
   st.walks.resize(threads);
@@ -121,7 +139,7 @@ error execute_kernel(const device_bundle_view& v, std::uint16_t* out, std::uint3
   unsigned long long first_fault = kNoFault;
   for (std::uint64_t g = 0; g < v.group_count; ++g) {
     const unsigned long long record =
-        execute_block<TableBits>(v, out, out_shift, stage_slots, threads, g, st);
+        execute_block<TableBits>(v, out, out_shift, stage_slots, threads, g, st, observer);
     if (record < first_fault) first_fault = record;
   }
   if (first_fault == kNoFault) return {};
@@ -161,11 +179,11 @@ inline error execute_kernel_on_cpu(const device_bundle_view& view, std::uint16_t
 inline error execute_kernel_on_cpu(const bundle_view& bundle, std::span<std::uint16_t> out,
                                    const cpu_executor_options& options = {}) {
   const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
-  auto table = detail::build_kernel_decode_table(bundle, table_bits);
-  if (!table) return table.error();
+  auto tables = detail::build_kernel_tables(bundle, table_bits);
+  if (!tables) return tables.error();
   unsigned long long status = detail::kNoFault;
   const device_bundle_view view = detail::make_device_bundle_view(
-      bundle, bundle.bytes().data(), table->data(), table_bits, &status);
+      bundle, bundle.bytes().data(), tables->data(), table_bits, &status);
   return execute_kernel_on_cpu(view, out.data(), out.size(), options);
 }
 

@@ -38,14 +38,16 @@ using gpu_stream = CUstream_st*;
 // device_bundle::view(). (The CPU executor, cpu_executor.hpp, builds the same struct over host
 // memory.) The header fields are validated on the host before every launch; what the pointers
 // point to is checked by the kernel as far as it is used, so a corrupt group is reported, never
-// read or written out of bounds. The decode table must be one built by floatzip for this bundle
-// (every entry a codeword of 1..table_bits bits).
+// read or written out of bounds. The decode tables must be the ones floatzip builds for this
+// bundle (every entry one or more codewords of 1..table_bits bits in all).
 struct device_bundle_view {
   const std::uint8_t* exponent_stream = nullptr;   // the stream section, padding included
   const std::uint8_t* sign_mantissa = nullptr;     // one byte per value, section padding included
   const std::uint8_t* chunk_gaps = nullptr;        // 4 bits per chunk
   const std::uint64_t* group_positions = nullptr;  // first value of each sync group
-  const decode_entry* decode_table = nullptr;      // 2^table_bits entries (huffman.hpp)
+  // The kernel's decode tables (detail::build_kernel_tables): for 12-bit tables the multi-symbol
+  // table then the single-symbol one (huffman.hpp's entries), for 15-bit tables the latter alone.
+  const std::uint32_t* decode_tables = nullptr;
   // First fault the kernel found, (group << 8) | kind; all ones when none. May be null: faults
   // then leave their group unwritten without a record.
   unsigned long long* status = nullptr;
@@ -59,17 +61,23 @@ struct device_bundle_view {
   std::uint32_t chunks_per_group = 0;
   int max_code_length = 0;
   int table_bits = 0;  // the decode table's index width, >= max_code_length
+  // The CUDA device whose memory the pointers lie in (set by device_bundle::upload): decompress()
+  // refuses to launch on another current device. -1: not checked (a view over host memory, or one
+  // the caller assembled).
+  int device = -1;
 };
 
 struct gpu_decode_options {
   // Shared memory for staging decoded exponents before the wide stores, per thread block. 0 picks
-  // a size from the device's shared memory (about four blocks per multiprocessor). Smaller values
-  // make a block stage its sync group in several tiles; rounded down to a multiple of 8 bytes.
+  // the largest sync group's size, as long as two blocks still fit a multiprocessor (else the
+  // largest that does, in equal tiles). Smaller values make a block stage its sync group in
+  // several tiles; rounded down to a multiple of 8 bytes.
   std::uint32_t stage_bytes = 0;
 };
 
 // The decode table widths the kernel is compiled for: bundles whose max_code_length is at most
-// kGpuTableBitsSmall use an 8 KiB table, longer codes (up to kMaxCodeLength) a 64 KiB one.
+// kGpuTableBitsSmall use 24 KiB of tables (a multi-symbol and a single-symbol one), longer codes
+// (up to kMaxCodeLength) a 64 KiB single-symbol table.
 inline constexpr int kGpuTableBitsSmall = 12;
 inline constexpr int kGpuTableBitsLarge = 15;
 // Threads per block of the decode kernel. A block decodes one sync group; a bundle with more than
@@ -131,9 +139,12 @@ class device_bundle {
 // alignment gives the widest stores but is not required). Allocates nothing, does not
 // synchronise, may be captured in a CUDA graph. Returns, before launching anything:
 //   errc::insufficient_space  out_capacity < view.value_count
-//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, or a
-//                             geometry the kernel does not support (named in the message)
-// and after the launch errc::cuda_error if the launch failed. Corrupt exponent streams are
+//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, a
+//                             geometry the kernel does not support (named in the message), or a
+//                             current device other than the one the bundle was uploaded to
+//   errc::cuda_error          an earlier CUDA call on this thread had failed and left its error
+//                             pending (named as such, and cleared; nothing is launched)
+// and after the launch errc::cuda_error if the launch itself failed. Corrupt exponent streams are
 // reported through device_bundle::check_decode_status().
 error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
                  gpu_stream stream, const gpu_decode_options& options = {});

@@ -54,10 +54,10 @@ device_bundle::~device_bundle() {
 
 result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_stream) {
   const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
-  auto table = detail::build_kernel_decode_table(bundle, table_bits);
+  auto table = detail::build_kernel_tables(bundle, table_bits);
   if (!table) return table.error();
   const std::uint64_t table_offset = align_up(bundle.size_bytes(), 256);
-  const std::uint64_t table_bytes = detail::decode_table_bytes(table_bits);
+  const std::uint64_t table_bytes = detail::kernel_tables_bytes(table_bits);
   const std::uint64_t status_offset = align_up(table_offset + table_bytes, 256);
   const std::uint64_t total = status_offset + sizeof(unsigned long long);
   device_bundle owner;
@@ -65,7 +65,7 @@ result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_strea
     return error{errc::too_large, "emu upload"};
   owner.device_bytes_ = total;
   auto* base = static_cast<std::byte*>(owner.device_memory_);
-  auto* device_table = reinterpret_cast<decode_entry*>(base + table_offset);
+  auto* device_table = reinterpret_cast<std::uint32_t*>(base + table_offset);
   auto* status = reinterpret_cast<unsigned long long*>(base + status_offset);
   std::memcpy(base, bundle.bytes().data(), bundle.size_bytes());
   std::memcpy(device_table, table->data(), table_bytes);

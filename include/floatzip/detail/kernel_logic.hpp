@@ -10,14 +10,18 @@
 //
 //   phase 1  thread t takes a segment of the group's chunks (one chunk when chunks_per_group ==
 //            threads per block), starts at its first codeword (chunk gap) and counts the
-//            codewords that start before the segment's end boundary: walk_segment().
+//            codewords that start before the segment's end boundary: walk_segment(), up to three
+//            codewords per look-up of the multi-symbol table, two look-ups per refill check,
+//            the last few codewords one by one.
 //   scan     an exclusive sum of the counts gives each thread the index of its first value in
 //            the group; the block checks the counts and boundaries (block_fault()) before it
 //            writes anything.
-//   phase 2  threads decode their segment again, writing exponent bytes into a shared "stage",
-//            then the whole block merges the stage with the sign/mantissa bytes into the output
-//            with 16-byte stores (merge_tile_part()). A group larger than the stage is done in
-//            several tiles; each thread's decoder state carries over from tile to tile.
+//   phase 2  threads decode their segment again, the same way, writing exponent bytes into a
+//            shared "stage" as aligned 32-bit words (decode_to_stage(); after a barrier each
+//            thread's last partial word byte by byte, flush_stage_tail()), then the whole block
+//            merges the stage with the sign/mantissa bytes into the output with 16-byte stores
+//            (merge_tile_part()). A group larger than the stage is done in several tiles; each
+//            thread's decoder state carries over from tile to tile.
 //
 // Output "slots": the stage is laid out so that 8 consecutive slots are one 16-byte-aligned
 // store in the output. Slot s of a group holds its value s - lead, where lead is how far the
@@ -26,18 +30,20 @@
 //
 // Stream reads use aligned 32-bit words counted from the stream section's start (a GPU cannot
 // load unaligned words). A reader holds at most 64 bits and refills one word when fewer than
-// TableBits remain, so it never loads more than 47 bits past the codeword it decodes; a segment
-// never decodes a codeword that starts at or after min(its end boundary, stream_bits). Every
-// load therefore lies within ceil(stream_bits / 8) + 8 bytes of the section start, inside the
-// kStreamPaddingBytes padding the format guarantees.
+// 2 * TableBits (at most 30) remain, so it never loads more than 61 bits past the codeword it
+// decodes next; a segment never decodes a codeword that starts at or after min(its end
+// boundary, stream_bits). Every load therefore lies within ceil(stream_bits / 8) + 8 bytes of
+// the section start, inside the kStreamPaddingBytes padding the format guarantees.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "floatzip/bf16.hpp"
@@ -52,6 +58,42 @@ namespace floatzip::detail {
 inline constexpr std::uint32_t kSlotsPerStore = 8;  // BF16 values per 16-byte store
 // A group's stream span must stay below this so that in-group offsets fit 32-bit registers.
 inline constexpr std::uint64_t kMaxGroupBits = std::uint64_t{1} << 31;
+
+// Loops that run a few iterations per thread (a segment's or tile's last codewords, a partial
+// word or store unit): unrolled, their copies would be straight code every warp issues.
+#if defined(__CUDA_ARCH__)
+#define FLOATZIP_KERNEL_NO_UNROLL _Pragma("unroll 1")
+#else
+#define FLOATZIP_KERNEL_NO_UNROLL
+#endif
+
+// ---- instrumentation hook -----------------------------------------------------------------------
+// The per-thread functions report each iteration of their loops, their shared-memory accesses
+// and their stream refills to a probe. The kernel and the CPU executor pass no_probe, whose calls
+// compile to nothing; the kernel cost model (bench/bench_gpu_model.cpp) passes a recorder and
+// replays a warp's 32 threads in lockstep to count steps, active lanes and bank conflicts of this
+// very code. Offsets are bytes from the start of the decode tables or of the stage.
+enum class loop_kind : unsigned {
+  walk_pair,      // phase 1, two multi-symbol look-ups per iteration (walk_pair_steps)
+  walk_multi,     // phase 1, a multi-symbol look-up per step (walk_multi_steps)
+  walk_single,    // phase 1, the segment's last codewords one by one (walk_single_steps)
+  decode_pair,    // phase 2 (decode_pair_steps)
+  decode_multi,   // phase 2 (decode_multi_steps)
+  decode_single,  // phase 2 (decode_single_steps)
+  merge,          // one whole 8-value store unit (merge_aligned_units)
+  flush,          // a thread's last partial stage word (flush_stage_tail)
+  merge_partial,  // one value of the group's first or last store unit (merge_partial_unit)
+  merge_shifted,  // one whole unit, sign/mantissa bytes not 8-byte aligned (merge_shifted_units)
+};
+inline constexpr unsigned kLoopKinds = 10;
+
+struct no_probe {
+  FLOATZIP_HD void step(loop_kind /*kind*/) const {}
+  FLOATZIP_HD void table_lookup(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+  FLOATZIP_HD void stream_refill() const {}
+  FLOATZIP_HD void stage_store(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+  FLOATZIP_HD void stage_load(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+};
 
 // ---- loads and stores ---------------------------------------------------------------------------
 // The device loads through typed pointers: alignment is a precondition, and a misaligned access
@@ -93,7 +135,10 @@ FLOATZIP_HD std::uint64_t load_u64_aligned(const std::uint8_t* p) {
 FLOATZIP_HD void store_16_aligned(std::uint16_t* p, std::uint32_t w0, std::uint32_t w1,
                                   std::uint32_t w2, std::uint32_t w3) {
 #if defined(__CUDA_ARCH__)
-  *reinterpret_cast<uint4*>(p) = make_uint4(w0, w1, w2, w3);
+  // One 16-byte store, said in PTX: NVVM split a uint4 store through the cast pointer into four
+  // 4-byte ones. Device memory's generic addresses are its global ones.
+  asm("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(w0), "r"(w1), "r"(w2), "r"(w3)
+      : "memory");
 #else
   require_host_alignment(p, 16, "16-byte store");
   const std::uint32_t words[4] = {w0, w1, w2, w3};
@@ -101,8 +146,23 @@ FLOATZIP_HD void store_16_aligned(std::uint16_t* p, std::uint32_t w0, std::uint3
 #endif
 }
 
+// Stores one 32-bit word. Precondition: p is 4-byte aligned.
+FLOATZIP_HD void store_u32_aligned(std::uint8_t* p, std::uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<std::uint32_t*>(p) = v;
+#else
+  require_host_alignment(p, 4, "32-bit store");
+  std::memcpy(p, &v, sizeof v);
+#endif
+}
+
+// One PRMT on the device.
 FLOATZIP_HD std::uint32_t byte_swap32(std::uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(v, 0, 0x0123);
+#else
   return (v >> 24) | ((v >> 8) & 0x0000FF00u) | ((v << 8) & 0x00FF0000u) | (v << 24);
+#endif
 }
 
 // ---- bundle metadata through the view ----------------------------------------------------------
@@ -120,39 +180,111 @@ FLOATZIP_HD std::uint64_t group_value_position(const device_bundle_view& v, std:
   return load_u64_aligned(reinterpret_cast<const std::uint8_t*>(v.group_positions + group));
 }
 
+// ---- the decode tables
+// --------------------------------------------------------------------------- The kernel's tables,
+// built on the host from the bundle's code (build_kernel_tables) and copied into shared memory by
+// every block, one after the other:
+//
+//   12-bit tables: multi_entry[4096] (16 KiB), then decode_entry[4096] (8 KiB)
+//   15-bit tables: decode_entry[32768] (64 KiB); the single-symbol entries serve as one-symbol
+//                  multi entries (a 32-bit multi table would take 128 KiB)
+//
+// A multi entry decodes, from the TableBits bits at the front of the stream, every whole codeword
+// that fits in them, up to three:
+//
+//   bits  0-23  the symbols, the first codeword's in bits 0-7; bytes past the count are zero
+//   bits 24-25  how many, 1..3
+//   bits 26-27  zero
+//   bits 28-31  their total length in bits, 1..TableBits (on top: one shift extracts it)
+//
+// The single-symbol entries (huffman.hpp's decode_entry) finish a segment or a tile exactly,
+// where the next codewords belong to another thread or tile.
+using multi_entry = std::uint32_t;
+
+FLOATZIP_HD constexpr multi_entry make_multi_entry(std::uint32_t symbols, unsigned length,
+                                                   unsigned count) {
+  return symbols | (count << 24) | (length << 28);
+}
+
+// What one look-up decodes: symbols (first in the low byte), their total length, how many.
+struct decoded_step {
+  std::uint32_t symbols;
+  unsigned length;
+  unsigned count;
+};
+
+FLOATZIP_HD decoded_step decoded_step_of(multi_entry e) {
+  return {e & 0x00FFFFFFu, e >> 28, (e >> 24) & 0x03u};
+}
+FLOATZIP_HD decoded_step decoded_step_of(decode_entry e) {
+  return {entry_symbol(e), entry_length(e), 1};
+}
+
+inline constexpr bool kernel_has_multi_table(int table_bits) { return table_bits <= 12; }
+
+inline constexpr std::uint32_t kernel_multi_table_bytes(int table_bits) {
+  return kernel_has_multi_table(table_bits) ? std::uint32_t{sizeof(multi_entry)} << table_bits : 0;
+}
+inline constexpr std::uint32_t kernel_tables_bytes(int table_bits) {
+  return kernel_multi_table_bytes(table_bits) + (std::uint32_t{sizeof(decode_entry)} << table_bits);
+}
+
+// The two tables of one width, over host or shared memory holding kernel_tables_bytes bytes.
+template <int TableBits>
+struct kernel_tables {
+  using multi_type =
+      std::conditional_t<kernel_has_multi_table(TableBits), multi_entry, decode_entry>;
+  const multi_type* multi;
+  const decode_entry* single;
+
+  FLOATZIP_HD explicit kernel_tables(const void* base)
+      : multi(static_cast<const multi_type*>(base)),
+        single(reinterpret_cast<const decode_entry*>(static_cast<const std::uint8_t*>(base) +
+                                                     kernel_multi_table_bytes(TableBits))) {}
+};
+
 // ---- the bit reader -----------------------------------------------------------------------------
 
 // MSB-first reader over aligned big-endian 32-bit words of the stream. `bits` holds `valid`
-// stream bits left-aligned, all lower bits zero; next_word * 32 is the stream position just past
-// them.
+// stream bits left-aligned, all lower bits zero; `next` is the word just past them.
 struct stream_reader {
-  const std::uint8_t* stream;
+  const std::uint8_t* next;
   std::uint64_t bits;
-  std::uint64_t next_word;
   unsigned valid;
 
   FLOATZIP_HD void start(const std::uint8_t* stream_section, std::uint64_t bit_pos) {
-    stream = stream_section;
-    const std::uint64_t word = bit_pos >> 5;
-    const std::uint64_t pair =
-        (std::uint64_t{byte_swap32(load_u32_aligned(stream + word * 4))} << 32) |
-        byte_swap32(load_u32_aligned(stream + word * 4 + 4));
+    const std::uint8_t* word = stream_section + (bit_pos >> 5) * 4;
+    const std::uint64_t pair = (std::uint64_t{byte_swap32(load_u32_aligned(word))} << 32) |
+                               byte_swap32(load_u32_aligned(word + 4));
     const unsigned skip = static_cast<unsigned>(bit_pos & 31);
     bits = pair << skip;
     valid = 64 - skip;
-    next_word = word + 2;
+    next = word + 8;
   }
 
-  // The table entry of the codeword at the front. Refilling only below TableBits keeps the
-  // look-ahead short (see the file comment) and needs one load per 2-3 codewords.
-  template <int TableBits>
-  FLOATZIP_HD decode_entry peek(const decode_entry* table) {
-    if (valid < static_cast<unsigned>(TableBits)) {
-      bits |= std::uint64_t{byte_swap32(load_u32_aligned(stream + next_word * 4))} << (32 - valid);
+  // Tops the buffer up to at least Bits bits (TableBits for one look-up, 2 * TableBits <= 30
+  // for two): a word is loaded only when fewer remain, which bounds the look-ahead (see the file
+  // comment). The pair loops check once per two look-ups.
+  template <int Bits, class Probe>
+  FLOATZIP_HD void refill(Probe probe) {
+    static_assert(Bits <= 32, "one 32-bit word must fit the 64-bit buffer");
+    if (valid < static_cast<unsigned>(Bits)) {
+      probe.stream_refill();
+      bits |= std::uint64_t{byte_swap32(load_u32_aligned(next))} << (32 - valid);
       valid += 32;
-      ++next_word;
+      next += 4;
     }
-    return table[bits >> (64 - TableBits)];
+  }
+
+  // The entry of `table` (2^TableBits entries) indexed by the front TableBits bits.
+  template <int TableBits, class Entry, class Probe>
+  FLOATZIP_HD Entry look_up(const Entry* table, const void* tables_base, Probe probe) const {
+    const auto index = static_cast<std::uint32_t>(bits >> (64 - TableBits));
+    probe.table_lookup(static_cast<std::uint32_t>(reinterpret_cast<const std::uint8_t*>(table) -
+                                                  static_cast<const std::uint8_t*>(tables_base)) +
+                           index * static_cast<std::uint32_t>(sizeof(Entry)),
+                       sizeof(Entry));
+    return table[index];
   }
 
   // Precondition: length <= valid, true for an entry of a table built for this TableBits.
@@ -204,23 +336,82 @@ struct segment_walk {
   std::uint32_t end_offset = 0;  // where the last of them ends, relative to begin_bit
 };
 
+// Phase 1's main loop: two multi-symbol steps per iteration and one refill check for both, while
+// every codeword the two can decode starts within 2 * TableBits bits of offset, i.e. before the
+// segment's limit.
+template <int TableBits, class Probe>
+FLOATZIP_HD void walk_pair_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
+                                 std::uint32_t limit_bits, std::uint32_t& offset,
+                                 std::uint32_t& count, Probe probe) {
+  if (limit_bits < 2u * TableBits) return;
+  const std::uint32_t last_start = limit_bits - 2 * TableBits;  // one compare an iteration
+  while (offset <= last_start) {
+    probe.step(loop_kind::walk_pair);
+    reader.refill<2 * TableBits>(probe);
+    const decoded_step first =
+        decoded_step_of(reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    reader.consume(first.length);
+    probe.step(loop_kind::walk_pair);
+    const decoded_step second =
+        decoded_step_of(reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    reader.consume(second.length);
+    offset += first.length + second.length;
+    count += first.count + second.count;
+  }
+}
+
+// Then single multi-symbol steps while every codeword a step can decode starts inside the
+// TableBits-bit window at offset, i.e. before the segment's limit.
+template <int TableBits, class Probe>
+FLOATZIP_HD void walk_multi_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
+                                  std::uint32_t limit_bits, std::uint32_t& offset,
+                                  std::uint32_t& count, Probe probe) {
+  if (limit_bits < static_cast<std::uint32_t>(TableBits)) return;
+  const std::uint32_t last_start = limit_bits - TableBits;  // one compare a step, no add
+  FLOATZIP_KERNEL_NO_UNROLL
+  while (offset <= last_start) {
+    probe.step(loop_kind::walk_multi);
+    reader.refill<TableBits>(probe);
+    const decoded_step d =
+        decoded_step_of(reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    reader.consume(d.length);
+    offset += d.length;
+    count += d.count;
+  }
+}
+
+// The segment's last codewords, one look-up each, up to the first that starts at the limit.
+template <int TableBits, class Probe>
+FLOATZIP_HD void walk_single_steps(stream_reader& reader, const kernel_tables<TableBits>& tables,
+                                   std::uint32_t limit_bits, std::uint32_t& offset,
+                                   std::uint32_t& count, Probe probe) {
+  FLOATZIP_KERNEL_NO_UNROLL
+  while (offset < limit_bits) {
+    probe.step(loop_kind::walk_single);
+    reader.refill<TableBits>(probe);
+    const unsigned length =
+        entry_length(reader.look_up<TableBits>(tables.single, tables.multi, probe));
+    reader.consume(length);
+    offset += length;
+    ++count;
+  }
+}
+
 // Phase 1 of one thread: counts the segment's codewords. Never decodes a codeword that starts at
 // or past begin_bit + limit_bits.
-template <int TableBits>
-FLOATZIP_HD segment_walk walk_segment(const std::uint8_t* stream, const decode_entry* table,
-                                      const thread_segment& s) {
+template <int TableBits, class Probe = no_probe>
+FLOATZIP_HD segment_walk walk_segment(const std::uint8_t* stream,
+                                      const kernel_tables<TableBits>& tables,
+                                      const thread_segment& s, Probe probe = {}) {
   segment_walk w;
   if (s.empty || s.limit_bits == 0) return w;
   stream_reader reader;
   reader.start(stream, s.begin_bit);
   std::uint32_t offset = 0;
   std::uint32_t count = 0;
-  do {
-    const unsigned length = entry_length(reader.peek<TableBits>(table));
-    reader.consume(length);
-    offset += length;
-    ++count;
-  } while (offset < s.limit_bits);
+  walk_pair_steps<TableBits>(reader, tables, s.limit_bits, offset, count, probe);
+  walk_multi_steps<TableBits>(reader, tables, s.limit_bits, offset, count, probe);
+  walk_single_steps<TableBits>(reader, tables, s.limit_bits, offset, count, probe);
   w.count = count;
   w.end_offset = offset;
   return w;
@@ -296,10 +487,19 @@ FLOATZIP_HD block_output block_output_of(std::uint16_t* out, std::uint32_t out_s
 }
 
 // One thread's phase-2 state; it lives in registers across tiles.
+//
+// Decoded exponents reach the stage as aligned 32-bit words: they gather in stage_bits until a
+// word is complete. The thread's first word may hold slots of the thread before it (bytes below
+// begin_slot, garbage in stage_bits); it is stored whole all the same, and that thread, whose
+// last word it is, writes its bytes of it byte by byte after a barrier (flush_stage_tail), when no
+// whole-word store can overwrite them any more.
 struct thread_output {
   stream_reader reader;
-  std::uint32_t next_slot;
-  std::uint32_t end_slot;
+  std::uint32_t next_slot;   // slot of the next value to decode
+  std::uint32_t end_slot;    // one past the thread's last slot
+  std::uint32_t begin_slot;  // the thread's first slot
+  std::uint32_t word_slot;   // slot of stage_bits' low byte, a multiple of 4
+  std::uint32_t stage_bits;  // bytes of slots [word_slot, next_slot) (at most 3), low byte first
 };
 
 // first_value: the thread's first value within the group (the exclusive scan of the counts).
@@ -307,38 +507,163 @@ FLOATZIP_HD thread_output start_output(const std::uint8_t* stream, const thread_
                                        const block_output& b, std::uint32_t first_value,
                                        std::uint32_t count) {
   thread_output o;
-  o.next_slot = b.lead + first_value;
-  o.end_slot = o.next_slot + count;
-  o.reader.stream = stream;
+  o.begin_slot = b.lead + first_value;
+  o.next_slot = o.begin_slot;
+  o.end_slot = o.begin_slot + count;
+  o.word_slot = o.begin_slot & ~3u;
+  o.stage_bits = 0;
+  o.reader.next = stream;
   o.reader.bits = 0;
-  o.reader.next_word = 0;
   o.reader.valid = 0;
   if (count > 0) o.reader.start(stream, s.begin_bit);
   return o;
 }
 
-// Decodes the thread's values whose slots lie before tile_end_slot into stage[slot -
-// tile_begin_slot]. Precondition: the earlier tiles were done, so next_slot >= tile_begin_slot.
-template <int TableBits>
-FLOATZIP_HD void decode_to_stage(thread_output& o, const decode_entry* table, std::uint8_t* stage,
-                                 std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot) {
-  const std::uint32_t stop = o.end_slot < tile_end_slot ? o.end_slot : tile_end_slot;
-  std::uint8_t* dst = stage - tile_begin_slot;
-  for (std::uint32_t slot = o.next_slot; slot < stop; ++slot) {
-    const decode_entry e = o.reader.peek<TableBits>(table);
-    o.reader.consume(entry_length(e));
-    dst[slot] = entry_symbol(e);
+// Appends `count` (1..3) decoded exponents and stores a completed word. stage_bits holds at
+// most 3 bytes before and after the call, so one store always suffices.
+template <class Probe>
+FLOATZIP_HD void push_exponents(thread_output& o, std::uint8_t* stage,
+                                std::uint32_t tile_begin_slot, std::uint32_t symbols,
+                                unsigned count, Probe probe) {
+  const unsigned pending = o.next_slot - o.word_slot;
+  const std::uint64_t widened = std::uint64_t{symbols} << (8 * pending);
+  const std::uint32_t word = o.stage_bits | static_cast<std::uint32_t>(widened);
+  o.next_slot += count;
+  if (pending + count >= 4) {
+    probe.stage_store(o.word_slot - tile_begin_slot, 4);
+    store_u32_aligned(stage + (o.word_slot - tile_begin_slot), word);
+    o.stage_bits = static_cast<std::uint32_t>(widened >> 32);
+    o.word_slot += 4;
+  } else {
+    o.stage_bits = word;
   }
-  if (o.next_slot < stop) o.next_slot = stop;
 }
 
-// Two BF16 values from the low 16 bits of each argument (lower address in the low byte), as one
-// little-endian 32-bit word. Per value: w = ((s & 0x80) << 8) | (e << 7) | (s & 0x7F), done for
-// both halves at once on the interleaved word [s0 e0 s1 e1].
+// Phase 2's main loop: two multi-symbol steps per iteration and one refill check for both,
+// while even six more values stay within `stop`.
+template <int TableBits, class Probe>
+FLOATZIP_HD void decode_pair_steps(thread_output& o, const kernel_tables<TableBits>& tables,
+                                   std::uint8_t* stage, std::uint32_t tile_begin_slot,
+                                   std::uint32_t stop, Probe probe) {
+  if (stop < 6) return;
+  const std::uint32_t last_slot = stop - 6;  // one compare an iteration, no add
+  while (o.next_slot <= last_slot) {
+    probe.step(loop_kind::decode_pair);
+    o.reader.refill<2 * TableBits>(probe);
+    const decoded_step first =
+        decoded_step_of(o.reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    o.reader.consume(first.length);
+    push_exponents(o, stage, tile_begin_slot, first.symbols, first.count, probe);
+    probe.step(loop_kind::decode_pair);
+    const decoded_step second =
+        decoded_step_of(o.reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    o.reader.consume(second.length);
+    push_exponents(o, stage, tile_begin_slot, second.symbols, second.count, probe);
+  }
+}
+
+// Then single multi-symbol steps while even three more values stay within `stop`.
+template <int TableBits, class Probe>
+FLOATZIP_HD void decode_multi_steps(thread_output& o, const kernel_tables<TableBits>& tables,
+                                    std::uint8_t* stage, std::uint32_t tile_begin_slot,
+                                    std::uint32_t stop, Probe probe) {
+  if (stop < 3) return;
+  const std::uint32_t last_slot = stop - 3;  // one compare a step, no add
+  FLOATZIP_KERNEL_NO_UNROLL
+  while (o.next_slot <= last_slot) {
+    probe.step(loop_kind::decode_multi);
+    o.reader.refill<TableBits>(probe);
+    const decoded_step d =
+        decoded_step_of(o.reader.look_up<TableBits>(tables.multi, tables.multi, probe));
+    o.reader.consume(d.length);
+    push_exponents(o, stage, tile_begin_slot, d.symbols, d.count, probe);
+  }
+}
+
+// The last values before `stop`, one look-up each, so that the reader stops exactly there.
+template <int TableBits, class Probe>
+FLOATZIP_HD void decode_single_steps(thread_output& o, const kernel_tables<TableBits>& tables,
+                                     std::uint8_t* stage, std::uint32_t tile_begin_slot,
+                                     std::uint32_t stop, Probe probe) {
+  FLOATZIP_KERNEL_NO_UNROLL
+  while (o.next_slot < stop) {
+    probe.step(loop_kind::decode_single);
+    o.reader.refill<TableBits>(probe);
+    const decode_entry e = o.reader.look_up<TableBits>(tables.single, tables.multi, probe);
+    o.reader.consume(entry_length(e));
+    push_exponents(o, stage, tile_begin_slot, entry_symbol(e), 1, probe);
+  }
+}
+
+// Decodes the thread's values whose slots lie before tile_end_slot into the stage (slot s at
+// stage[s - tile_begin_slot]), whole words only; the last partial word waits for
+// flush_stage_tail. Precondition: the earlier tiles were done, so next_slot >= tile_begin_slot.
+// tile_begin_slot is a multiple of 8.
+template <int TableBits, class Probe = no_probe>
+FLOATZIP_HD void decode_to_stage(thread_output& o, const kernel_tables<TableBits>& tables,
+                                 std::uint8_t* stage, std::uint32_t tile_begin_slot,
+                                 std::uint32_t tile_end_slot, Probe probe = {}) {
+  const std::uint32_t stop = o.end_slot < tile_end_slot ? o.end_slot : tile_end_slot;
+  decode_pair_steps<TableBits>(o, tables, stage, tile_begin_slot, stop, probe);
+  decode_multi_steps<TableBits>(o, tables, stage, tile_begin_slot, stop, probe);
+  decode_single_steps<TableBits>(o, tables, stage, tile_begin_slot, stop, probe);
+}
+
+// After the barrier that follows decode_to_stage: the thread's last partial word of this tile,
+// byte by byte (its bytes below begin_slot belong to the thread before, whose own flush or word
+// writes them). Tiles end on whole words, so only the thread's last tile has one.
+template <class Probe = no_probe>
+FLOATZIP_HD void flush_stage_tail(const thread_output& o, std::uint8_t* stage,
+                                  std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
+                                  Probe probe = {}) {
+  if (o.word_slot < tile_begin_slot || o.word_slot >= tile_end_slot) return;
+  const std::uint32_t first = o.word_slot > o.begin_slot ? o.word_slot : o.begin_slot;
+  FLOATZIP_KERNEL_NO_UNROLL
+  for (std::uint32_t slot = first; slot < o.next_slot; ++slot) {
+    probe.step(loop_kind::flush);
+    probe.stage_store(slot - tile_begin_slot, 1);
+    stage[slot - tile_begin_slot] =
+        static_cast<std::uint8_t>(o.stage_bits >> (8 * (slot - o.word_slot)));
+  }
+}
+
+// __byte_perm: byte i of the result is byte (selector >> 4i) & 7 of the 8 bytes b:a (a's bytes
+// 0-3, b's 4-7). One PRMT on the device.
+FLOATZIP_HD std::uint32_t byte_perm(std::uint32_t a, std::uint32_t b, std::uint32_t selector) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(a, b, selector);
+#else
+  const std::uint64_t both = (std::uint64_t{b} << 32) | a;
+  std::uint32_t r = 0;
+  for (unsigned i = 0; i < 4; ++i) {
+    r |= static_cast<std::uint32_t>((both >> (8 * ((selector >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  }
+  return r;
+#endif
+}
+
+// Selectors of byte_perm(sign_mantissas, exponents, .) that interleave a pair of values into
+// [s e s e]: the pair in bytes 0-1 of both words, or in bytes 2-3.
+inline constexpr std::uint32_t kLowPair = 0x5140;
+inline constexpr std::uint32_t kHighPair = 0x7362;
+
+// Two BF16 values, as one little-endian 32-bit word, from a pair of exponent and sign/mantissa
+// bytes of the two words (lower address in the lower byte; `pair` selects which). Per value:
+// w = ((s & 0x80) << 8) | (e << 7) | (s & 0x7F), done for both at once on the interleaved word
+// x = [s0 e0 s1 e1] (one PRMT) with two bit selects (a LOP3 each): bits 7-14 from x >> 1 (the
+// exponent), bit 15 from x << 8 (the sign).
+FLOATZIP_HD std::uint32_t merge_pair(std::uint32_t exponents, std::uint32_t sign_mantissas,
+                                     std::uint32_t pair) {
+  const std::uint32_t x = byte_perm(sign_mantissas, exponents, pair);
+  constexpr std::uint32_t kExponentBits = 0x7F807F80u;
+  constexpr std::uint32_t kSignBits = 0x80008000u;
+  const std::uint32_t y = ((x >> 1) & kExponentBits) | (x & ~kExponentBits);
+  return ((x << 8) & kSignBits) | (y & ~kSignBits);
+}
+
+// The two values in the low 16 bits of each argument.
 FLOATZIP_HD std::uint32_t merge_two_values(std::uint32_t exponents, std::uint32_t sign_mantissas) {
-  const std::uint32_t x = (sign_mantissas & 0xFFu) | ((exponents & 0xFFu) << 8) |
-                          ((sign_mantissas & 0xFF00u) << 8) | ((exponents & 0xFF00u) << 16);
-  return ((x & 0x00800080u) << 8) | ((x >> 1) & 0x7F807F80u) | (x & 0x007F007Fu);
+  return merge_pair(exponents, sign_mantissas, kLowPair);
 }
 
 // The 8 sign/mantissa bytes sm[pos .. pos + 8), little-endian, from one or two aligned 8-byte
@@ -352,45 +677,113 @@ FLOATZIP_HD std::uint64_t load_sign_mantissa8(const std::uint8_t* sm, std::uint6
   return (low >> (8 * misalignment)) | (high << (64 - 8 * misalignment));
 }
 
-// Writes the values of slots [unit_slot, unit_slot + 8) that belong to the group. A full unit is
-// one 16-byte store (slot alignment makes out + pos 16-byte aligned); the group's first and last
-// unit may be partial and are written value by value.
-FLOATZIP_HD void merge_unit(const block_output& b, const std::uint8_t* stage,
-                            std::uint32_t tile_begin_slot, std::uint32_t unit_slot) {
-  const std::uint8_t* exponents = stage + (unit_slot - tile_begin_slot);
-  if (unit_slot >= b.lead && unit_slot + kSlotsPerStore <= b.slot_end) {
-    const std::uint64_t pos = b.first + (unit_slot - b.lead);
-    const std::uint64_t e8 = load_u64_aligned(exponents);
-    const std::uint64_t s8 = load_sign_mantissa8(b.sign_mantissa, pos);
-    store_16_aligned(
-        b.out + pos,
-        merge_two_values(static_cast<std::uint32_t>(e8), static_cast<std::uint32_t>(s8)),
-        merge_two_values(static_cast<std::uint32_t>(e8 >> 16),
-                         static_cast<std::uint32_t>(s8 >> 16)),
-        merge_two_values(static_cast<std::uint32_t>(e8 >> 32),
-                         static_cast<std::uint32_t>(s8 >> 32)),
-        merge_two_values(static_cast<std::uint32_t>(e8 >> 48),
-                         static_cast<std::uint32_t>(s8 >> 48)));
-    return;
+// One whole store unit at slot `unit`: one 8-byte stage load, one (Aligned: the sign/mantissa
+// bytes of the unit start on an 8-byte boundary) or two 8-byte sign/mantissa loads, and one
+// 16-byte store (slot alignment makes the output address 16-byte aligned).
+template <bool Aligned>
+FLOATZIP_HD void merge_whole_unit(const block_output& b, const std::uint8_t* stage,
+                                  std::uint32_t tile_begin_slot, std::uint64_t base,
+                                  std::uint32_t unit) {
+  const std::uint64_t pos = base + unit;
+  const std::uint64_t e8 = load_u64_aligned(stage + (unit - tile_begin_slot));
+  const std::uint64_t s8 =
+      Aligned ? load_u64_aligned(b.sign_mantissa + pos) : load_sign_mantissa8(b.sign_mantissa, pos);
+  const auto e_low = static_cast<std::uint32_t>(e8);
+  const auto e_high = static_cast<std::uint32_t>(e8 >> 32);
+  const auto s_low = static_cast<std::uint32_t>(s8);
+  const auto s_high = static_cast<std::uint32_t>(s8 >> 32);
+  store_16_aligned(b.out + pos, merge_pair(e_low, s_low, kLowPair),
+                   merge_pair(e_low, s_low, kHighPair), merge_pair(e_high, s_high, kLowPair),
+                   merge_pair(e_high, s_high, kHighPair));
+}
+
+// The loops over whole units, units thread, thread + threads, ... so that a warp's stores cover
+// consecutive 16-byte words: one where the sign/mantissa bytes are 8-byte aligned (always, when
+// the output is 16-byte aligned), one where they are not. Two functions, not one template, so
+// that the cost model tells their loops apart in the SASS line info.
+template <class Probe>
+FLOATZIP_HD void merge_aligned_units(const block_output& b, const std::uint8_t* stage,
+                                     std::uint64_t base, std::uint32_t begin, std::uint32_t end,
+                                     std::uint32_t stride, std::uint32_t tile_begin_slot,
+                                     Probe probe) {
+  for (std::uint32_t unit = begin; unit < end; unit += stride) {
+    probe.step(loop_kind::merge);
+    probe.stage_load(unit - tile_begin_slot, 8);
+    merge_whole_unit<true>(b, stage, tile_begin_slot, base, unit);
   }
-  const std::uint32_t lo = unit_slot > b.lead ? unit_slot : b.lead;
-  const std::uint32_t hi =
-      unit_slot + kSlotsPerStore < b.slot_end ? unit_slot + kSlotsPerStore : b.slot_end;
-  for (std::uint32_t slot = lo; slot < hi; ++slot) {
-    const std::uint64_t pos = b.first + (slot - b.lead);
-    b.out[pos] = bf16_merge(exponents[slot - unit_slot], b.sign_mantissa[pos]);
+}
+template <class Probe>
+FLOATZIP_HD void merge_shifted_units(const block_output& b, const std::uint8_t* stage,
+                                     std::uint64_t base, std::uint32_t begin, std::uint32_t end,
+                                     std::uint32_t stride, std::uint32_t tile_begin_slot,
+                                     Probe probe) {
+  for (std::uint32_t unit = begin; unit < end; unit += stride) {
+    probe.step(loop_kind::merge_shifted);
+    probe.stage_load(unit - tile_begin_slot, 8);
+    merge_whole_unit<false>(b, stage, tile_begin_slot, base, unit);
   }
 }
 
-// Thread `thread`'s share of merging one tile: units thread, thread + threads, ... so that a
-// warp's stores cover consecutive 16-byte words. tile_begin_slot is a multiple of 8.
+// Thread `thread`'s share of the tile's whole store units (all 8 slots in the group).
+// tile_begin_slot is a multiple of 8.
+template <class Probe = no_probe>
+FLOATZIP_HD void merge_full_units(const block_output& b, const std::uint8_t* stage,
+                                  std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
+                                  unsigned thread, unsigned threads, Probe probe = {}) {
+  // Unit 0 holds slots before the group's first value unless lead is 0; the unit holding
+  // slot_end is partial unless slot_end is a multiple of 8.
+  const std::uint32_t first_full = b.lead == 0 ? 0 : kSlotsPerStore;
+  const std::uint32_t end_full = b.slot_end & ~(kSlotsPerStore - 1);
+  const std::uint32_t begin = tile_begin_slot > first_full ? tile_begin_slot : first_full;
+  const std::uint32_t end = tile_end_slot < end_full ? tile_end_slot : end_full;
+  // Output position of slot 0, modulo 2^64 (below 0 when lead > first): slot s is at base + s.
+  // Units are multiples of 8, so base % 8 is every unit's sign/mantissa misalignment.
+  const std::uint64_t base = b.first - b.lead;
+  const std::uint32_t first_unit = begin + thread * kSlotsPerStore;
+  const std::uint32_t stride = threads * kSlotsPerStore;
+  if ((base & 7) == 0) {
+    merge_aligned_units(b, stage, base, first_unit, end, stride, tile_begin_slot, probe);
+  } else {
+    merge_shifted_units(b, stage, base, first_unit, end, stride, tile_begin_slot, probe);
+  }
+}
+
+// The values of store unit unit_slot that belong to the group, one by one: for the group's first
+// and last unit when they are partial.
+template <class Probe = no_probe>
+FLOATZIP_HD void merge_partial_unit(const block_output& b, const std::uint8_t* stage,
+                                    std::uint32_t tile_begin_slot, std::uint32_t unit_slot,
+                                    Probe probe = {}) {
+  const std::uint32_t lo = unit_slot > b.lead ? unit_slot : b.lead;
+  const std::uint32_t hi =
+      unit_slot + kSlotsPerStore < b.slot_end ? unit_slot + kSlotsPerStore : b.slot_end;
+  FLOATZIP_KERNEL_NO_UNROLL
+  for (std::uint32_t slot = lo; slot < hi; ++slot) {
+    probe.step(loop_kind::merge_partial);
+    probe.stage_load(slot - tile_begin_slot, 1);
+    const std::uint64_t pos = b.first + (slot - b.lead);
+    b.out[pos] = bf16_merge(stage[slot - tile_begin_slot], b.sign_mantissa[pos]);
+  }
+}
+
+// Thread `thread`'s share of merging one tile: the whole units (merge_full_units), and the
+// group's partial first unit (thread 0) and partial last unit (thread 1, or 0 when the block has
+// one thread or both are the same unit) when they lie in the tile.
+template <class Probe = no_probe>
 FLOATZIP_HD void merge_tile_part(const block_output& b, const std::uint8_t* stage,
                                  std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
-                                 unsigned thread, unsigned threads) {
-  const std::uint32_t end = tile_end_slot < b.slot_end ? tile_end_slot : b.slot_end;
-  for (std::uint32_t unit = tile_begin_slot + thread * kSlotsPerStore; unit < end;
-       unit += threads * kSlotsPerStore) {
-    merge_unit(b, stage, tile_begin_slot, unit);
+                                 unsigned thread, unsigned threads, Probe probe = {}) {
+  merge_full_units(b, stage, tile_begin_slot, tile_end_slot, thread, threads, probe);
+  const std::uint32_t last = b.slot_end & ~(kSlotsPerStore - 1);
+  const bool first_partial = b.lead != 0;
+  const bool last_partial =
+      (b.slot_end & (kSlotsPerStore - 1)) != 0 && !(first_partial && last == 0);
+  const unsigned last_thread = threads > 1 ? 1 : 0;
+  if (first_partial && thread == 0 && tile_begin_slot == 0) {
+    merge_partial_unit(b, stage, tile_begin_slot, 0, probe);
+  }
+  if (last_partial && thread == last_thread && last >= tile_begin_slot && last < tile_end_slot) {
+    merge_partial_unit(b, stage, tile_begin_slot, last, probe);
   }
 }
 
@@ -415,27 +808,63 @@ inline int gpu_table_bits(int max_code_length) {
   return max_code_length <= kGpuTableBitsSmall ? kGpuTableBitsSmall : kGpuTableBitsLarge;
 }
 
-inline std::uint32_t decode_table_bytes(int table_bits) {
-  return static_cast<std::uint32_t>(sizeof(decode_entry)) << table_bits;
-}
-
-// The flat table the kernel indexes, built from the bundle's (validated) code lengths and
-// checked entry by entry: the decode loops rely on every length lying in [1, table_bits].
-inline result<std::vector<decode_entry>> build_kernel_decode_table(const bundle_view& bundle,
-                                                                   int table_bits) {
-  std::vector<decode_entry> table(std::size_t{1} << table_bits);
-  build_decode_table(bundle.code(), table_bits, table);
-  if (bundle.value_count() == 0) return table;  // never indexed
-  for (const decode_entry e : table) {
-    const unsigned length = entry_length(e);
+// Every entry a decode loop may meet must consume at least one bit and at most table_bits: an
+// entry of length 0 would stop a thread's walk from advancing and hang its block, one longer
+// than table_bits would read past the look-ahead the stream padding covers.
+inline error check_kernel_decode_table(std::span<const decode_entry> table, int table_bits) {
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const unsigned length = entry_length(table[i]);
     if (length == 0 || length > static_cast<unsigned>(table_bits)) {
-      return error{errc::bad_data,
-                   "bundle: section code_lengths: decode table has an entry of "
-                   "length " +
-                       std::to_string(length)};
+      return error{errc::bad_data, "bundle: section code_lengths: decode table entry " +
+                                       std::to_string(i) + " has length " + std::to_string(length) +
+                                       " (table of " + std::to_string(table_bits) + " bits)"};
     }
   }
-  return table;
+  return {};
+}
+
+// The multi-symbol entries of a checked single-symbol table: entry i decodes the codewords at the
+// front of index i in turn, each looked up in `single` with the bits already decoded shifted out
+// (zeros come in at the bottom, which a codeword that still fits in the window never reads).
+inline std::vector<multi_entry> build_multi_table(std::span<const decode_entry> single,
+                                                  int table_bits) {
+  const std::uint32_t mask = (std::uint32_t{1} << table_bits) - 1;
+  std::vector<multi_entry> multi(single.size());
+  for (std::uint32_t i = 0; i < single.size(); ++i) {
+    std::uint32_t symbols = 0;
+    unsigned length = 0;
+    unsigned count = 0;
+    while (count < 3) {
+      const decode_entry e = single[(i << length) & mask];
+      if (length + entry_length(e) > static_cast<unsigned>(table_bits)) break;
+      symbols |= std::uint32_t{entry_symbol(e)} << (8 * count);
+      length += entry_length(e);
+      ++count;
+    }
+    multi[i] = make_multi_entry(symbols, length, count);
+  }
+  return multi;
+}
+
+// The kernel's tables for the bundle (layout: see kernel_tables), as 32-bit words for the
+// device copy: the single-symbol table built from the bundle's (validated) code lengths and
+// checked entry by entry (check_kernel_decode_table), and the multi-symbol table derived from it.
+inline result<std::vector<std::uint32_t>> build_kernel_tables(const bundle_view& bundle,
+                                                              int table_bits) {
+  std::vector<decode_entry> single(std::size_t{1} << table_bits);
+  build_decode_table(bundle.code(), table_bits, single);
+  if (bundle.value_count() != 0) {
+    if (error e = check_kernel_decode_table(single, table_bits)) return e;
+  }
+  std::vector<std::uint32_t> words(kernel_tables_bytes(table_bits) / 4);
+  auto* bytes = reinterpret_cast<std::uint8_t*>(words.data());
+  if (kernel_has_multi_table(table_bits)) {
+    const std::vector<multi_entry> multi = build_multi_table(single, table_bits);
+    std::memcpy(bytes, multi.data(), multi.size() * sizeof(multi_entry));
+  }
+  std::memcpy(bytes + kernel_multi_table_bytes(table_bits), single.data(),
+              single.size() * sizeof(decode_entry));
+  return words;
 }
 
 // Largest number of values in one sync group (sizes the stage).
@@ -451,7 +880,7 @@ inline std::uint64_t max_group_values(const bundle_view& bundle) {
 // A view of `bundle` whose sections live at `base` (the bundle's bytes on the host, or their
 // copy in device memory).
 inline device_bundle_view make_device_bundle_view(const bundle_view& bundle, const std::byte* base,
-                                                  const decode_entry* table, int table_bits,
+                                                  const std::uint32_t* tables, int table_bits,
                                                   unsigned long long* status) {
   const bundle_layout& layout = bundle.layout();
   auto at = [&](std::uint64_t offset) {
@@ -462,7 +891,7 @@ inline device_bundle_view make_device_bundle_view(const bundle_view& bundle, con
   v.sign_mantissa = at(layout.sign_mantissa_offset);
   v.chunk_gaps = at(layout.chunk_gaps_offset);
   v.group_positions = reinterpret_cast<const std::uint64_t*>(base + layout.group_positions_offset);
-  v.decode_table = table;
+  v.decode_tables = tables;
   v.status = status;
   v.value_count = bundle.value_count();
   v.stream_bits = bundle.stream_bits();
@@ -488,11 +917,11 @@ inline error validate_view(const device_bundle_view& v) {
     return error{errc::invalid_argument, "gpu decompress: " + what};
   };
   if (v.exponent_stream == nullptr || v.sign_mantissa == nullptr || v.chunk_gaps == nullptr ||
-      v.group_positions == nullptr || v.decode_table == nullptr) {
+      v.group_positions == nullptr || v.decode_tables == nullptr) {
     return invalid("view has a null section pointer");
   }
   if (!aligned_to(v.exponent_stream, 16) || !aligned_to(v.sign_mantissa, 16) ||
-      !aligned_to(v.group_positions, 16) || !aligned_to(v.decode_table, 16)) {
+      !aligned_to(v.group_positions, 16) || !aligned_to(v.decode_tables, 16)) {
     return invalid("view sections must be 16-byte aligned (upload the bundle with device_bundle)");
   }
   if (v.table_bits != kGpuTableBitsSmall && v.table_bits != kGpuTableBitsLarge) {
@@ -545,6 +974,14 @@ inline error validate_launch(const device_bundle_view& v, const std::uint16_t* o
   return validate_view(v);
 }
 
+// The device a launch runs on against the one the view's memory belongs to.
+inline error validate_launch_device(const device_bundle_view& v, int current_device) {
+  if (v.device < 0 || v.device == current_device) return {};
+  return {errc::invalid_argument, "gpu decompress: the bundle was uploaded to device " +
+                                      std::to_string(v.device) + ", the current device is " +
+                                      std::to_string(current_device)};
+}
+
 // Stage size in slots: enough for the largest group in one tile if that fits max_stage_bytes,
 // else the size of equal tiles that do; at least one store unit, a multiple of 8.
 inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t max_stage_bytes) {
@@ -561,6 +998,67 @@ inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t 
   const std::uint64_t per_tile = (needed + tiles - 1) / tiles;
   return static_cast<std::uint32_t>((per_tile + kSlotsPerStore - 1) / kSlotsPerStore *
                                     kSlotsPerStore);
+}
+
+// Shared memory of one block: the decode table, kScanStorageBytes for the block-wide scan (the
+// kernel static_asserts that cub's storage fits), then the stage. Both fixed parts are multiples
+// of 128 bytes, so the stage starts on bank 0: the cost model's bank arithmetic relies on it.
+inline constexpr std::uint32_t kScanStorageBytes = 128;
+inline constexpr std::uint32_t kernel_fixed_shared_bytes(int table_bits) {
+  return kernel_tables_bytes(table_bits) + kScanStorageBytes;
+}
+
+// The shared-memory limits of a device (cudaDevAttrMaxSharedMemoryPerMultiprocessor and
+// ...PerBlockOptin); H100 and H200: 228 KiB and 227 KiB.
+struct device_shared_limits {
+  std::uint32_t per_multiprocessor = 0;
+  std::uint32_t per_block_optin = 0;
+};
+
+// How one launch over a view uses shared memory.
+struct launch_shape {
+  std::uint32_t stage_slots = 0;
+  std::uint32_t shared_bytes = 0;  // dynamic shared memory per block
+};
+
+// The default stage holds the largest sync group in one tile, as long as the block then still
+// fits this many times on a multiprocessor; larger groups are split into equal tiles of that
+// size. One tile keeps every warp busy through phase 2 (with tiles, the warps whose values lie
+// in other tiles idle, and with small tiles a warp's lanes split between tiles); the block count
+// it leaves (3 on an H100 with 12-bit codes and the default chunks, 2 with 15-bit codes) is the
+// price. The cost model (cmake/scripts/kernel_model.sh) shows both effects.
+inline constexpr std::uint32_t kMinBlocksPerMultiprocessor = 2;
+// Shared memory the runtime reserves per block (cudaDevAttrReservedSharedMemoryPerBlock is 1 KiB
+// on sm_80..sm_90).
+inline constexpr std::uint32_t kReservedSharedPerBlock = 1024;
+inline constexpr std::uint32_t kMinDefaultStageBytes = 4096;
+
+// The launch shape for stage_bytes as gpu_decode_options::stage_bytes (0: the default above).
+// errc::invalid_argument when the tables alone do not fit a block.
+inline result<launch_shape> launch_shape_for(const device_bundle_view& v,
+                                             const device_shared_limits& limits,
+                                             std::uint32_t stage_bytes) {
+  const std::uint32_t fixed = kernel_fixed_shared_bytes(v.table_bits);
+  if (limits.per_block_optin < fixed + kSlotsPerStore) {
+    return error{errc::invalid_argument,
+                 "gpu decompress: the " + std::to_string(v.table_bits) +
+                     "-bit decode tables need " + std::to_string(fixed) +
+                     " bytes of shared memory per block, the device allows " +
+                     std::to_string(limits.per_block_optin)};
+  }
+  std::uint64_t stage = stage_bytes;
+  if (stage == 0) {
+    const std::int64_t share =
+        std::int64_t{limits.per_multiprocessor} / kMinBlocksPerMultiprocessor -
+        kReservedSharedPerBlock - fixed;
+    stage = share > std::int64_t{kMinDefaultStageBytes} ? static_cast<std::uint64_t>(share)
+                                                        : kMinDefaultStageBytes;
+  }
+  if (stage > limits.per_block_optin - fixed) stage = limits.per_block_optin - fixed;
+  launch_shape shape;
+  shape.stage_slots = stage_slots_for(v, stage);
+  shape.shared_bytes = fixed + shape.stage_slots;
+  return shape;
 }
 
 inline error describe_fault(unsigned long long record) {
