@@ -45,10 +45,11 @@
 
 namespace floatzip::detail {
 
-// A path as text safe to print and to put in JSON: valid UTF-8 is kept, control characters,
-// backslashes and bytes that are not UTF-8 become \xNN escapes. Paths on POSIX are bytes; a
-// message must still name them.
-inline std::string printable(std::string_view bytes) {
+// Text from a file or a file system made safe to print and to put in JSON: valid UTF-8 is kept;
+// control characters (C0, DEL and C1, which include terminal escape sequences), bytes that are
+// not UTF-8 and, unless told otherwise, backslashes become \xNN escapes. POSIX paths are bytes,
+// not text, and a message must still name them.
+inline std::string printable(std::string_view bytes, bool escape_backslash = true) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(bytes.size());
@@ -60,7 +61,7 @@ inline std::string printable(std::string_view bytes) {
   for (std::size_t i = 0; i < bytes.size();) {
     const auto c = static_cast<unsigned char>(bytes[i]);
     if (c < 0x80) {
-      if (c < 0x20 || c == 0x7F || c == '\\')
+      if (c < 0x20 || c == 0x7F || (c == '\\' && escape_backslash))
         escape(c);
       else
         out += static_cast<char>(c);
@@ -102,6 +103,9 @@ inline std::string printable(std::string_view bytes) {
   return out;
 }
 
+inline std::string printable(const std::string& bytes, bool escape_backslash = true) {
+  return printable(std::string_view(bytes), escape_backslash);
+}
 inline std::string printable(const std::filesystem::path& path) {
   return printable(std::string_view(path.native()));
 }
