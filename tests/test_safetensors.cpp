@@ -242,6 +242,19 @@ TEST(SafetensorsParse, MemoryWhileParsingIsBoundedByWhatIsKept) {
 #endif
 }
 
+// Issue 13 item 6: a set cancel flag stops a parse (the command sets it on Ctrl-C).
+TEST(SafetensorsParse, ACancelFlagStopsTheParsers) {
+  cancel_flag cancel{true};
+  const auto file = make_file(many_tensors_json(10), 20);
+  expect_error(parse_header(file, file.size(), "c.safetensors", {&cancel}), errc::cancelled,
+               {"c.safetensors", "interrupted"});
+  const std::string index = R"({"weight_map":{"a":"m.safetensors"}})";
+  EXPECT_EQ(parse_shard_index(index, "i.json", {&cancel}).error().code, errc::cancelled);
+  cancel = false;
+  EXPECT_TRUE(parse_header(file, file.size(), "c.safetensors", {&cancel}).has_value());
+  EXPECT_TRUE(parse_shard_index(index, "i.json", {&cancel}).has_value());
+}
+
 TEST(SafetensorsBadInput, TruncatedAndOversizedLengthField) {
   std::vector<std::byte> tiny(5);
   expect_error(parse_header(tiny, tiny.size(), "t.safetensors"), errc::truncated,
