@@ -37,7 +37,8 @@ void check_invariants(const floatzip::safetensors::header& h) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
-  for (std::uint64_t file_size : {std::uint64_t{size}, std::uint64_t{size} + (std::uint64_t{1} << 40)}) {
+  for (std::uint64_t file_size :
+       {std::uint64_t{size}, std::uint64_t{size} + (std::uint64_t{1} << 40)}) {
     auto h = floatzip::safetensors::parse_header(bytes, file_size, "fuzz.safetensors");
     if (h) check_invariants(*h);
   }

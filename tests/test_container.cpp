@@ -491,14 +491,16 @@ TEST(ContainerFiles, InputThatShrinksWhileBeingReadIsAnErrorNotACrash) {
   temp_dir dir;
   std::vector<safetensors::tensor_spec> specs;
   for (int layer = 0; layer < 8; ++layer)
-    specs.push_back({"model.layers." + std::to_string(layer) + ".w", safetensors::dtype::bf16,
+    specs.push_back({"model.layers." + std::to_string(layer) + ".w",
+                     safetensors::dtype::bf16,
                      {512, 256}});  // 256 KiB per block
   const fs::path input = dir / "m.safetensors";
-  ASSERT_FALSE(safetensors::write_file(input, specs, {}, [](std::size_t i, std::span<std::byte> out) {
-    const auto bytes = testing::weight_like_bytes(out.size(), static_cast<std::uint32_t>(i));
-    std::memcpy(out.data(), bytes.data(), out.size());
-    return error{};
-  }));
+  ASSERT_FALSE(
+      safetensors::write_file(input, specs, {}, [](std::size_t i, std::span<std::byte> out) {
+        const auto bytes = testing::weight_like_bytes(out.size(), static_cast<std::uint32_t>(i));
+        std::memcpy(out.data(), bytes.data(), out.size());
+        return error{};
+      }));
   const auto original = testing::read_file(input);
   compress_options options;
   options.codec.threads = 1;
@@ -539,8 +541,8 @@ TEST(ContainerDirectories, ReplacingNeverDeletesTheInputOrFilesTheConversionDidN
   auto snapshot = [&] {
     std::map<std::string, std::vector<std::byte>> files;
     for (const auto& e : fs::recursive_directory_iterator(dir.path()))
-      files[e.path().string()] = e.is_regular_file() ? testing::read_file(e.path())
-                                                     : std::vector<std::byte>{};
+      files[e.path().string()] =
+          e.is_regular_file() ? testing::read_file(e.path()) : std::vector<std::byte>{};
     return files;
   };
   const auto before = snapshot();
@@ -580,11 +582,11 @@ TEST(ContainerDirectories, AFileTheIndexDoesNotListMayNotRepeatItsTensors) {
   auto write_shard = [&](const std::string& name, std::vector<std::string> tensors) {
     std::vector<safetensors::tensor_spec> specs;
     for (auto& t : tensors) specs.push_back({t, safetensors::dtype::bf16, {4}});
-    ASSERT_FALSE(safetensors::write_file(ckpt / name, specs, {},
-                                         [](std::size_t, std::span<std::byte> out) {
-                                           std::fill(out.begin(), out.end(), std::byte{0x3F});
-                                           return error{};
-                                         }));
+    ASSERT_FALSE(
+        safetensors::write_file(ckpt / name, specs, {}, [](std::size_t, std::span<std::byte> out) {
+          std::fill(out.begin(), out.end(), std::byte{0x3F});
+          return error{};
+        }));
   };
   write_shard("model-00001-of-00001.safetensors", {"a", "b"});
   testing::write_text(ckpt / "model.safetensors.index.json",

@@ -83,7 +83,8 @@ std::string many_tensors_json(std::size_t count, bool duplicate_last = false) {
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t id = duplicate_last && i + 1 == count ? 0 : i;
     json += "\"model.layers." + std::to_string(id / 256) + ".mlp.experts." +
-            std::to_string(id % 256) + ".up_proj.weight\":{\"dtype\":\"BF16\",\"shape\":[1],"
+            std::to_string(id % 256) +
+            ".up_proj.weight\":{\"dtype\":\"BF16\",\"shape\":[1],"
             "\"data_offsets\":[" +
             std::to_string(2 * i) + "," + std::to_string(2 * i + 2) + "]}";
     json += i + 1 == count ? "}" : ",";
@@ -225,8 +226,8 @@ TEST(SafetensorsParse, MemoryWhileParsingIsBoundedByWhatIsKept) {
   result<header> parsed = error{};
   const std::int64_t ignored_peak = parse_peak_bytes(ignored_file, parsed);
   ASSERT_TRUE(parsed.has_value()) << parsed.error().message;
-  EXPECT_LT(ignored_peak, 1 << 20) << "bytes allocated parsing a " << ignored.size()
-                                   << "-byte header that holds one tensor";
+  EXPECT_LT(ignored_peak, 1 << 20)
+      << "bytes allocated parsing a " << ignored.size() << "-byte header that holds one tensor";
   RecordProperty("ignored_array_peak_bytes", std::to_string(ignored_peak));
 
   // 100 k tensors: the parsed header, and little beside it, for a 10 MB text.

@@ -83,10 +83,9 @@ int compress_command(const std::vector<std::string>& tokens) {
   args.expect_positionals(1, 1, "one input: a .safetensors file or a checkpoint directory");
   const fs::path input = without_trailing_separator(args.positionals()[0]);
   const bool directory = is_dir(input);
-  const fs::path output =
-      output_option(args).value_or(
-          directory ? fs::path(input.string() + std::string(kContainerExtension))
-                    : replace_suffix(input, ".safetensors", kContainerExtension));
+  const fs::path output = output_option(args).value_or(
+      directory ? fs::path(input.string() + std::string(kContainerExtension))
+                : replace_suffix(input, ".safetensors", kContainerExtension));
   const bool force = args.flag("force");
   compress_options options;
   options.codec.threads = threads_option(args);  // usage errors before any file is touched
@@ -238,8 +237,8 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
 void print_file_table(const fs::path& path, const container_reader& reader) {
   const auto t = reader.totals();
   fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw)\n", detail::printable(path),
-             t.tensor_count,
-             t.bundle_count, t.bf16_bundle_count, t.bundle_count - t.bf16_bundle_count);
+             t.tensor_count, t.bundle_count, t.bf16_bundle_count,
+             t.bundle_count - t.bf16_bundle_count);
   fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind", "values",
              "bytes before", "bytes after", "bits/w", "H(exp)", "ratio", "tensors");
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
@@ -283,8 +282,8 @@ int info_command(const std::vector<std::string>& tokens) {
     for (const auto& e : *entries)
       if (has_suffix(e.name, kContainerExtension)) files.push_back(input / e.name);
     if (files.empty())
-      return fail({errc::invalid_argument,
-                   detail::printable(input) + ": no .fzip files in the directory"});
+      return fail(
+          {errc::invalid_argument, detail::printable(input) + ": no .fzip files in the directory"});
   } else {
     files.push_back(input);
   }

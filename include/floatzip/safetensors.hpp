@@ -489,8 +489,8 @@ class header_sax final : public json_sax_base {
         }
         h_.tensors.emplace_back().name = std::move(*text_);
         if (!names_.add_last())
-          return fail(errc::bad_data,
-                      "duplicate key " + detail::quoted(tensor().name) + ": two tensors of that name");
+          return fail(errc::bad_data, "duplicate key " + detail::quoted(tensor().name) +
+                                          ": two tensors of that name");
         fields_ = 0;
         state_ = state::tensor;
         return true;
@@ -514,7 +514,8 @@ class header_sax final : public json_sax_base {
       case state::metadata_value:
         if (token != t::string)
           return fail(errc::bad_data, "field '__metadata__': value of " +
-                                          detail::quoted(h_.metadata.back().first) + " is not a string");
+                                          detail::quoted(h_.metadata.back().first) +
+                                          " is not a string");
         h_.metadata.back().second = std::move(*text_);
         state_ = state::metadata_keys;
         return true;
@@ -585,7 +586,8 @@ class header_sax final : public json_sax_base {
         if (token != t::unsigned_integer)
           return tensor_fail(
               "field 'data_offsets' holds a value that is not a non-negative integer");
-        if (offsets_count_ == 2) return tensor_fail("field 'data_offsets' is missing or not a pair");
+        if (offsets_count_ == 2)
+          return tensor_fail("field 'data_offsets' is missing or not a pair");
         offsets_[offsets_count_++] = number_;
         return true;
       case state::done: return fail(errc::bad_data, "invalid JSON after the object");
@@ -598,7 +600,8 @@ class header_sax final : public json_sax_base {
     tensor_info& info = tensor();
     if ((fields_ & kDtype) == 0) return tensor_fail("field 'dtype' is missing or not a string");
     if ((fields_ & kShape) == 0) return tensor_fail("field 'shape' is missing or not an array");
-    if ((fields_ & kOffsets) == 0) return tensor_fail("field 'data_offsets' is missing or not a pair");
+    if ((fields_ & kOffsets) == 0)
+      return tensor_fail("field 'data_offsets' is missing or not a pair");
     const std::uint64_t begin = offsets_[0];
     const std::uint64_t end = offsets_[1];
     if (begin > end)
@@ -606,15 +609,13 @@ class header_sax final : public json_sax_base {
                          " > end " + std::to_string(end) + ")");
     if (end > h_.data_size)
       return tensor_fail("field 'data_offsets' ends at " + std::to_string(end) +
-                         ", beyond the data section of " + std::to_string(h_.data_size) +
-                         " bytes");
+                         ", beyond the data section of " + std::to_string(h_.data_size) + " bytes");
     info.data = {begin, end};
     const auto count = element_count(info.shape);
     const auto bytes_needed = count ? storage_bytes(info.type, *count) : std::nullopt;
     if (!bytes_needed)
-      return tensor_fail(
-          "field 'shape': size overflows or does not fill whole bytes for dtype " +
-          std::string(to_string(info.type)));
+      return tensor_fail("field 'shape': size overflows or does not fill whole bytes for dtype " +
+                         std::string(to_string(info.type)));
     if (*bytes_needed != info.data.size())
       return tensor_fail("field 'shape' needs " + std::to_string(*bytes_needed) + " bytes of " +
                          std::string(to_string(info.type)) + " but 'data_offsets' spans " +
@@ -719,7 +720,17 @@ class shard_index_sax final : public json_sax_base {
   }
 
  private:
-  enum class state { start, fields, metadata, metadata_fields, total_size, map, map_keys, map_value, done };
+  enum class state {
+    start,
+    fields,
+    metadata,
+    metadata_fields,
+    total_size,
+    map,
+    map_keys,
+    map_value,
+    done
+  };
 
   bool once(bool& seen, std::string_view field) {
     if (seen) return fail(errc::bad_data, "duplicate key '" + std::string(field) + "'");
@@ -797,12 +808,12 @@ class shard_index_sax final : public json_sax_base {
       case state::map_value: {
         auto& [name, file] = index_.weight_map.back();
         if (token != t::string)
-          return fail(errc::bad_data, "field 'weight_map': entry " + detail::quoted(name) +
-                                          " is not a string");
+          return fail(errc::bad_data,
+                      "field 'weight_map': entry " + detail::quoted(name) + " is not a string");
         file = std::move(*text_);
         if (!is_plain_file_name(file))
-          return fail(errc::bad_data, "field 'weight_map': entry " + detail::quoted(name) + " names " +
-                                          detail::quoted(file) +
+          return fail(errc::bad_data, "field 'weight_map': entry " + detail::quoted(name) +
+                                          " names " + detail::quoted(file) +
                                           ", which is not a file in the checkpoint directory");
         if (shard_set_.insert(file).second) index_.shard_files.push_back(file);
         state_ = state::map_keys;
@@ -826,8 +837,7 @@ class shard_index_sax final : public json_sax_base {
 
 // Parses a shard index with the same bounds as parse_header (size, entries, depth, duplicate
 // names, cancellation), checking that every shard it names is a plain file name.
-inline result<shard_index> parse_shard_index(std::string_view json_text,
-                                             std::string_view file_name,
+inline result<shard_index> parse_shard_index(std::string_view json_text, std::string_view file_name,
                                              const parse_options& options = {}) {
   const std::string where = std::string(file_name) + ": shard index";
   if (json_text.size() > kMaxHeaderJsonBytes)
@@ -894,8 +904,8 @@ inline result<std::vector<std::byte>> make_header(
     text += *name + ":{\"dtype\":\"" + std::string(to_string(t.type)) + "\",\"shape\":[";
     for (std::size_t d = 0; d < t.shape.size(); ++d)
       text += (d == 0 ? "" : ",") + std::to_string(t.shape[d]);
-    text += "],\"data_offsets\":[" + std::to_string(offset) + "," +
-            std::to_string(offset + size) + "]},";
+    text += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + size) +
+            "]},";
     offset += size;
   }
   if (text.size() > 1) text.pop_back();  // the last comma

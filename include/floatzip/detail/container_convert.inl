@@ -157,7 +157,8 @@ inline error compress_file_impl(const std::filesystem::path& input,
   std::vector<std::vector<std::uint16_t>> aligned_copies;
   std::vector<std::byte> encoded;  // grows to the largest bundle
   for (std::size_t b = 0; b < plan.bundles.size(); ++b) {
-    if (cancel_requested(options.cancel)) return {errc::cancelled, input.string() + ": interrupted"};
+    if (cancel_requested(options.cancel))
+      return {errc::cancelled, input.string() + ": interrupted"};
     const auto& bundle = plan.bundles[b];
     auto& rec = records[b];
     rec.file_offset = out.position();
@@ -278,7 +279,8 @@ inline error decompress_file_impl(const std::filesystem::path& input,
   std::vector<std::uint16_t> values;
   std::uint64_t done = 0;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
-    if (cancel_requested(options.cancel)) return {errc::cancelled, input.string() + ": interrupted"};
+    if (cancel_requested(options.cancel))
+      return {errc::cancelled, input.string() + ": interrupted"};
     const auto& rec = reader->bundles()[b];
     if (rec.kind == bundle_kind::raw) {
       auto bytes = reader->bundle_bytes(b);
@@ -496,8 +498,7 @@ inline error validate_shard_index(const std::filesystem::path& directory) {
   // in two files makes the checkpoint ambiguous, listed in the index or not.
   std::unordered_map<std::string, std::string> file_of_tensor;
   std::set<std::string> read_files;
-  auto read_names = [&](const std::string& file,
-                        std::set<std::string>* into) -> error {
+  auto read_names = [&](const std::string& file, std::set<std::string>* into) -> error {
     read_files.insert(file);
     std::vector<std::string> names;
     const auto path = directory / file;
@@ -515,11 +516,10 @@ inline error validate_shard_index(const std::filesystem::path& directory) {
     for (auto& name : names) {
       const auto [at, inserted] = file_of_tensor.emplace(name, file);
       if (!inserted)
-        return {errc::bad_data, index_path.string() + ": tensor " +
-                                    safetensors::detail::quoted(name) + " is in both " +
-                                    detail::printable(std::string_view(at->second)) + " and " +
-                                    detail::printable(std::string_view(file)) +
-                                    ": a loader could take either"};
+        return {errc::bad_data,
+                index_path.string() + ": tensor " + safetensors::detail::quoted(name) +
+                    " is in both " + detail::printable(std::string_view(at->second)) + " and " +
+                    detail::printable(std::string_view(file)) + ": a loader could take either"};
       if (into != nullptr) into->insert(std::move(name));
     }
     return {};

@@ -312,7 +312,7 @@ inline error container_reader::validate(const reader_options& options) {
   // ---- the verbatim safetensors header
   original_header_bytes_ = header_bytes;
   auto parsed = safetensors::parse_header(header_bytes, original_size_, name_ + " (embedded)",
-                                         {options.cancel});
+                                          {options.cancel});
   if (!parsed) return parsed.error();
   header_ = std::move(*parsed);
   if (header_.header_size() != header_size)

@@ -88,9 +88,10 @@ inline std::string printable(std::string_view bytes, bool escape_backslash = tru
       valid = (next & 0xC0) == 0x80;
       code_point = (code_point << 6) | (next & 0x3F);
     }
-    valid = valid && !(length == 3 && (code_point < 0x800 || (code_point >= 0xD800 &&
-                                                                 code_point <= 0xDFFF))) &&
-            !(length == 4 && (code_point < 0x10000 || code_point > 0x10FFFF));
+    valid =
+        valid &&
+        !(length == 3 && (code_point < 0x800 || (code_point >= 0xD800 && code_point <= 0xDFFF))) &&
+        !(length == 4 && (code_point < 0x10000 || code_point > 0x10FFFF));
     // C1 controls (U+0080..U+009F) include CSI, which terminals act on like ESC [.
     if (!valid || code_point < 0xA0) {
       escape(c);
@@ -206,6 +207,14 @@ inline void unguard(slot* s) noexcept {
 
 }  // namespace sigbus_guard
 
+inline struct timespec modification_time(const struct stat& st) noexcept {
+#ifdef __APPLE__
+  return st.st_mtimespec;
+#else
+  return st.st_mtim;
+#endif
+}
+
 // A read-only, private memory map of a whole regular file. Pages are read on first touch, so a
 // reader that asks for one bundle reads only that bundle from disk. If the file shrinks while it
 // is mapped, pages past its new end read as zeros instead of killing the process (see
@@ -236,7 +245,7 @@ class mapped_file {
     if (!S_ISREG(st.st_mode))
       return error{errc::io_error, "cannot map " + path.string() + ": not a regular file"};
     file.size_ = static_cast<std::uint64_t>(st.st_size);
-    file.modified_ = st.st_mtim;
+    file.modified_ = modification_time(st);
     if (file.size_ > 0) {
       sigbus_guard::install();
       void* address = ::mmap(nullptr, file.size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -255,8 +264,9 @@ class mapped_file {
     struct stat st {};
     if (::fstat(fd_, &st) != 0) return io_failure("cannot stat", path_, errno);
     const bool faulted = guard_ != nullptr && guard_->faulted.load(std::memory_order_acquire);
+    const struct timespec modified = modification_time(st);
     if (faulted || static_cast<std::uint64_t>(st.st_size) != size_ ||
-        st.st_mtim.tv_sec != modified_.tv_sec || st.st_mtim.tv_nsec != modified_.tv_nsec)
+        modified.tv_sec != modified_.tv_sec || modified.tv_nsec != modified_.tv_nsec)
       return {errc::io_error, path_.string() + " changed while being read (" +
                                   std::to_string(size_) + " bytes when opened, " +
                                   std::to_string(st.st_size) +
@@ -386,8 +396,9 @@ inline error check_replaceable_file(const std::filesystem::path& path, bool repl
 // directory that holds only regular files named in `names_written`.
 inline error check_replaceable_directory(const std::filesystem::path& path, bool replace_existing,
                                          const std::set<std::string>& names_written,
-                                         std::string_view how_to_replace = "replace it "
-                                                                           "explicitly") {
+                                         std::string_view how_to_replace =
+                                             "replace it "
+                                             "explicitly") {
   if (path.empty()) return {errc::invalid_argument, "the output path is empty"};
   struct stat st {};
   const std::string_view kind = kind_of_existing(path, st);
@@ -685,12 +696,16 @@ class atomic_output_directory {
     if (temporary_path_.empty()) return {errc::io_error, "commit of a discarded directory"};
     struct stat st {};
     const bool exists = ::lstat(final_path_.c_str(), &st) == 0;
-    if (!exists || !replace_existing || !S_ISDIR(st.st_mode)) {
-      if (exists) return check_replaceable_directory(final_path_, replace_existing, names_written);
+    if (!exists) {
       if (error e = rename_into_place(temporary_path_, final_path_, /*replace_existing=*/false))
         return e;
       temporary_path_.clear();
       return {};
+    }
+    if (!replace_existing || !S_ISDIR(st.st_mode)) {
+      if (error e = check_replaceable_directory(final_path_, replace_existing, names_written))
+        return e;
+      return {errc::invalid_argument, printable(final_path_) + " exists"};  // not reached
     }
     if (error e = check_replaceable_directory(final_path_, true, names_written)) return e;
     std::string aside = temporary_name_template(final_path_);
