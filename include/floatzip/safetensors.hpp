@@ -10,7 +10,13 @@
 // than the reference implementation about layout (gaps between tensors, bytes after the last
 // tensor and JSON key order are all allowed and preserved by the container) and strict about
 // everything that would make the file ambiguous: unknown dtypes, shapes that disagree with the
-// byte span, offsets outside the data section, overlapping tensors, duplicate names.
+// byte span, offsets outside the data section, overlapping tensors, duplicate names, and a NUL
+// byte in the JSON (which some parsers, nlohmann's among them, take for the end of the text, so
+// that tensors after it would vanish; the reference implementation rejects it).
+//
+// The JSON is parsed as SAX events into flat structures, never as a tree: time and memory are
+// linear in the header and bounded (kMaxHeaderJsonBytes, kMaxHeaderEntries, nesting depth) while
+// parsing, and a cancel flag stops a parse between two events.
 //
 // Every function here treats its input as untrusted and reports problems as a floatzip::error
 // whose message names the file, the tensor and the field.
