@@ -265,12 +265,14 @@ class mapped_file {
     if (::fstat(fd_, &st) != 0) return io_failure("cannot stat", path_, errno);
     const bool faulted = guard_ != nullptr && guard_->faulted.load(std::memory_order_acquire);
     const struct timespec modified = modification_time(st);
-    if (faulted || static_cast<std::uint64_t>(st.st_size) != size_ ||
-        modified.tv_sec != modified_.tv_sec || modified.tv_nsec != modified_.tv_nsec)
+    const bool resized = static_cast<std::uint64_t>(st.st_size) != size_;
+    if (resized || modified.tv_sec != modified_.tv_sec || modified.tv_nsec != modified_.tv_nsec)
       return {errc::io_error, path_.string() + " changed while being read (" +
                                   std::to_string(size_) + " bytes when opened, " +
                                   std::to_string(st.st_size) +
                                   " now): another process truncated or wrote it"};
+    if (faulted)  // same size and time: a read error of the device, not a truncation
+      return {errc::io_error, path_.string() + ": a page of the file could not be read (SIGBUS)"};
     return {};
   }
 
