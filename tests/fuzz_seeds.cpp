@@ -1,10 +1,10 @@
 // Writes the seed corpus of the container fuzzer from the real models at test time (the models
 // are not part of the repository, and neither are files derived from them).
 //
-//   fuzz_seeds MODELS_DIR CORPUS_DIR [SCRATCH_DIR]
+//   fuzz_seeds MODELS_DIR CORPUS_DIR [SCRATCH_DIR...]
 //
-// CORPUS_DIR is rewritten from scratch; SCRATCH_DIR, where the fuzzer keeps the inputs it finds,
-// is emptied so that every run starts from the seeds alone.
+// CORPUS_DIR is rewritten from scratch; each SCRATCH_DIR, where a fuzzer keeps the inputs it
+// finds, is emptied so that every run starts from the seeds alone.
 //
 // Seeds are kept small so the fuzzer runs many inputs per second: for each model, a checkpoint
 // of a few of its real tensors (a block's norm and smallest matrix, the final norm) is written
@@ -86,15 +86,15 @@ void compress_both_ways(const fs::path& safetensors_file, const fs::path& corpus
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3 && argc != 4) die("usage: fuzz_seeds MODELS_DIR CORPUS_DIR [SCRATCH_DIR]");
+  if (argc < 3) die("usage: fuzz_seeds MODELS_DIR CORPUS_DIR [SCRATCH_DIR...]");
   const fs::path models = argv[1];
   const fs::path corpus = argv[2];
   std::error_code ec;
   fs::remove_all(corpus, ec);
   fs::create_directories(corpus);
-  if (argc == 4) {
-    fs::remove_all(argv[3], ec);
-    fs::create_directories(argv[3]);
+  for (int i = 3; i < argc; ++i) {
+    fs::remove_all(argv[i], ec);
+    fs::create_directories(argv[i]);
   }
   int seeds = 0;
   if (fs::is_directory(models, ec)) {

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,7 +15,9 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,8 +50,13 @@ std::string slurp(const fs::path& p) {
   return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
+struct run_settings {
+  fs::path cwd;                                        // empty: the test's own
+  std::optional<std::chrono::milliseconds> interrupt;  // send SIGINT this long after the start
+};
+
 // Runs the floatzip binary with `args`, capturing stdout, stderr, exit code and peak memory.
-run_result run(const std::vector<std::string>& args) {
+run_result run(const std::vector<std::string>& args, const run_settings& settings = {}) {
   if (cli_path().empty())
     ADD_FAILURE() << "floatzip_cli_path.txt is missing beside the test binary";
   temp_dir capture;
@@ -59,6 +68,7 @@ run_result run(const std::vector<std::string>& args) {
     const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(out_fd, STDOUT_FILENO);
     ::dup2(err_fd, STDERR_FILENO);
+    if (!settings.cwd.empty() && ::chdir(settings.cwd.c_str()) != 0) ::_exit(126);
     std::vector<char*> argv;
     std::string program = cli_path();
     argv.push_back(program.data());
@@ -67,6 +77,10 @@ run_result run(const std::vector<std::string>& args) {
     argv.push_back(nullptr);
     ::execv(program.c_str(), argv.data());
     ::_exit(127);
+  }
+  if (settings.interrupt) {
+    std::this_thread::sleep_for(*settings.interrupt);
+    ::kill(pid, SIGINT);
   }
   run_result r;
   int status = 0;
@@ -407,6 +421,189 @@ TEST_F(CliBadInput, MissingInputAndNotAContainer) {
   const auto r = run({"decompress", (dir_ / "nothing.fzip").string()});
   EXPECT_EQ(r.exit_code, 1);
   expect_decompress_fails(testing::read_file(cli_path()), "magic");  // an ELF file
+}
+
+// A small checkpoint file (a block of two BF16 tensors and an F32 one) with the given names.
+void write_small_checkpoint(const fs::path& path,
+                            std::vector<std::string> names = {"model.layers.0.q.weight",
+                                                              "model.layers.0.k.weight", "norm"}) {
+  std::vector<safetensors::tensor_spec> specs;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    specs.push_back({names[i],
+                     i + 1 == names.size() && names.size() > 1 ? safetensors::dtype::f32
+                                                               : safetensors::dtype::bf16,
+                     {64, 16}});
+  const std::vector<std::pair<std::string, std::string>> metadata = {{"format", "pt"}};
+  const error e = safetensors::write_file(
+      path, specs, metadata, [](std::size_t i, std::span<std::byte> out) -> error {
+        const auto bytes = testing::weight_like_bytes(out.size(), static_cast<std::uint32_t>(i));
+        std::memcpy(out.data(), bytes.data(), out.size());
+        return {};
+      });
+  if (e) throw exception(e);
+}
+
+// Every file and directory under `root` with its bytes: what a run must leave untouched.
+std::map<std::string, std::vector<std::byte>> snapshot(const fs::path& root) {
+  std::map<std::string, std::vector<std::byte>> files;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    files[e.path().string()] =
+        e.is_regular_file() ? testing::read_file(e.path()) : std::vector<std::byte>{};
+  return files;
+}
+
+// Issue 13 item 1: `compress model -o . --force` deleted the input model, unrelated files and its
+// own output; `compress parent/model -o parent --force` deleted the input and exited 0.
+TEST(Cli, ForceNeverDeletesTheInputOrFilesItDidNotWrite) {
+  temp_dir dir;
+  const fs::path parent = dir / "parent";
+  const fs::path model = parent / "model";
+  fs::create_directories(model);
+  write_small_checkpoint(model / "model.safetensors");
+  testing::write_text(model / "config.json", "{}\n");
+  testing::write_text(parent / "unrelated.txt", "keep me\n");
+  const auto before = snapshot(dir.path());
+  auto r =
+      run({"compress", "model", "-o", ".", "--force"}, {.cwd = parent, .interrupt = std::nullopt});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("input"), std::string::npos) << r.err;
+  EXPECT_EQ(snapshot(dir.path()), before);
+  for (const fs::path& out : {parent, model, model / "sub", model / "..", dir.path()}) {
+    r = run({"compress", model.string(), "-o", out.string(), "--force"});
+    EXPECT_EQ(r.exit_code, 1) << out << "\n" << describe(r);
+    EXPECT_EQ(snapshot(dir.path()), before) << out;
+  }
+  r = run({"compress", model.string(), "-o", (dir / "out").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  r = run({"decompress", (dir / "out").string(), "-o", parent.string(), "--force"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(fs::exists(model / "model.safetensors"));
+  // A directory holding files the conversion does not write is not replaced either.
+  r = run({"compress", model.string(), "-o", parent.string() + "/../parent", "--force"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  fs::create_directories(dir / "other");
+  testing::write_text(dir / "other" / "notes.txt", "mine\n");
+  r = run({"compress", model.string(), "-o", (dir / "other").string(), "--force"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("notes.txt"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "other" / "notes.txt"));
+  // Its own earlier output is what --force replaces.
+  r = run({"compress", model.string(), "-o", (dir / "out").string(), "--force"});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(run({"verify", model.string(), (dir / "out").string()}).exit_code, 0);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"other", "out", "parent"}));
+}
+
+// Issue 13 item 4: --force renamed a regular file over a FIFO or a device node (as root,
+// `-o /dev/null --force` would replace /dev/null), and a dangling symlink was replaced even
+// without --force.
+TEST(Cli, SpecialFilesAndSymlinksAreNotReplacedByAccident) {
+  temp_dir dir;
+  write_small_checkpoint(dir / "m.safetensors");
+  const auto input = (dir / "m.safetensors").string();
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0644), 0);
+  auto r = run({"compress", input, "-o", (dir / "fifo").string(), "--force"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("FIFO"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
+  if (::geteuid() == 0) {  // only root can make a device node: a copy of /dev/null
+    ASSERT_EQ(::mknod((dir / "null").c_str(), S_IFCHR | 0666, ::makedev(1, 3)), 0);
+    r = run({"compress", input, "-o", (dir / "null").string(), "--force"});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_NE(r.err.find("device"), std::string::npos) << r.err;
+    EXPECT_TRUE(fs::is_character_file(dir / "null"));
+    fs::remove(dir / "null");
+  }
+  fs::create_symlink("nowhere.fzip", dir / "dangling.fzip");
+  r = run({"compress", input, "-o", (dir / "dangling.fzip").string()});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::is_symlink(dir / "dangling.fzip"));
+  EXPECT_FALSE(fs::exists(dir / "nowhere.fzip"));
+  // With --force, a symlink is replaced as a link: its target is neither written nor deleted.
+  testing::write_text(dir / "target.bin", "precious\n");
+  fs::create_symlink("target.bin", dir / "link.fzip");
+  r = run({"compress", input, "-o", (dir / "link.fzip").string(), "--force"});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_FALSE(fs::is_symlink(dir / "link.fzip"));
+  EXPECT_EQ(testing::read_file(dir / "target.bin").size(), 9u);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"dangling.fzip", "fifo", "link.fzip",
+                                                     "m.safetensors", "target.bin"}));
+}
+
+// Issue 13 item 6: SIGINT was acted on only at the next progress report, so `info` (which has
+// none) ignored it while it parsed a header.
+TEST(Cli, InterruptStopsInfoWhileItParsesAHeader) {
+  temp_dir dir;
+  // A valid checkpoint whose header carries 20 MB (10 million numbers) in a field floatzip does
+  // not read: parsing it takes about a second.
+  std::string json = R"({"w":{"dtype":"BF16","shape":[4],"data_offsets":[0,8],"pad":[)";
+  json.reserve(20'000'100);
+  while (json.size() < 20'000'000) json += "0,";
+  json += "0]}}";
+  testing::write_file(dir / "big.safetensors",
+                      testing::safetensors_image(json, testing::weight_like_bytes(8, 1)));
+  [[maybe_unused]] const double header_mib = double(json.size()) / (1 << 20);
+  json.clear();
+  json.shrink_to_fit();
+  auto r = run({"compress", (dir / "big.safetensors").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  fs::remove(dir / "big.safetensors");
+  // Item 3 end to end: the whole run stays near the mapped header's size (the tree built before
+  // took about 16 times the header).
+  r = run({"info", (dir / "big.fzip").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_LT(double(r.max_rss_kb) / 1024, header_mib + 64) << "info peak RSS, KiB";
+#endif
+  r = run({"info", (dir / "big.fzip").string()},
+          {.cwd = {}, .interrupt = std::chrono::milliseconds(100)});
+  EXPECT_EQ(r.exit_code, 130) << describe(r);
+  EXPECT_NE(r.err.find("interrupted"), std::string::npos) << describe(r);
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"big.fzip"});
+}
+
+// Issue 13 item 8: `info` printed tensor names from the file as they were: NUL, newlines and
+// terminal escape sequences reached the terminal.
+TEST(Cli, InfoEscapesNamesFromTheFile) {
+  temp_dir dir;
+  const std::string evil = "x\x1b]0;owned\x07\ny\x1b[2J\xc2\x9b" + std::string(1, '\0') + "z";
+  write_small_checkpoint(dir / "m.safetensors", {evil});
+  ASSERT_EQ(run({"compress", (dir / "m.safetensors").string()}).exit_code, 0);
+  auto r = run({"info", (dir / "m.fzip").string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  for (char c : r.out)
+    EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 0x20) << int(c) << " in " << r.out;
+  EXPECT_EQ(r.out.find("\xc2\x9b"), std::string::npos) << r.out;  // C1 CSI
+  EXPECT_NE(r.out.find("x\\x1b]0;owned\\x07\\x0ay\\x1b[2J\\xc2\\x9b\\x00z"), std::string::npos)
+      << r.out;
+  r = run({"info", (dir / "m.fzip").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("bundles").at(0).at("name").get<std::string>(), evil);
+}
+
+// Issue 13 item 9: `info --json` on a file whose path is not UTF-8 failed with a raw
+// json.exception.type_error.316, and `-o ""` gave "cannot rename ... to :".
+TEST(Cli, PathsThatAreNotUtf8AndEmptyPaths) {
+  temp_dir dir;
+  write_small_checkpoint(dir / "m.safetensors");
+  const fs::path odd = dir / "m\xff\xfe.fzip";
+  auto r = run({"compress", (dir / "m.safetensors").string(), "-o", odd.string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  r = run({"info", odd.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_NE(json.at("file").get<std::string>().find("m\\xff\\xfe.fzip"), std::string::npos)
+      << r.out;
+  r = run({"info", odd.string()});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("m\\xff\\xfe.fzip"), std::string::npos) << r.out;
+  r = run({"compress", (dir / "m.safetensors").string(), "-o", ""});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
+  r = run({"decompress", odd.string(), "-o", ""});
+  EXPECT_EQ(r.exit_code, 2) << describe(r);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"m.safetensors", odd.filename().string()}));
 }
 
 TEST(Cli, DemoRunsAndVerifies) {

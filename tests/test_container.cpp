@@ -485,6 +485,131 @@ TEST(ContainerHostile, CompressRefusesBadSafetensorsAndLeavesNothing) {
   EXPECT_TRUE(dir.entries().empty());
 }
 
+// Issue 13 item 5: another process truncating the input mid-run killed the process with SIGBUS
+// (the input is memory-mapped) and left its temporary file. Now it is an error naming the file.
+TEST(ContainerFiles, InputThatShrinksWhileBeingReadIsAnErrorNotACrash) {
+  temp_dir dir;
+  std::vector<safetensors::tensor_spec> specs;
+  for (int layer = 0; layer < 8; ++layer)
+    specs.push_back({"model.layers." + std::to_string(layer) + ".w",
+                     safetensors::dtype::bf16,
+                     {512, 256}});  // 256 KiB per block
+  const fs::path input = dir / "m.safetensors";
+  ASSERT_FALSE(
+      safetensors::write_file(input, specs, {}, [](std::size_t i, std::span<std::byte> out) {
+        const auto bytes = testing::weight_like_bytes(out.size(), static_cast<std::uint32_t>(i));
+        std::memcpy(out.data(), bytes.data(), out.size());
+        return error{};
+      }));
+  const auto original = testing::read_file(input);
+  compress_options options;
+  options.codec.threads = 1;
+  bool truncated = false;
+  options.progress = [&](std::uint64_t, std::uint64_t) {
+    if (!truncated) fs::resize_file(input, 4096);  // after the first block: the rest is gone
+    truncated = true;
+  };
+  auto r = compress_file(input, dir / "m.fzip", options);
+  ASSERT_TRUE(truncated);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, errc::io_error) << r.error().message;
+  EXPECT_NE(r.error().message.find("m.safetensors"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("changed while"), std::string::npos) << r.error().message;
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"m.safetensors"});
+
+  // The same for a container that shrinks under a reader and under decompression.
+  testing::write_file(input, original);
+  ASSERT_TRUE(compress_file(input, dir / "m.fzip").has_value());
+  auto reader = container_reader::open(dir / "m.fzip").value();
+  fs::resize_file(dir / "m.fzip", fs::file_size(dir / "m.fzip") / 2);
+  const error e = reader.verify_all();
+  EXPECT_EQ(e.code, errc::io_error) << e.message;
+  EXPECT_NE(e.message.find("changed while"), std::string::npos) << e.message;
+}
+
+// Issue 13 item 1: replacing an existing output directory deleted it first, whatever it held:
+// `-o parent --force` deleted the input model inside it. Nothing the conversion did not write may
+// be deleted, and no output may contain, or lie inside, the input.
+TEST(ContainerDirectories, ReplacingNeverDeletesTheInputOrFilesTheConversionDidNotWrite) {
+  temp_dir dir;
+  const fs::path parent = dir / "parent";
+  const fs::path model = parent / "model";
+  fs::create_directories(model);
+  testing::write_file(model / "m.safetensors", mixed_checkpoint());
+  testing::write_text(model / "config.json", "{}\n");
+  testing::write_text(parent / "unrelated.txt", "keep me\n");
+  auto snapshot = [&] {
+    std::map<std::string, std::vector<std::byte>> files;
+    for (const auto& e : fs::recursive_directory_iterator(dir.path()))
+      files[e.path().string()] =
+          e.is_regular_file() ? testing::read_file(e.path()) : std::vector<std::byte>{};
+    return files;
+  };
+  const auto before = snapshot();
+  for (const fs::path& out : {parent, model, model / "sub", parent / "model" / "..", dir.path()}) {
+    SCOPED_TRACE(out.string());
+    auto r = compress_directory(model, out, {}, /*replace_existing=*/true);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code, errc::invalid_argument) << r.error().message;
+    EXPECT_NE(r.error().message.find("input"), std::string::npos) << r.error().message;
+    EXPECT_EQ(snapshot(), before);
+    EXPECT_EQ(decompress_directory(model, out, {}, true).code, errc::invalid_argument);
+    EXPECT_EQ(snapshot(), before);
+  }
+  // An existing directory holding a file the conversion would not write stays as it is.
+  fs::create_directories(dir / "other");
+  testing::write_text(dir / "other" / "notes.txt", "mine\n");
+  auto r = compress_directory(model, dir / "other", {}, true);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("notes.txt"), std::string::npos) << r.error().message;
+  EXPECT_EQ(testing::read_file(dir / "other" / "notes.txt").size(), 5u);
+  // A previous output of the same conversion is replaced.
+  ASSERT_TRUE(compress_directory(model, dir / "out").has_value());
+  EXPECT_EQ(compress_directory(model, dir / "out").error().code, errc::invalid_argument);
+  auto again = compress_directory(model, dir / "out", {}, true);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_FALSE(verify_directory(model, dir / "out"));
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"other", "out", "parent"}));
+}
+
+// Issue 13 item 10: a shard file that the index does not list was never read, so a tensor in
+// it could repeat one of the checkpoint's. A file with other tensors (Mistral keeps a
+// consolidated.safetensors beside its shards) is allowed; one that repeats a tensor is not.
+TEST(ContainerDirectories, AFileTheIndexDoesNotListMayNotRepeatItsTensors) {
+  temp_dir dir;
+  const fs::path ckpt = dir / "ckpt";
+  fs::create_directories(ckpt);
+  auto write_shard = [&](const std::string& name, std::vector<std::string> tensors) {
+    std::vector<safetensors::tensor_spec> specs;
+    for (auto& t : tensors) specs.push_back({t, safetensors::dtype::bf16, {4}});
+    ASSERT_FALSE(
+        safetensors::write_file(ckpt / name, specs, {}, [](std::size_t, std::span<std::byte> out) {
+          std::fill(out.begin(), out.end(), std::byte{0x3F});
+          return error{};
+        }));
+  };
+  write_shard("model-00001-of-00001.safetensors", {"a", "b"});
+  testing::write_text(ckpt / "model.safetensors.index.json",
+                      R"({"weight_map":{"a":"model-00001-of-00001.safetensors",)"
+                      R"("b":"model-00001-of-00001.safetensors"}})");
+  EXPECT_FALSE(validate_shard_index(ckpt));
+  write_shard("consolidated.safetensors", {"c"});
+  EXPECT_FALSE(validate_shard_index(ckpt));
+  write_shard("extra.safetensors", {"d", "a"});
+  const error e = validate_shard_index(ckpt);
+  EXPECT_EQ(e.code, errc::bad_data) << e.message;
+  for (const char* part : {"'a'", "extra.safetensors", "model-00001-of-00001.safetensors"})
+    EXPECT_NE(e.message.find(part), std::string::npos) << part << " not in " << e.message;
+  EXPECT_FALSE(compress_directory(ckpt, dir / "out").has_value());
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  // Compressed, the same ambiguity is caught through the .fzip headers.
+  fs::remove(ckpt / "extra.safetensors");
+  ASSERT_TRUE(compress_directory(ckpt, dir / "out").has_value());
+  ASSERT_TRUE(compress_file(ckpt / "model-00001-of-00001.safetensors", dir / "out" / "extra.fzip")
+                  .has_value());
+  EXPECT_EQ(validate_shard_index(dir / "out").code, errc::bad_data);
+}
+
 TEST(ContainerDirectories, ShardedCheckpointRoundTrips) {
   const auto model = testing::models_dir() / "stories260K.bf16.safetensors";
   if (!fs::exists(model)) GTEST_SKIP() << model << " not present";

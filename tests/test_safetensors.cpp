@@ -2,15 +2,51 @@
 // become an error that names the file, the tensor and the field; every well-formed layout
 // (including gaps and odd header lengths) must parse.
 #include <gtest/gtest.h>
+#include <malloc.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/safetensors.hpp"
 #include "test_paths.hpp"
+
+// Heap bytes in use and their peak while `counting` is set: the parser's memory bound is checked
+// on what it allocates, not on the process's resident set. AddressSanitizer brings its own
+// allocator, so the count is off (and the test that needs it skipped) under it.
+#if defined(__SANITIZE_ADDRESS__)
+#define FLOATZIP_TEST_COUNTS_ALLOCATIONS 0
+#else
+#define FLOATZIP_TEST_COUNTS_ALLOCATIONS 1
+namespace allocation_count {
+std::atomic<bool> counting{false};
+std::atomic<std::int64_t> live{0};
+std::atomic<std::int64_t> peak{0};
+}  // namespace allocation_count
+
+void* operator new(std::size_t size) {
+  void* p = std::malloc(size == 0 ? 1 : size);
+  if (p == nullptr) throw std::bad_alloc();
+  if (allocation_count::counting.load(std::memory_order_relaxed)) {
+    const auto now = allocation_count::live += static_cast<std::int64_t>(malloc_usable_size(p));
+    std::int64_t seen = allocation_count::peak.load(std::memory_order_relaxed);
+    while (now > seen && !allocation_count::peak.compare_exchange_weak(seen, now)) {
+    }
+  }
+  return p;
+}
+void operator delete(void* p) noexcept {
+  if (p != nullptr && allocation_count::counting.load(std::memory_order_relaxed))
+    allocation_count::live -= static_cast<std::int64_t>(malloc_usable_size(p));
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
+#endif
 
 namespace floatzip::safetensors {
 namespace {
@@ -39,6 +75,34 @@ void expect_error(const result<header>& r, errc code, std::initializer_list<std:
     EXPECT_NE(r.error().message.find(p), std::string::npos)
         << "message '" << r.error().message << "' lacks '" << p << "'";
 }
+
+// A header of `count` BF16 tensors with realistic names (a mixture-of-experts model's), one value
+// each; with `duplicate_last`, the last name repeats the first.
+std::string many_tensors_json(std::size_t count, bool duplicate_last = false) {
+  std::string json = "{";
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t id = duplicate_last && i + 1 == count ? 0 : i;
+    json += "\"model.layers." + std::to_string(id / 256) + ".mlp.experts." +
+            std::to_string(id % 256) +
+            ".up_proj.weight\":{\"dtype\":\"BF16\",\"shape\":[1],"
+            "\"data_offsets\":[" +
+            std::to_string(2 * i) + "," + std::to_string(2 * i + 2) + "]}";
+    json += i + 1 == count ? "}" : ",";
+  }
+  return json;
+}
+
+#if FLOATZIP_TEST_COUNTS_ALLOCATIONS
+// The peak of heap bytes allocated while parsing `file`, over what was in use before.
+std::int64_t parse_peak_bytes(const std::vector<std::byte>& file, result<header>& parsed) {
+  allocation_count::live = 0;
+  allocation_count::peak = 0;
+  allocation_count::counting = true;
+  parsed = parse_header(file, file.size(), "big.safetensors");
+  allocation_count::counting = false;
+  return allocation_count::peak.load();
+}
+#endif
 
 TEST(SafetensorsDtype, NamesBitsAndStableValuesRoundTrip) {
   for (std::uint16_t v = 0; v < 64; ++v) {
@@ -135,6 +199,63 @@ TEST(SafetensorsParse, RealModelsParse) {
   EXPECT_GE(parsed, 5);
 }
 
+// Issue 13 item 2: the JSON parse was quadratic in the number of keys (80 k keys took 104 s).
+// The timing itself is a benchmark (floatzip_bench_header); this test would hang for minutes.
+TEST(SafetensorsParse, HundredThousandTensorsParseAndADuplicateNameIsNamed) {
+  const std::size_t count = 100'000;
+  auto h = parse(many_tensors_json(count), 2 * count);
+  ASSERT_TRUE(h.has_value()) << h.error().message;
+  ASSERT_EQ(h->tensors.size(), count);
+  EXPECT_EQ(h->tensors[count - 1].name, "model.layers.390.mlp.experts.159.up_proj.weight");
+  EXPECT_EQ(h->tensors[count - 1].data, (byte_range{2 * count - 2, 2 * count}));
+  expect_error(parse(many_tensors_json(count, /*duplicate_last=*/true), 2 * count), errc::bad_data,
+               {"duplicate", "'model.layers.0.mlp.experts.0.up_proj.weight'"});
+}
+
+// Issue 13 item 3: the tree was built before any limit was checked (a 50 MB header took 1.9 GB).
+// What the parser allocates is bounded by what it keeps, not by what the JSON holds.
+TEST(SafetensorsParse, MemoryWhileParsingIsBoundedByWhatIsKept) {
+#if !FLOATZIP_TEST_COUNTS_ALLOCATIONS
+  GTEST_SKIP() << "heap counting is off under AddressSanitizer";
+#else
+  // A 20 MB array in a field floatzip does not read: nothing of it is kept.
+  std::string ignored = R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"pad":[)";
+  for (int i = 0; i < 10'000'000; ++i) ignored += "0,";
+  ignored += "0]}}";
+  const auto ignored_file = make_file(ignored, 1);
+  result<header> parsed = error{};
+  const std::int64_t ignored_peak = parse_peak_bytes(ignored_file, parsed);
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().message;
+  EXPECT_LT(ignored_peak, 1 << 20)
+      << "bytes allocated parsing a " << ignored.size() << "-byte header that holds one tensor";
+  RecordProperty("ignored_array_peak_bytes", std::to_string(ignored_peak));
+
+  // 100 k tensors: the parsed header, and little beside it, for a 10 MB text.
+  const std::size_t count = 100'000;
+  const std::string json = many_tensors_json(count);
+  const auto file = make_file(json, 2 * count);
+  const std::int64_t peak = parse_peak_bytes(file, parsed);
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().message;
+  EXPECT_LT(double(peak), 3.0 * double(json.size()))
+      << "bytes allocated parsing " << count << " tensors from " << json.size() << " bytes";
+  RecordProperty("hundred_k_tensors_peak_bytes", std::to_string(peak));
+  RecordProperty("hundred_k_tensors_json_bytes", std::to_string(json.size()));
+#endif
+}
+
+// Issue 13 item 6: a set cancel flag stops a parse (the command sets it on Ctrl-C).
+TEST(SafetensorsParse, ACancelFlagStopsTheParsers) {
+  cancel_flag cancel{true};
+  const auto file = make_file(many_tensors_json(10), 20);
+  expect_error(parse_header(file, file.size(), "c.safetensors", {&cancel}), errc::cancelled,
+               {"c.safetensors", "interrupted"});
+  const std::string index = R"({"weight_map":{"a":"m.safetensors"}})";
+  EXPECT_EQ(parse_shard_index(index, "i.json", {&cancel}).error().code, errc::cancelled);
+  cancel = false;
+  EXPECT_TRUE(parse_header(file, file.size(), "c.safetensors", {&cancel}).has_value());
+  EXPECT_TRUE(parse_shard_index(index, "i.json", {&cancel}).has_value());
+}
+
 TEST(SafetensorsBadInput, TruncatedAndOversizedLengthField) {
   std::vector<std::byte> tiny(5);
   expect_error(parse_header(tiny, tiny.size(), "t.safetensors"), errc::truncated,
@@ -154,12 +275,28 @@ TEST(SafetensorsBadInput, InvalidJson) {
   expect_error(parse(R"({"a":)", 0), errc::bad_data, {"test.safetensors", "invalid JSON"});
   expect_error(parse(R"([1,2])", 0), errc::bad_data, {"not an object"});
   expect_error(parse("{\"a\":\"\xff\"}", 0), errc::bad_data, {"invalid JSON"});  // not UTF-8
-  expect_error(parse(R"({"a":1} {"b":2})", 0), errc::bad_data, {"invalid JSON"});
+  // Text after the object, once the object itself is valid (errors are found in text order).
+  expect_error(parse(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}} {"b":2})", 1),
+               errc::bad_data, {"invalid JSON"});
   std::string deep = R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)";
   for (int i = 0; i < 40; ++i) deep += "[";
   for (int i = 0; i < 40; ++i) deep += "]";
   deep += "}}";
   expect_error(parse(deep, 1), errc::bad_data, {"nested deeper"});
+}
+
+// Issue 13 item 10: the JSON parser stopped at a NUL byte, so tensors after it were ignored (and
+// stored as a gap). The reference parser rejects such headers; so does floatzip.
+TEST(SafetensorsBadInput, NulByteDoesNotEndTheHeader) {
+  const std::string tensor_a = R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+  std::string hidden = tensor_a;
+  hidden += '\0';
+  hidden += R"({"b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})";
+  expect_error(parse(hidden, 2), errc::bad_data,
+               {"test.safetensors", "NUL", "byte " + std::to_string(tensor_a.size())});
+  std::string padded = tensor_a + std::string("  \0 ", 4);
+  expect_error(parse(padded, 1), errc::bad_data, {"NUL"});
+  EXPECT_TRUE(parse(tensor_a + "    ", 1).has_value());  // space padding stays valid
 }
 
 TEST(SafetensorsBadInput, DuplicateTensorNames) {

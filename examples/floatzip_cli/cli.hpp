@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "floatzip/detail/file_io.hpp"
 #include "floatzip/error.hpp"
 
 namespace floatzip::cli {
@@ -118,14 +119,20 @@ class arguments {
   std::map<std::string, std::string> values_;
 };
 
-// Ctrl-C and SIGTERM: the handler only records the request; the next progress report throws,
-// so the library unwinds and its temporary output files are removed as on any other error. A
-// second signal terminates at once (SA_RESETHAND).
+// Ctrl-C and SIGTERM: the handler only records the request, in g_interrupted and in the cancel
+// flag every library call of the command is given. The library checks the flag in its parsers'
+// callbacks (a header parse stops within one JSON token) and between bundles, and unwinds as on
+// any other error, removing its temporary output files; progress reports check it too. A second
+// signal terminates at once (SA_RESETHAND).
 inline volatile std::sig_atomic_t g_interrupted = 0;
+inline cancel_flag g_cancel{false};
 
 inline void install_interrupt_handlers() {
   struct sigaction action {};
-  action.sa_handler = [](int) { g_interrupted = 1; };
+  action.sa_handler = [](int) {
+    g_interrupted = 1;
+    g_cancel.store(true, std::memory_order_relaxed);  // lock-free: safe in a handler
+  };
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESETHAND;
   ::sigaction(SIGINT, &action, nullptr);
@@ -203,7 +210,9 @@ inline int fail(const error& e) {
     fmt::print(stderr, "floatzip: interrupted; no output was left behind\n");
     return kExitInterrupted;
   }
-  fmt::print(stderr, "floatzip: error: {}\n", e.message);
+  // Messages quote names and paths from files and directories: no control characters reach the
+  // terminal (names were escaped already; their backslashes stay as they are).
+  fmt::print(stderr, "floatzip: error: {}\n", detail::printable(e.message, false));
   return kExitFailure;
 }
 

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -44,14 +45,22 @@ bool has_suffix(const fs::path& p, std::string_view suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Refuses to overwrite the input or, without --force, any existing file.
-error check_output(const fs::path& input, const fs::path& output, bool force) {
-  std::error_code ec;
-  if (fs::exists(output, ec) && fs::equivalent(input, output, ec))
-    return {errc::invalid_argument, output.string() + " is the input itself"};
-  if (!force && fs::exists(output, ec))
-    return {errc::invalid_argument, output.string() + " exists (use --force to replace it)"};
-  return {};
+// The library's output policy (detail/file_io.hpp), checked before any work so that a refusal
+// comes first and says which flag would change it. The library checks again as it writes.
+error check_output(const fs::path& input, const fs::path& output, bool directory, bool force) {
+  if (error e = detail::check_output_apart_from_input(input, output)) return e;
+  constexpr std::string_view kHint = "use --force to replace it";
+  if (!directory) return detail::check_replaceable_file(output, force, kHint);
+  // Replacing a directory also needs the names the conversion writes: the library checks that.
+  return force ? error{} : detail::check_replaceable_directory(output, false, {}, kHint);
+}
+
+// -o: an empty path names nothing.
+std::optional<fs::path> output_option(const arguments& args) {
+  const auto value = args.value("output");
+  if (!value) return std::nullopt;
+  if (value->empty()) throw usage_error("-o/--output needs a path, not an empty string");
+  return without_trailing_separator(*value);
 }
 
 unsigned threads_option(const arguments& args) {
@@ -62,7 +71,7 @@ void print_totals_line(const fs::path& in, const fs::path& out, const container_
                        double seconds) {
   fmt::print(
       "{} -> {}: {} -> {} (ratio {:.4f}), {:.3f} bits per BF16 weight, {:.2f} s, {:.2f} GB/s\n",
-      in.string(), out.string(), human_bytes(double(t.original_bytes)),
+      detail::printable(in), detail::printable(out), human_bytes(double(t.original_bytes)),
       human_bytes(double(t.file_bytes)), t.ratio(), t.bits_per_bf16_value(), seconds,
       seconds > 0 ? double(t.original_bytes) / seconds / 1e9 : 0.0);
 }
@@ -74,20 +83,21 @@ int compress_command(const std::vector<std::string>& tokens) {
   args.expect_positionals(1, 1, "one input: a .safetensors file or a checkpoint directory");
   const fs::path input = without_trailing_separator(args.positionals()[0]);
   const bool directory = is_dir(input);
-  const fs::path output =
-      args.value("output")
-          ? without_trailing_separator(*args.value("output"))
-          : (directory ? fs::path(input.string() + std::string(kContainerExtension))
-                       : replace_suffix(input, ".safetensors", kContainerExtension));
+  const fs::path output = output_option(args).value_or(
+      directory ? fs::path(input.string() + std::string(kContainerExtension))
+                : replace_suffix(input, ".safetensors", kContainerExtension));
+  const bool force = args.flag("force");
   compress_options options;
   options.codec.threads = threads_option(args);  // usage errors before any file is touched
+  options.replace_existing = force;
+  options.cancel = &g_cancel;
   if (!path_exists(input))
     return fail({errc::io_error, input.string() + ": no such file or directory"});
-  if (error e = check_output(input, output, args.flag("force"))) return fail(e);
+  if (error e = check_output(input, output, directory, force)) return fail(e);
   progress_bar bar("compress");
   options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const stopwatch clock;
-  auto totals = directory ? compress_directory(input, output, options, args.flag("force"))
+  auto totals = directory ? compress_directory(input, output, options, force)
                           : compress_file(input, output, options);
   bar.finish();
   if (!totals) return fail(totals.error());
@@ -101,8 +111,8 @@ int decompress_command(const std::vector<std::string>& tokens) {
   const fs::path input = without_trailing_separator(args.positionals()[0]);
   const bool directory = is_dir(input);
   fs::path output;
-  if (args.value("output")) {
-    output = without_trailing_separator(*args.value("output"));
+  if (const auto named = output_option(args)) {
+    output = *named;
   } else if (directory) {
     if (!has_suffix(input, kContainerExtension))
       throw usage_error("the directory name does not end in .fzip: name the output with -o");
@@ -110,20 +120,23 @@ int decompress_command(const std::vector<std::string>& tokens) {
   } else {
     output = replace_suffix(input, kContainerExtension, ".safetensors");
   }
+  const bool force = args.flag("force");
   decompress_options options;
   options.codec.threads = threads_option(args);  // usage errors before any file is touched
+  options.replace_existing = force;
+  options.cancel = &g_cancel;
   if (!path_exists(input))
     return fail({errc::io_error, input.string() + ": no such file or directory"});
-  if (error e = check_output(input, output, args.flag("force"))) return fail(e);
+  if (error e = check_output(input, output, directory, force)) return fail(e);
   progress_bar bar("decompress");
   options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const stopwatch clock;
-  const error e = directory ? decompress_directory(input, output, options, args.flag("force"))
+  const error e = directory ? decompress_directory(input, output, options, force)
                             : decompress_file(input, output, options);
   bar.finish();
   if (e) return fail(e);
   const double seconds = clock.seconds();
-  fmt::print("{} -> {}: {:.2f} s\n", input.string(), output.string(), seconds);
+  fmt::print("{} -> {}: {:.2f} s\n", detail::printable(input), detail::printable(output), seconds);
   return kExitOk;
 }
 
@@ -134,6 +147,7 @@ int verify_command(const std::vector<std::string>& tokens) {
   const fs::path compressed = without_trailing_separator(args.positionals()[1]);
   decompress_options options;
   options.codec.threads = threads_option(args);
+  options.cancel = &g_cancel;
   progress_bar bar("verify");
   options.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const stopwatch clock;
@@ -150,7 +164,7 @@ int verify_command(const std::vector<std::string>& tokens) {
     return fail(e);
   }
   fmt::print("{}: identical to {} (every checksum checked, every bit compared), {:.2f} s\n",
-             compressed.string(), original.string(), clock.seconds());
+             detail::printable(compressed), detail::printable(original), clock.seconds());
   return kExitOk;
 }
 
@@ -168,6 +182,11 @@ std::string bundle_label(const container_reader& reader, std::uint32_t b) {
   const auto prefix = transformer_block_prefix(first.name);
   return fmt::format("{}* ({} tensors)", prefix.empty() ? first.name : std::string(prefix),
                      members.size());
+}
+
+// Tensor names come from the file: printed, they are escaped (NUL, newlines, escape sequences).
+std::string printable_bundle_label(const container_reader& reader, std::uint32_t b) {
+  return detail::printable(bundle_label(reader, b));
 }
 
 nlohmann::ordered_json totals_json(const container_totals& t) {
@@ -190,7 +209,7 @@ nlohmann::ordered_json totals_json(const container_totals& t) {
 
 nlohmann::ordered_json file_json(const fs::path& path, const container_reader& reader) {
   nlohmann::ordered_json j;
-  j["file"] = path.string();
+  j["file"] = detail::printable(path);  // valid UTF-8 whatever the path's bytes
   const auto totals = totals_json(reader.totals());
   for (const auto& [key, value] : totals.items()) j[key] = value;
   auto& bundles = j["bundles"] = nlohmann::ordered_json::array();
@@ -217,8 +236,9 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
 
 void print_file_table(const fs::path& path, const container_reader& reader) {
   const auto t = reader.totals();
-  fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw)\n", path.string(), t.tensor_count,
-             t.bundle_count, t.bf16_bundle_count, t.bundle_count - t.bf16_bundle_count);
+  fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw)\n", detail::printable(path),
+             t.tensor_count, t.bundle_count, t.bf16_bundle_count,
+             t.bundle_count - t.bf16_bundle_count);
   fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind", "values",
              "bytes before", "bytes after", "bits/w", "H(exp)", "ratio", "tensors");
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
@@ -232,7 +252,7 @@ void print_file_table(const fs::path& path, const container_reader& reader) {
                rec.decoded_bytes == 0
                    ? std::string("-")
                    : fmt::format("{:.3f}", double(rec.stored_bytes) / double(rec.decoded_bytes)),
-               bundle_label(reader, b));
+               printable_bundle_label(reader, b));
   }
 }
 
@@ -262,7 +282,8 @@ int info_command(const std::vector<std::string>& tokens) {
     for (const auto& e : *entries)
       if (has_suffix(e.name, kContainerExtension)) files.push_back(input / e.name);
     if (files.empty())
-      return fail({errc::invalid_argument, input.string() + ": no .fzip files in the directory"});
+      return fail(
+          {errc::invalid_argument, detail::printable(input) + ": no .fzip files in the directory"});
   } else {
     files.push_back(input);
   }
@@ -270,7 +291,7 @@ int info_command(const std::vector<std::string>& tokens) {
   container_totals all;
   nlohmann::ordered_json file_objects = nlohmann::ordered_json::array();
   for (const auto& f : files) {
-    auto reader = container_reader::open(f);
+    auto reader = container_reader::open(f, {.verify_checksums = true, .cancel = &g_cancel});
     if (!reader) return fail(reader.error());
     all += reader->totals();
     if (json) {
@@ -286,12 +307,14 @@ int info_command(const std::vector<std::string>& tokens) {
     if (files.size() == 1) {
       out = std::move(file_objects[0]);
     } else {
-      out["directory"] = input.string();
+      out["directory"] = detail::printable(input);
       const auto totals = totals_json(all);
       for (const auto& [key, value] : totals.items()) out[key] = value;
       out["files"] = std::move(file_objects);
     }
-    fmt::print("{}\n", out.dump(2));
+    // Names are valid UTF-8 (the JSON parser checked them) but may hold any character: escaped
+    // as \\uXXXX, non-ASCII included, nothing reaches a terminal as a control sequence.
+    fmt::print("{}\n", out.dump(2, ' ', /*ensure_ascii=*/true));
   } else {
     print_totals(all);
   }

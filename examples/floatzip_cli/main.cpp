@@ -38,7 +38,9 @@ directory of .fzip files; other files of the directory are copied as they are.
   -o, --output OUT output path (default: IN with .safetensors replaced by .fzip; DIR.fzip for a
                    directory)
   --threads N      encoder threads (default: all cores)
-  --force          replace OUT if it exists
+  --force          replace OUT if it exists: a regular file or a symlink (the link, not its
+                   target), or a directory holding only files this command writes. Never the
+                   input, a directory containing it, a FIFO or a device node.
 
 The output appears only when complete; on any error nothing is left behind.)",
      compress_command},
@@ -51,7 +53,8 @@ is checked on the way.
   IN               a .fzip file or a directory made by `floatzip compress`
   -o, --output OUT output path (default: IN without .fzip; .safetensors added for a file)
   --threads N      decoder threads (default: all cores)
-  --force          replace OUT if it exists)",
+  --force          replace OUT if it exists (as for compress: never the input, a directory
+                   containing it, a FIFO or a device node))",
      decompress_command},
     {"verify", "decode a .fzip and compare it bit for bit with the original",
      R"(usage: floatzip verify ORIGINAL COMPRESSED [--threads N]

@@ -159,6 +159,8 @@ struct reader_options {
   // Check the section and bundle checksums. Turning this off is for fuzzing the validation
   // behind them and for data whose integrity is established some other way.
   bool verify_checksums = true;
+  // Set, from another thread or a signal handler, to stop open() with errc::cancelled.
+  const cancel_flag* cancel = nullptr;
 };
 
 // Totals over a container (or several: operator+=), as `floatzip info` prints them.
@@ -241,6 +243,11 @@ class container_reader {
   // Drops mapped pages of bundle b from the resident set (streaming over a large file).
   void release_bundle(std::uint32_t b) const noexcept;
 
+  // An error when the file shrank or was written since open() (by another process): the reader's
+  // own calls then fail with it, but bytes a caller took from bundle_bytes() may read as zeros
+  // past the file's new end. Never an error for from_bytes().
+  [[nodiscard]] error check_unchanged() const { return file_.check_unchanged(); }
+
  private:
   error validate(const reader_options& options);
   error located(errc code, std::string_view section, const std::string& what) const;
@@ -269,12 +276,19 @@ struct compress_options {
   encode_options codec{};
   bool sync = false;  // fsync the output before it is renamed into place
   progress_callback progress;
+  // Whether a regular file (or symlink) at the output may be replaced; the output policy in
+  // detail/file_io.hpp says what is never replaced. The directory functions take it as a
+  // parameter instead.
+  bool replace_existing = true;
+  const cancel_flag* cancel = nullptr;  // set to stop with errc::cancelled, output removed
 };
 
 struct decompress_options {
   decode_options codec{};
   bool sync = false;
   progress_callback progress;
+  bool replace_existing = true;  // as in compress_options
+  const cancel_flag* cancel = nullptr;
 };
 
 // The "...layers.N." prefix that groups a tensor into a transformer-block bundle, or an empty
@@ -282,7 +296,10 @@ struct decompress_options {
 std::string_view transformer_block_prefix(std::string_view tensor_name) noexcept;
 
 // safetensors -> .fzip. Streams: one bundle's input and output are in memory at a time. The
-// output appears at `output` only when complete; on any error nothing is left there.
+// output appears at `output` only when complete; on any error nothing is left there. An output
+// that is, contains or lies inside the input is refused, and so is one the output policy forbids
+// replacing (detail/file_io.hpp). An input that shrinks or is written while it is read is an
+// errc::io_error naming it.
 result<container_totals> compress_file(const std::filesystem::path& input,
                                        const std::filesystem::path& output,
                                        const compress_options& options = {});
@@ -299,7 +316,9 @@ error verify_file(const std::filesystem::path& original, const std::filesystem::
 // Sharded checkpoints and model directories: every *.safetensors file becomes a *.fzip file of
 // the same stem; model.safetensors.index.json (validated against the shards) and every other
 // regular file are copied verbatim. Decompression does the reverse. The output directory is
-// built under a temporary name and renamed into place when complete.
+// built under a temporary name and renamed into place when complete. With `replace_existing`, an
+// existing output directory is replaced only when it holds nothing but regular files of the names
+// this conversion writes; no output may contain or lie inside the input.
 result<container_totals> compress_directory(const std::filesystem::path& input,
                                             const std::filesystem::path& output,
                                             const compress_options& options = {},
@@ -311,8 +330,9 @@ error verify_directory(const std::filesystem::path& original,
                        const decompress_options& options = {});
 
 // Checks that the shard index of a model directory (when present) agrees with the shards'
-// headers: every shard it names exists, and the tensors of the shards are exactly those of its
-// weight_map, each in the shard the map names.
+// headers: every shard it names exists, the tensors of the shards are exactly those of its
+// weight_map, each in the shard the map names, and no other safetensors (or .fzip) file of the
+// directory holds a tensor of the same name (a loader could take either).
 error validate_shard_index(const std::filesystem::path& directory);
 
 }  // namespace floatzip

@@ -4,6 +4,7 @@
 // `result::value()` or `throw_if_error()`, which throw `floatzip::exception`.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,7 @@ enum class errc : int {
   io_error = 7,             // the operating system refused a read, write, map or rename
   too_large = 8,            // a declared size exceeds what this build or machine can hold
   cuda_error = 9,           // a CUDA runtime call failed
+  cancelled = 10,           // the caller's cancel_flag was set (Ctrl-C in the command)
 };
 
 constexpr const char* to_string(errc code) noexcept {
@@ -38,8 +40,19 @@ constexpr const char* to_string(errc code) noexcept {
     case errc::io_error: return "io_error";
     case errc::too_large: return "too_large";
     case errc::cuda_error: return "cuda_error";
+    case errc::cancelled: return "cancelled";
   }
   return "unknown";
+}
+
+// A flag the caller owns and may set from any thread, or from a signal handler (the atomic is
+// lock-free), to stop a long operation (a header parse, a conversion) with errc::cancelled.
+// Operations take a pointer to it; a null pointer never cancels.
+using cancel_flag = std::atomic<bool>;
+static_assert(cancel_flag::is_always_lock_free, "a cancel_flag must be settable from a signal");
+
+inline bool cancel_requested(const cancel_flag* flag) noexcept {
+  return flag != nullptr && flag->load(std::memory_order_relaxed);
 }
 
 // An error code plus a message that names the section and field that was wrong.

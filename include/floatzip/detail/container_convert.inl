@@ -6,6 +6,7 @@
 #include <new>
 #include <set>
 #include <system_error>
+#include <unordered_map>
 
 namespace floatzip {
 
@@ -120,10 +121,12 @@ inline error compress_file_impl(const std::filesystem::path& input,
                                 const std::filesystem::path& output,
                                 const compress_options& options, container_totals& totals) {
   if (error e = validate(options.codec)) return e;
+  if (error e = check_output_apart_from_input(input, output)) return e;
+  if (error e = check_replaceable_file(output, options.replace_existing)) return e;
   auto mapped = mapped_file::open(input);
   if (!mapped) return mapped.error();
   const auto file = mapped->bytes();
-  auto parsed = safetensors::parse_header(file, file.size(), input.string());
+  auto parsed = safetensors::parse_header(file, file.size(), input.string(), {options.cancel});
   if (!parsed) return parsed.error();
   const safetensors::header& header = *parsed;
   container_plan plan = plan_container(header);
@@ -141,7 +144,7 @@ inline error compress_file_impl(const std::filesystem::path& input,
   const std::uint64_t index_size = encode_index(records, plan.tensors, plan.gaps).size();
   const std::uint64_t bundles_offset = align_container(index_offset + index_size);
 
-  auto created = atomic_output_file::create(output);
+  auto created = atomic_output_file::create(output, options.replace_existing);
   if (!created) return created.error();
   atomic_output_file& out = *created;
   if (error e = out.write_zeros(kContainerHeaderBytes)) return e;
@@ -154,6 +157,8 @@ inline error compress_file_impl(const std::filesystem::path& input,
   std::vector<std::vector<std::uint16_t>> aligned_copies;
   std::vector<std::byte> encoded;  // grows to the largest bundle
   for (std::size_t b = 0; b < plan.bundles.size(); ++b) {
+    if (cancel_requested(options.cancel))
+      return {errc::cancelled, input.string() + ": interrupted"};
     const auto& bundle = plan.bundles[b];
     auto& rec = records[b];
     rec.file_offset = out.position();
@@ -240,6 +245,8 @@ inline error compress_file_impl(const std::filesystem::path& input,
     totals.exponent_entropy_bits += rec.exponent_entropy * double(rec.value_count);
     totals.huffman_ideal_bits += rec.huffman_ideal_bits;
   }
+  // What was read past a truncation was zeros: such an output must not appear.
+  if (error e = mapped->check_unchanged()) return e;
   return out.commit(options.sync);
 }
 
@@ -254,14 +261,16 @@ inline std::vector<std::uint32_t> gap_bundle_map(const container_reader& reader)
 inline error decompress_file_impl(const std::filesystem::path& input,
                                   const std::filesystem::path& output,
                                   const decompress_options& options) {
-  auto reader = container_reader::open(input);
+  if (error e = check_output_apart_from_input(input, output)) return e;
+  if (error e = check_replaceable_file(output, options.replace_existing)) return e;
+  auto reader = container_reader::open(input, {.verify_checksums = true, .cancel = options.cancel});
   if (!reader) return reader.error();
   const auto header_bytes = reader->original_header_bytes();
   const std::uint64_t data_start = header_bytes.size();
   const std::uint64_t data_size = reader->original_header().data_size;
   const auto gap_of_bundle = gap_bundle_map(*reader);
 
-  auto created = atomic_output_file::create(output);
+  auto created = atomic_output_file::create(output, options.replace_existing);
   if (!created) return created.error();
   atomic_output_file& out = *created;
   if (error e = out.write(header_bytes)) return e;
@@ -270,6 +279,8 @@ inline error decompress_file_impl(const std::filesystem::path& input,
   std::vector<std::uint16_t> values;
   std::uint64_t done = 0;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
+    if (cancel_requested(options.cancel))
+      return {errc::cancelled, input.string() + ": interrupted"};
     const auto& rec = reader->bundles()[b];
     if (rec.kind == bundle_kind::raw) {
       auto bytes = reader->bundle_bytes(b);
@@ -294,6 +305,7 @@ inline error decompress_file_impl(const std::filesystem::path& input,
     done += rec.decoded_bytes;
     if (options.progress) options.progress(done, data_size);
   }
+  if (error e = reader->check_unchanged()) return e;
   return out.commit(options.sync);
 }
 
@@ -309,7 +321,8 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
                               const decompress_options& options) {
   auto original = mapped_file::open(original_path);
   if (!original) return original.error();
-  auto reader = container_reader::open(compressed_path);
+  auto reader =
+      container_reader::open(compressed_path, {.verify_checksums = true, .cancel = options.cancel});
   if (!reader) return reader.error();
   const std::string what =
       "verify " + original_path.string() + " against " + compressed_path.string();
@@ -332,6 +345,9 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
       original->release(header_bytes.size() + begin, decoded.size());  // streaming: bounded RSS
       return {};
     }
+    // A difference read from a file that shrank under us is that, not a difference.
+    if (error e = original->check_unchanged()) return e;
+    if (error e = reader->check_unchanged()) return e;
     const std::uint64_t at = first_difference(expected, decoded);
     return {errc::bad_data, what + ": " + std::string(tile) + " differs at byte " +
                                 std::to_string(at) + " (file offset " +
@@ -342,6 +358,8 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
   std::vector<std::uint16_t> values;
   std::uint64_t done = 0;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
+    if (cancel_requested(options.cancel))
+      return {errc::cancelled, compressed_path.string() + ": interrupted"};
     const auto& rec = reader->bundles()[b];
     const auto members = reader->bundle_tensors(b);
     if (rec.kind == bundle_kind::raw) {
@@ -374,7 +392,8 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
     done += rec.decoded_bytes;
     if (options.progress) options.progress(done, reader->original_header().data_size);
   }
-  return {};
+  if (error e = original->check_unchanged()) return e;
+  return reader->check_unchanged();
 }
 
 // ---- model directories ---------------------------------------------------------------------
@@ -448,11 +467,12 @@ inline error copy_verbatim(const std::filesystem::path& from, const std::filesys
   return {};
 }
 
-inline error check_output_free(const std::filesystem::path& output, bool replace_existing) {
-  std::error_code ec;
-  if (!replace_existing && std::filesystem::exists(output, ec))
-    return {errc::invalid_argument, output.string() + " exists (replace it explicitly)"};
-  return {};
+// The names a directory conversion writes into its output: what replacing may delete there.
+inline std::set<std::string> output_names(
+    const std::vector<std::pair<directory_entry, std::string>>& mapped) {
+  std::set<std::string> names;
+  for (const auto& [entry, out_name] : mapped) names.insert(out_name);
+  return names;
 }
 
 }  // namespace detail
@@ -465,31 +485,68 @@ inline error validate_shard_index(const std::filesystem::path& directory) {
   if (!text) return text.error();
   auto index = safetensors::parse_shard_index(*text, index_path.string());
   if (!index) return index.error();
-  // Tensor names per shard, from the shard itself or from its compressed form.
-  std::map<std::string, std::set<std::string>> shard_tensors;
-  for (const auto& shard : index->shard_files) {
+  auto entries = detail::list_regular_files(directory);
+  if (!entries) return entries.error();
+  std::set<std::string> present;
+  for (const auto& e : *entries) present.insert(e.name);
+  auto compressed_name = [](const std::string& name) {
+    return detail::has_suffix(name, detail::kSafetensorsExtension)
+               ? detail::swap_suffix(name, detail::kSafetensorsExtension, kContainerExtension)
+               : name + std::string(kContainerExtension);
+  };
+  // Which file each tensor name was found in, over every tensor file of the directory: a name
+  // in two files makes the checkpoint ambiguous, listed in the index or not.
+  std::unordered_map<std::string, std::string> file_of_tensor;
+  std::set<std::string> read_files;
+  auto read_names = [&](const std::string& file, std::set<std::string>* into) -> error {
+    read_files.insert(file);
     std::vector<std::string> names;
-    const auto plain = directory / shard;
-    const auto compressed =
-        directory /
-        (detail::has_suffix(shard, detail::kSafetensorsExtension)
-             ? detail::swap_suffix(shard, detail::kSafetensorsExtension, kContainerExtension)
-             : shard + std::string(kContainerExtension));
-    if (std::filesystem::exists(plain, ec)) {
-      auto mapped = detail::mapped_file::open(plain);
-      if (!mapped) return mapped.error();
-      auto header = safetensors::parse_header(mapped->bytes(), mapped->size(), plain.string());
-      if (!header) return header.error();
-      for (const auto& t : header->tensors) names.push_back(t.name);
-    } else if (std::filesystem::exists(compressed, ec)) {
-      auto reader = container_reader::open(compressed);
+    const auto path = directory / file;
+    if (detail::has_suffix(file, kContainerExtension)) {
+      auto reader = container_reader::open(path);
       if (!reader) return reader.error();
       for (const auto& t : reader->original_header().tensors) names.push_back(t.name);
     } else {
+      auto mapped = detail::mapped_file::open(path);
+      if (!mapped) return mapped.error();
+      auto header = safetensors::parse_header(mapped->bytes(), mapped->size(), path.string());
+      if (!header) return header.error();
+      for (auto& t : header->tensors) names.push_back(std::move(t.name));
+    }
+    for (auto& name : names) {
+      const auto [at, inserted] = file_of_tensor.emplace(name, file);
+      if (!inserted)
+        return {errc::bad_data,
+                index_path.string() + ": tensor " + safetensors::detail::quoted(name) +
+                    " is in both " + detail::printable(std::string_view(at->second)) + " and " +
+                    detail::printable(std::string_view(file)) + ": a loader could take either"};
+      if (into != nullptr) into->insert(std::move(name));
+    }
+    return {};
+  };
+  // The shards the index names, from the shard itself or from its compressed form.
+  std::map<std::string, std::set<std::string>> shard_tensors;
+  for (const auto& shard : index->shard_files) {
+    const std::string compressed = compressed_name(shard);
+    const std::string& file = present.count(shard) != 0        ? shard
+                              : present.count(compressed) != 0 ? compressed
+                                                               : shard;
+    if (present.count(file) == 0)
       return {errc::bad_data, index_path.string() + ": field 'weight_map' names shard " + shard +
                                   ", which is not in the directory"};
-    }
-    shard_tensors[shard].insert(names.begin(), names.end());
+    read_files.insert(compressed);  // one shard, whichever form it is in
+    if (error e = read_names(file, &shard_tensors[shard])) return e;
+  }
+  // Every other tensor file (a consolidated copy, a stray shard), each stem once.
+  for (const auto& e : *entries) {
+    const bool plain = detail::has_suffix(e.name, detail::kSafetensorsExtension);
+    if (read_files.count(e.name) != 0 ||
+        !(plain || detail::has_suffix(e.name, kContainerExtension)))
+      continue;
+    if (!plain && present.count(detail::swap_suffix(e.name, kContainerExtension,
+                                                    detail::kSafetensorsExtension)) != 0)
+      continue;  // its uncompressed form is read instead
+    if (error err = read_names(e.name, nullptr)) return err;
   }
   std::size_t listed = 0;
   for (const auto& [name, shard] : index->weight_map) {
@@ -498,12 +555,12 @@ inline error validate_shard_index(const std::filesystem::path& directory) {
                                   safetensors::detail::quoted(name) + " is not in shard " + shard};
     ++listed;
   }
-  std::size_t present = 0;
-  for (const auto& [shard, names] : shard_tensors) present += names.size();
-  if (present != listed)
+  std::size_t in_shards = 0;
+  for (const auto& [shard, names] : shard_tensors) in_shards += names.size();
+  if (in_shards != listed)
     return {errc::bad_data, index_path.string() + ": field 'weight_map' lists " +
                                 std::to_string(listed) + " tensors but its shards hold " +
-                                std::to_string(present)};
+                                std::to_string(in_shards)};
   return {};
 }
 
@@ -543,8 +600,11 @@ inline result<container_totals> compress_directory(const std::filesystem::path& 
     auto mapped = detail::map_directory_names(input, *entries, detail::kSafetensorsExtension,
                                               kContainerExtension);
     if (!mapped) return mapped.error();
+    if (error e = detail::check_output_apart_from_input(input, output)) return e;
+    const std::set<std::string> names_written = detail::output_names(*mapped);
+    if (error e = detail::check_replaceable_directory(output, replace_existing, names_written))
+      return e;
     if (error e = validate_shard_index(input)) return e;
-    if (error e = detail::check_output_free(output, replace_existing)) return e;
     auto dir = detail::atomic_output_directory::create(output);
     if (!dir) return dir.error();
     std::uint64_t total_bytes = 0;
@@ -553,6 +613,7 @@ inline result<container_totals> compress_directory(const std::filesystem::path& 
     for (const auto& [entry, out_name] : *mapped) {
       if (detail::has_suffix(entry.name, detail::kSafetensorsExtension)) {
         compress_options file_options = options;
+        file_options.replace_existing = false;  // a fresh directory: nothing to replace
         if (options.progress)
           file_options.progress = [&](std::uint64_t done, std::uint64_t) {
             options.progress(done_before + done, total_bytes);
@@ -566,7 +627,7 @@ inline result<container_totals> compress_directory(const std::filesystem::path& 
       done_before += entry.size;
       if (options.progress) options.progress(done_before, total_bytes);
     }
-    return dir->commit(replace_existing);
+    return dir->commit(replace_existing, names_written);
   });
   if (failure) return failure;
   return totals;
@@ -581,8 +642,11 @@ inline error decompress_directory(const std::filesystem::path& input,
     auto mapped = detail::map_directory_names(input, *entries, kContainerExtension,
                                               detail::kSafetensorsExtension);
     if (!mapped) return mapped.error();
+    if (error e = detail::check_output_apart_from_input(input, output)) return e;
+    const std::set<std::string> names_written = detail::output_names(*mapped);
+    if (error e = detail::check_replaceable_directory(output, replace_existing, names_written))
+      return e;
     if (error e = validate_shard_index(input)) return e;
-    if (error e = detail::check_output_free(output, replace_existing)) return e;
     auto dir = detail::atomic_output_directory::create(output);
     if (!dir) return dir.error();
     std::uint64_t total_bytes = 0;
@@ -591,6 +655,7 @@ inline error decompress_directory(const std::filesystem::path& input,
     for (const auto& [entry, out_name] : *mapped) {
       if (detail::has_suffix(entry.name, kContainerExtension)) {
         decompress_options file_options = options;
+        file_options.replace_existing = false;
         if (options.progress)
           file_options.progress = [&](std::uint64_t, std::uint64_t) {
             options.progress(done_before, total_bytes);
@@ -603,7 +668,7 @@ inline error decompress_directory(const std::filesystem::path& input,
       done_before += entry.size;
       if (options.progress) options.progress(done_before, total_bytes);
     }
-    return dir->commit(replace_existing);
+    return dir->commit(replace_existing, names_written);
   });
 }
 

@@ -311,7 +311,8 @@ inline error container_reader::validate(const reader_options& options) {
 
   // ---- the verbatim safetensors header
   original_header_bytes_ = header_bytes;
-  auto parsed = safetensors::parse_header(header_bytes, original_size_, name_ + " (embedded)");
+  auto parsed = safetensors::parse_header(header_bytes, original_size_, name_ + " (embedded)",
+                                          {options.cancel});
   if (!parsed) return parsed.error();
   header_ = std::move(*parsed);
   if (header_.header_size() != header_size)
@@ -412,6 +413,8 @@ inline error container_reader::validate(const reader_options& options) {
   tensors_.resize(tensor_count);
   std::vector<std::uint32_t> header_slot(tensor_count, std::numeric_limits<std::uint32_t>::max());
   for (std::uint32_t i = 0; i < tensor_count; ++i) {
+    if (i % 4096 == 0 && cancel_requested(options.cancel))
+      return located(errc::cancelled, "index", "interrupted");
     const std::uint64_t at = tensors_at + std::uint64_t{i} * kTensorRecordBytes;
     auto& t = tensors_[i];
     std::string section = "index: tensor record " + to_string(i);
@@ -579,9 +582,11 @@ inline result<std::span<const std::byte>> container_reader::bundle_bytes(std::ui
   const auto& rec = bundles_[b];
   const auto bytes = bytes_.subspan(rec.file_offset, rec.stored_bytes);
   if (verify_checksums_ && !bundle_verified_[b].load(std::memory_order_acquire)) {
-    if (detail::xxh3_64(bytes) != rec.stored_checksum)
+    if (detail::xxh3_64(bytes) != rec.stored_checksum) {
+      if (error e = check_unchanged()) return e;  // a shrunk file reads as zeros
       return located(errc::checksum_mismatch, "bundle " + std::to_string(b),
                      "field 'stored_checksum' mismatch");
+    }
     bundle_verified_[b].store(true, std::memory_order_release);
   }
   return bytes;
@@ -622,12 +627,16 @@ inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::uin
                                           std::to_string(view->value_count()) +
                                           " values of output, got " + std::to_string(out.size())};
   out = out.first(view->value_count());
-  if (error e = decompress(*view, out, options))
+  if (error e = decompress(*view, out, options)) {
+    if (error changed = check_unchanged()) return changed;
     return located(e.code, "bundle " + std::to_string(b), e.message);
+  }
   if (check_decoded && verify_checksums_ &&
-      detail::xxh3_64(std::as_bytes(out)) != bundles_[b].decoded_checksum)
+      detail::xxh3_64(std::as_bytes(out)) != bundles_[b].decoded_checksum) {
+    if (error e = check_unchanged()) return e;
     return located(errc::checksum_mismatch, "bundle " + std::to_string(b),
                    "decoded values disagree with field 'decoded_checksum'");
+  }
   return {};
 }
 
@@ -643,7 +652,7 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
     auto bytes = bundle_bytes(tensor.bundle);
     if (!bytes) return bytes.error();
     std::memcpy(out.data(), bytes->data(), out.size());
-    return {};
+    return check_unchanged();  // zeros, not the tensor, if the file shrank meanwhile
   }
   std::vector<std::uint16_t> values(rec.value_count);
   if (error e = decode_bundle(tensor.bundle, values, options)) return e;
