@@ -31,7 +31,7 @@ endif()
 
 # Include directories of the header-only dependencies, for the clang command line.
 set(_fuzz_includes "-I${PROJECT_SOURCE_DIR}/include")
-foreach(_dep nlohmann_json::nlohmann_json xxhash::xxhash)
+foreach(_dep nlohmann_json::nlohmann_json xxhash::xxhash zstd::zstd)
   get_target_property(_dirs ${_dep} INTERFACE_INCLUDE_DIRECTORIES)
   if(_dirs)
     foreach(_dir IN LISTS _dirs)
@@ -56,7 +56,7 @@ add_custom_target(fuzz_container ALL DEPENDS "${_fuzz_binary}")
 
 add_executable(fuzz_seeds fuzz_seeds.cpp)
 target_link_libraries(fuzz_seeds PRIVATE floatzip::floatzip nlohmann_json::nlohmann_json
-                                         xxhash::xxhash)
+                                         xxhash::xxhash zstd::zstd)
 
 # Seeds from the models, and an empty scratch corpus for the inputs the fuzzer finds new.
 add_test(NAME fuzz_seed_corpus COMMAND fuzz_seeds "${FLOATZIP_MODELS_DIR_ABS}" "${_fuzz_dir}/seeds"

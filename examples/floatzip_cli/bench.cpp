@@ -66,7 +66,7 @@ result<std::vector<bench_bundle>> load_container(const fs::path& path) {
   if (!reader) return reader.error();
   std::vector<bench_bundle> bundles;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
-    if (reader->bundles()[b].kind != bundle_kind::bf16_huffman) continue;
+    if (!reader->bundles()[b].is_bf16()) continue;
     bench_bundle bundle;
     bundle.values.resize(reader->bundles()[b].value_count);
     if (error e = reader->decode_bundle(b, bundle.values)) return e;

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "floatzip/bundle_format.hpp"
@@ -98,8 +99,17 @@ class device_bundle {
   // not support, e.g. chunks_per_group * chunk_bits >= 2^31; named in the message).
   static result<device_bundle> upload(const bundle_view& bundle, gpu_stream stream = nullptr);
 
+  // The view of the first segment: of the whole bundle when it has one segment (the encoder's
+  // choice; see bundle_format.hpp). decompress(const device_bundle&, ...) decodes every segment.
   [[nodiscard]] const device_bundle_view& view() const noexcept { return view_; }
-  [[nodiscard]] std::uint64_t value_count() const noexcept { return view_.value_count; }
+  // One view per segment, and the index of each segment's first value in the output.
+  [[nodiscard]] std::span<const device_bundle_view> segment_views() const noexcept {
+    return segment_views_;
+  }
+  [[nodiscard]] std::span<const std::uint64_t> segment_first_values() const noexcept {
+    return segment_first_;
+  }
+  [[nodiscard]] std::uint64_t value_count() const noexcept { return tensor_offsets_.back(); }
   [[nodiscard]] std::uint32_t tensor_count() const noexcept {
     return static_cast<std::uint32_t>(tensor_offsets_.size() - 1);
   }
@@ -123,6 +133,8 @@ class device_bundle {
   void* device_memory_ = nullptr;
   std::uint64_t device_bytes_ = 0;
   device_bundle_view view_{};
+  std::vector<device_bundle_view> segment_views_;
+  std::vector<std::uint64_t> segment_first_;
   std::vector<std::uint64_t> tensor_offsets_{0};  // tensor_count + 1 prefix sums
 };
 
@@ -138,9 +150,21 @@ class device_bundle {
 error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
                  gpu_stream stream, const gpu_decode_options& options = {});
 
+// Every segment of the bundle: one launch per segment (most bundles have one).
 inline error decompress(const device_bundle& bundle, std::uint16_t* out, std::uint64_t out_capacity,
                         gpu_stream stream, const gpu_decode_options& options = {}) {
-  return decompress(bundle.view(), out, out_capacity, stream, options);
+  if (out_capacity < bundle.value_count())
+    return {errc::insufficient_space,
+            "gpu decompress: output holds " + std::to_string(out_capacity) +
+                " values, the bundle has " + std::to_string(bundle.value_count())};
+  const auto views = bundle.segment_views();
+  const auto first = bundle.segment_first_values();
+  for (std::size_t s = 0; s < views.size(); ++s) {
+    if (views[s].value_count == 0) continue;
+    if (error e = decompress(views[s], out + first[s], out_capacity - first[s], stream, options))
+      return e;
+  }
+  return {};
 }
 
 // Number of CUDA devices; 0 when there is no device or no usable driver.

@@ -45,6 +45,8 @@ inline container_plan plan_container(const safetensors::header& h) {
   const auto order = h.offset_order();
   const auto gap_ranges = h.gaps();
   std::map<std::string, std::uint32_t, std::less<>> block_bundle;
+  std::optional<std::uint32_t> loose_bundle;  // the bundle small loose tensors go to now
+  std::uint64_t loose_values = 0;
   auto new_bundle = [&](bundle_kind kind) {
     plan.bundles.push_back({kind, {}, std::nullopt});
     return static_cast<std::uint32_t>(plan.bundles.size() - 1);
@@ -83,8 +85,17 @@ inline container_plan plan_container(const safetensors::header& h) {
         b = new_bundle(bundle_kind::bf16_huffman);
         block_bundle.emplace(std::string(prefix), b);
       }
-    } else {
+    } else if (const std::uint64_t values = t.size_bytes() / 2; values >= kPackedBundleValues) {
       b = new_bundle(bundle_kind::bf16_huffman);
+    } else {
+      // Small tensors outside a block share bundles: each bundle of its own would cost more in
+      // fixed sizes (header, code, records) than its values take.
+      if (!loose_bundle || loose_values + values > kPackedBundleValues) {
+        loose_bundle = new_bundle(bundle_kind::bf16_huffman);
+        loose_values = 0;
+      }
+      b = *loose_bundle;
+      loose_values += values;
     }
     t.bundle = b;
     t.bundle_tensor = static_cast<std::uint32_t>(plan.bundles[b].members.size());
@@ -135,18 +146,14 @@ inline error compress_file_impl(const std::filesystem::path& input,
     records[b].kind = plan.bundles[b].kind;
     records[b].tensor_count = static_cast<std::uint32_t>(plan.bundles[b].members.size());
   }
-  // The index has a fixed size known now; it is written last, once the bundle records are.
+  // The metadata (original header + index, compressed) goes last: its size is known only once
+  // the bundle records are.
   const std::uint64_t header_size = header.header_size();
-  const std::uint64_t index_offset = align_container(kContainerHeaderBytes + header_size);
-  const std::uint64_t index_size = encode_index(records, plan.tensors, plan.gaps).size();
-  const std::uint64_t bundles_offset = align_container(index_offset + index_size);
 
   auto created = atomic_output_file::create(output);
   if (!created) return created.error();
   atomic_output_file& out = *created;
   if (error e = out.write_zeros(kContainerHeaderBytes)) return e;
-  if (error e = out.write(file.first(header_size))) return e;
-  if (error e = out.write_zeros(bundles_offset - out.position())) return e;
 
   const std::byte* data_section = file.data() + header_size;
   const std::uint64_t data_size = header.data_size;
@@ -194,15 +201,24 @@ inline error compress_file_impl(const std::filesystem::path& input,
       const symbol_histogram& hist = bundle_plan.histogram();
       if (encoded.size() < bundle_plan.encoded_size()) encoded.resize(bundle_plan.encoded_size());
       const auto compressed = std::span<std::byte>(encoded).first(bundle_plan.encoded_size());
-      if (error e = encode_bundle(bundle_plan, compressed)) return e;
-      if (error e = out.write(compressed)) return e;
-      rec.stored_bytes = compressed.size();
-      rec.stored_checksum = xxh3_64(compressed);
       rec.decoded_bytes = tile_bytes;
       rec.decoded_checksum = decoded_hash.digest();
       rec.value_count = tile_bytes / 2;
       rec.exponent_entropy = entropy_bits_per_symbol(hist);
-      rec.huffman_ideal_bits = unlimited_huffman_bits(hist);
+      rec.huffman_ideal_bits = bundle_plan.tensor_huffman_ideal_bits();
+      if (compressed.size() < tile_bytes) {
+        if (error e = encode_bundle(bundle_plan, compressed)) return e;
+        if (error e = out.write(compressed)) return e;
+        rec.stored_bytes = compressed.size();
+        rec.stored_checksum = xxh3_64(compressed);
+      } else {
+        // Coding would not make these values smaller: they are stored as they are.
+        rec.kind = bundle_kind::bf16_raw;
+        for (const auto& t : tensors)
+          if (error e = out.write(std::as_bytes(t))) return e;
+        rec.stored_bytes = tile_bytes;
+        rec.stored_checksum = rec.decoded_checksum;
+      }
       for (std::uint32_t m : bundle.members)
         mapped->release(header_size + plan.tensors[m].original.begin, plan.tensors[m].size_bytes());
     }
@@ -212,16 +228,23 @@ inline error compress_file_impl(const std::filesystem::path& input,
   }
 
   const std::vector<std::byte> index = encode_index(records, plan.tensors, plan.gaps);
-  if (error e = out.write_at(index_offset, index)) return e;
+  const std::vector<std::byte> metadata = compress_metadata(file.first(header_size), index);
   container_header_fields fields;
+  fields.metadata_offset = out.position();
+  if (error e = out.write(metadata)) return e;
   fields.file_size = out.position();
   fields.original_size = file.size();
   fields.header_size = header_size;
-  fields.header_checksum = xxh3_64(file.first(header_size));
-  fields.index_offset = index_offset;
-  fields.index_size = index_size;
-  fields.index_checksum = xxh3_64(index);
-  fields.bundles_offset = bundles_offset;
+  fields.metadata_checksum = xxh3_64(metadata);
+  fields.metadata_stored_size = metadata.size();
+  fields.index_size = index.size();
+  {
+    xxh3_stream decoded;
+    decoded.update(file.first(header_size));
+    decoded.update(index);
+    fields.metadata_decoded_checksum = decoded.digest();
+  }
+  fields.bundles_offset = kContainerHeaderBytes;
   if (error e = out.write_at(0, encode_container_header(fields))) return e;
 
   totals = {};

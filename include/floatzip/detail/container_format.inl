@@ -14,6 +14,7 @@
 #define XXH_INLINE_ALL  // header-only use: no link dependency, private symbol names
 #endif
 #include <xxhash.h>
+#include <zstd.h>
 
 namespace floatzip {
 namespace detail {
@@ -79,12 +80,12 @@ struct container_header_fields {
   std::uint32_t flags = 0;
   std::uint64_t file_size = 0;
   std::uint64_t original_size = 0;
-  std::uint64_t header_offset = kContainerHeaderBytes;
+  std::uint64_t metadata_offset = kContainerHeaderBytes;
   std::uint64_t header_size = 0;
-  std::uint64_t header_checksum = 0;
-  std::uint64_t index_offset = 0;
+  std::uint64_t metadata_checksum = 0;
+  std::uint64_t metadata_stored_size = 0;
   std::uint64_t index_size = 0;
-  std::uint64_t index_checksum = 0;
+  std::uint64_t metadata_decoded_checksum = 0;
   std::uint64_t bundles_offset = 0;
 };
 
@@ -98,12 +99,12 @@ inline std::array<std::byte, kContainerHeaderBytes> encode_container_header(
   w.u32(12, h.flags);
   w.u64(16, h.file_size);
   w.u64(24, h.original_size);
-  w.u64(32, h.header_offset);
+  w.u64(32, h.metadata_offset);
   w.u64(40, h.header_size);
-  w.u64(48, h.header_checksum);
-  w.u64(56, h.index_offset);
+  w.u64(48, h.metadata_checksum);
+  w.u64(56, h.metadata_stored_size);
   w.u64(64, h.index_size);
-  w.u64(72, h.index_checksum);
+  w.u64(72, h.metadata_decoded_checksum);
   w.u64(80, h.bundles_offset);
   w.u64(120, xxh3_64(std::span<const std::byte>(out).first(120)));
   return out;
@@ -185,6 +186,21 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
 
 inline bool all_zero(std::span<const std::byte> bytes) noexcept {
   return std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; });
+}
+
+// The metadata section: the original header and the index in one zstd frame. Level 19: the
+// section is a few kilobytes to a few megabytes, written once per file.
+inline std::vector<std::byte> compress_metadata(std::span<const std::byte> header,
+                                                std::span<const std::byte> index) {
+  std::vector<std::byte> plain(header.size() + index.size());
+  if (!header.empty()) std::memcpy(plain.data(), header.data(), header.size());
+  if (!index.empty()) std::memcpy(plain.data() + header.size(), index.data(), index.size());
+  std::vector<std::byte> out(ZSTD_compressBound(plain.size()));
+  const std::size_t n = ZSTD_compress(out.data(), out.size(), plain.data(), plain.size(), 19);
+  if (ZSTD_isError(n))
+    throw exception({errc::too_large, std::string("metadata: zstd: ") + ZSTD_getErrorName(n)});
+  out.resize(n);
+  return out;
 }
 
 }  // namespace detail
@@ -273,41 +289,59 @@ inline error container_reader::validate(const reader_options& options) {
                        " bytes but the file has " + to_string(size) + " (trailing bytes)");
 
   original_size_ = head.u64(24);
-  const std::uint64_t header_offset = head.u64(32);
+  const std::uint64_t metadata_offset = head.u64(32);
   const std::uint64_t header_size = head.u64(40);
-  const std::uint64_t index_offset = head.u64(56);
+  const std::uint64_t metadata_stored = head.u64(56);
   const std::uint64_t index_size = head.u64(64);
   const std::uint64_t bundles_offset = head.u64(80);
-  if (header_offset != kContainerHeaderBytes)
-    return located(errc::bad_data, "file header", "field 'header_offset' is not 128");
-  if (header_size < 8 || header_size > size - header_offset)
+  if (bundles_offset != kContainerHeaderBytes)
+    return located(errc::bad_data, "file header", "field 'bundles_offset' is not 128");
+  if (metadata_offset < bundles_offset || metadata_offset % kContainerAlignment != 0 ||
+      metadata_offset > size)
     return located(errc::bad_data, "file header",
-                   "field 'header_size' (" + to_string(header_size) + ") is outside the file");
-  if (index_offset != detail::align_container(header_offset + header_size))
+                   "field 'metadata_offset' (" + to_string(metadata_offset) +
+                       ") is not an aligned offset after the bundles");
+  if (metadata_stored != size - metadata_offset)
     return located(errc::bad_data, "file header",
-                   "field 'index_offset' does not follow the header section");
-  if (index_offset > size || index_size < kIndexHeaderBytes || index_size > size - index_offset)
+                   "field 'metadata_stored_size' (" + to_string(metadata_stored) +
+                       ") does not reach the end of the file");
+  if (header_size < 8 || header_size > safetensors::kMaxHeaderJsonBytes + 8)
     return located(errc::bad_data, "file header",
-                   "field 'index_size' (" + to_string(index_size) + ") is outside the file");
-  if (bundles_offset != detail::align_container(index_offset + index_size) || bundles_offset > size)
+                   "field 'header_size' (" + to_string(header_size) + ") is out of range");
+  // Every tensor takes at least ~50 bytes of JSON and at most 136 of index (+ 8 per dimension,
+  // which the JSON spells too): this bounds what a hostile frame can make a reader allocate.
+  if (index_size < kIndexHeaderBytes || index_size > kMaxIndexBytes ||
+      index_size > 8 * header_size + (std::uint64_t{1} << 20))
     return located(errc::bad_data, "file header",
-                   "field 'bundles_offset' does not follow the index section");
+                   "field 'index_size' (" + to_string(index_size) + ") is out of range");
   if (original_size_ < header_size)
     return located(errc::bad_data, "file header",
                    "field 'original_size' is smaller than the safetensors header");
-
-  const auto header_bytes = bytes_.subspan(header_offset, header_size);
-  const auto index_bytes = bytes_.subspan(index_offset, index_size);
-  if (!detail::all_zero(bytes_.subspan(header_offset + header_size,
-                                       index_offset - header_offset - header_size)) ||
-      !detail::all_zero(
-          bytes_.subspan(index_offset + index_size, bundles_offset - index_offset - index_size)))
-    return located(errc::bad_data, "file header", "padding between sections is not zero");
-  if (verify_checksums_ && detail::xxh3_64(header_bytes) != head.u64(48))
-    return located(errc::checksum_mismatch, "safetensors header section",
-                   "field 'header_checksum' mismatch");
-  if (verify_checksums_ && detail::xxh3_64(index_bytes) != head.u64(72))
-    return located(errc::checksum_mismatch, "index section", "field 'index_checksum' mismatch");
+  const auto stored_metadata = bytes_.subspan(metadata_offset, metadata_stored);
+  if (verify_checksums_ && detail::xxh3_64(stored_metadata) != head.u64(48))
+    return located(errc::checksum_mismatch, "metadata section",
+                   "field 'metadata_checksum' mismatch");
+  // Decoded only to the declared size, which the limits above bound; a frame that decodes to
+  // anything else is refused.
+  {
+    const unsigned long long content =
+        ZSTD_getFrameContentSize(stored_metadata.data(), stored_metadata.size());
+    if (content != header_size + index_size)
+      return located(errc::bad_data, "metadata section",
+                     "zstd frame does not declare 'header_size' + 'index_size' bytes");
+    metadata_.resize(header_size + index_size);
+    const std::size_t n = ZSTD_decompress(metadata_.data(), metadata_.size(),
+                                          stored_metadata.data(), stored_metadata.size());
+    if (ZSTD_isError(n) || n != metadata_.size())
+      return located(errc::bad_data, "metadata section",
+                     std::string("zstd frame does not decode: ") +
+                         (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size"));
+  }
+  if (verify_checksums_ && detail::xxh3_64(metadata_) != head.u64(72))
+    return located(errc::checksum_mismatch, "metadata section",
+                   "field 'metadata_decoded_checksum' mismatch");
+  const auto header_bytes = std::span<const std::byte>(metadata_).first(header_size);
+  const auto index_bytes = std::span<const std::byte>(metadata_).subspan(header_size, index_size);
 
   // ---- the verbatim safetensors header
   original_header_bytes_ = header_bytes;
@@ -351,7 +385,7 @@ inline error container_reader::validate(const reader_options& options) {
     const std::uint64_t at = bundles_at + std::uint64_t{b} * kBundleRecordBytes;
     auto& rec = bundles_[b];
     const std::uint32_t kind = index.u32(at + 64);
-    if (kind > 1) return located(errc::bad_data, section, "field 'kind' is " + to_string(kind));
+    if (kind > 2) return located(errc::bad_data, section, "field 'kind' is " + to_string(kind));
     rec.kind = static_cast<bundle_kind>(kind);
     rec.file_offset = index.u64(at + 0);
     rec.stored_bytes = index.u64(at + 8);
@@ -368,13 +402,13 @@ inline error container_reader::validate(const reader_options& options) {
       return located(errc::bad_data, section,
                      "field 'file_offset' is " + to_string(rec.file_offset) + ", expected " +
                          to_string(cursor));
-    if (rec.stored_bytes > size - rec.file_offset)
+    if (rec.file_offset > metadata_offset || rec.stored_bytes > metadata_offset - rec.file_offset)
       return located(errc::bad_data, section,
                      "field 'stored_bytes' (" + to_string(rec.stored_bytes) +
-                         ") reaches beyond the end of the file");
+                         ") reaches beyond the bundles' end (the metadata section)");
     if (!detail::all_zero(bytes_.subspan(
             rec.file_offset + rec.stored_bytes,
-            std::min(detail::align_container(rec.file_offset + rec.stored_bytes), size) -
+            std::min(detail::align_container(rec.file_offset + rec.stored_bytes), metadata_offset) -
                 rec.file_offset - rec.stored_bytes)))
       return located(errc::bad_data, section, "padding after the bundle is not zero");
     cursor = detail::align_container(rec.file_offset + rec.stored_bytes);
@@ -384,6 +418,14 @@ inline error container_reader::validate(const reader_options& options) {
           rec.tensor_count > 1)
         return located(errc::bad_data, section,
                        "fields of a raw bundle are inconsistent ('decoded_bytes', "
+                       "'decoded_checksum', 'value_count', statistics or 'tensor_count')");
+    } else if (rec.kind == bundle_kind::bf16_raw) {
+      if (rec.decoded_bytes != rec.stored_bytes || rec.decoded_checksum != rec.stored_checksum ||
+          rec.decoded_bytes != 2 * rec.value_count || rec.tensor_count == 0 ||
+          !(rec.exponent_entropy >= 0.0 && rec.exponent_entropy <= 8.0) ||
+          rec.huffman_ideal_bits > 8 * rec.value_count)
+        return located(errc::bad_data, section,
+                       "fields of a verbatim BF16 bundle are inconsistent ('decoded_bytes', "
                        "'decoded_checksum', 'value_count', statistics or 'tensor_count')");
     } else {
       // Each BF16 value keeps a raw sign/mantissa byte in the bundle, so a bundle cannot hold
@@ -403,10 +445,10 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, section, "field 'tensor_count' is 0");
     }
   }
-  if (cursor != size)
-    return located(
-        errc::bad_data, "index",
-        "bundles end at " + to_string(cursor) + " but the file ends at " + to_string(size));
+  if (cursor != metadata_offset)
+    return located(errc::bad_data, "index",
+                   "bundles end at " + to_string(cursor) + " but the metadata section starts at " +
+                       to_string(metadata_offset));
 
   // ---- tensor records
   tensors_.resize(tensor_count);
@@ -454,7 +496,7 @@ inline error container_reader::validate(const reader_options& options) {
                      "record disagrees with the safetensors header (name, dtype, shape or "
                      "data_offsets)");
     const auto& b = bundles_[t.bundle];
-    if (b.kind == bundle_kind::bf16_huffman) {
+    if (b.is_bf16()) {
       if (t.type != safetensors::dtype::bf16)
         return located(errc::bad_data, section, "a non-BF16 tensor in a BF16 bundle");
       if (t.bundle_tensor >= b.tensor_count)
@@ -539,7 +581,7 @@ inline error container_reader::validate(const reader_options& options) {
     slot = i;
   }
   for (std::uint32_t b = 0; b < bundle_count; ++b) {
-    if (bundles_[b].kind != bundle_kind::bf16_huffman) continue;
+    if (!bundles_[b].is_bf16()) continue;
     std::uint64_t values = 0;
     for (std::uint32_t k = bundle_tensor_first_[b]; k < bundle_tensor_first_[b + 1]; ++k) {
       const auto& t = tensors_[bundle_tensor_list_[k]];
@@ -615,6 +657,17 @@ inline result<bundle_view> container_reader::bundle(std::uint32_t b) const {
 inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::uint16_t> out,
                                              const decode_options& options,
                                              bool check_decoded) const {
+  if (b < bundles_.size() && bundles_[b].kind == bundle_kind::bf16_raw) {
+    const auto& rec = bundles_[b];
+    if (out.size() < rec.value_count)
+      return {errc::insufficient_space, name_ + ": bundle " + std::to_string(b) + " needs " +
+                                            std::to_string(rec.value_count) +
+                                            " values of output, got " + std::to_string(out.size())};
+    auto bytes = bundle_bytes(b);  // checksum verified: the stored bytes are the decoded ones
+    if (!bytes) return bytes.error();
+    if (!bytes->empty()) std::memcpy(out.data(), bytes->data(), bytes->size());
+    return {};
+  }
   auto view = bundle(b);
   if (!view) return view.error();
   if (out.size() < view->value_count())
