@@ -140,7 +140,9 @@ TEST(ContainerRealModels, RoundTripByteForByteAndReadEveryTensor) {
       // Trained weights: at most 11 bits per weight even on these tiny models.
       EXPECT_LT(totals->bits_per_bf16_value(), 11.0);
       EXPECT_GT(totals->bits_per_bf16_value(), totals->huffman_ideal_bits_per_value());
-      EXPECT_GT(totals->huffman_ideal_bits_per_value(), totals->entropy_bound_bits_per_value());
+      // The ideal is per tensor (a free code for each), so it may lie below the entropy of the
+      // bundles' pooled histograms; it never lies below the raw sign/mantissa byte.
+      EXPECT_GT(totals->huffman_ideal_bits_per_value(), 8.0);
     }
   }
 }
@@ -223,9 +225,13 @@ TEST(ContainerReader, ApiContracts) {
   EXPECT_EQ(reader.bundle_bytes(999).error().code, errc::invalid_argument);
   EXPECT_TRUE(reader.bundle_tensors(999).empty());
   EXPECT_EQ(reader.find_tensor("nope"), nullptr);
-  auto view = reader.bundle(q->bundle).value();
-  EXPECT_EQ(view.tensor_count(), 2u);
-  std::vector<std::uint16_t> block(view.value_count());
+  // A block this small is stored verbatim (coding would not shrink it): no bundle view.
+  const auto& record = reader.bundles()[q->bundle];
+  ASSERT_EQ(record.kind, bundle_kind::bf16_raw);
+  EXPECT_LE(record.stored_bytes, record.decoded_bytes);
+  EXPECT_EQ(reader.bundle(q->bundle).error().code, errc::invalid_argument);
+  EXPECT_EQ(reader.bundle_tensors(q->bundle).size(), 2u);
+  std::vector<std::uint16_t> block(record.value_count);
   ASSERT_FALSE(reader.decode_bundle(q->bundle, block));
   const auto image = mixed_checkpoint();
   const std::size_t data_start = reader.original_header().header_size();
