@@ -49,6 +49,7 @@ add_custom_command(
   COMMAND "${FLOATZIP_FUZZ_CXX}" -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined
           -fno-sanitize-recover=undefined ${_fuzz_includes}
           "${CMAKE_CURRENT_SOURCE_DIR}/fuzz_container.cpp" -o "${_fuzz_binary}" -pthread
+          "$<TARGET_FILE:zstd::zstd>"
   DEPENDS fuzz_container.cpp ${_fuzz_header_deps}
   COMMENT "Building the libFuzzer target fuzz_container with ${FLOATZIP_FUZZ_CXX}"
   VERBATIM)

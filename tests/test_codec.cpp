@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "floatzip/cpu_executor.hpp"
 #include "floatzip/floatzip.hpp"
 #include "test_support.hpp"
 
@@ -448,4 +449,88 @@ TEST(codec_hostile, inconsistent_sync_metadata_is_detected) {
 }
 
 }  // namespace
+// --- codes per run of tensors (segments) ------------------------------------------------------
+
+// Decodes with the CPU decoder and the kernel's logic on the CPU; both must give `expected`.
+void expect_both_decoders(const std::vector<std::byte>& bytes, const values& expected) {
+  const auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value()) << view.error().message;
+  values out(view->value_count());
+  ASSERT_FALSE(decompress(*view, out, {.threads = 2}));
+  EXPECT_EQ(out, expected);
+  values gpu_logic(view->value_count(), 0xDEAD);
+  ASSERT_FALSE(execute_kernel_on_cpu(*view, gpu_logic));
+  EXPECT_EQ(gpu_logic, expected);
+}
+
+values concatenation(const std::vector<values>& tensors) {
+  values all;
+  for (const auto& t : tensors) all.insert(all.end(), t.begin(), t.end());
+  return all;
+}
+
+TEST(codec_segments, tensors_of_different_scales_get_codes_of_their_own) {
+  // Exponent ranges far apart: one code for both wastes bits on every value.
+  const std::vector<values> tensors{test::llama_like(20000, 1e-4f, 1),
+                                    test::llama_like(30001, 4.0f, 2), test::all_bf16_patterns(),
+                                    test::llama_like(7, 1e-4f, 3)};
+  const auto adaptive = compress_bundle(test::spans_of(tensors));
+  const auto single = compress_bundle(test::spans_of(tensors), {.adaptive_codes = false});
+  EXPECT_GE(parse_bundle(adaptive).value().segment_count(), 2u);
+  EXPECT_EQ(parse_bundle(single).value().segment_count(), 1u);
+  EXPECT_LT(adaptive.size(), single.size());
+  expect_both_decoders(adaptive, concatenation(tensors));
+  expect_both_decoders(single, concatenation(tensors));
+  expect_equal_to_plain_encoder(tensors, {});
+}
+
+TEST(codec_segments, alike_small_tensors_share_a_code) {
+  // 200 small tensors of one distribution: a code each would cost far more than it saves.
+  std::vector<values> tensors;
+  for (int i = 0; i < 200; ++i) tensors.push_back(test::llama_like(64 + i % 5, 0.02f, 10 + i));
+  const auto bytes = compress_bundle(test::spans_of(tensors));
+  EXPECT_LE(parse_bundle(bytes).value().segment_count(), 4u);
+  expect_both_decoders(bytes, concatenation(tensors));
+}
+
+TEST(codec_segments, odd_sizes_empty_tensors_and_small_geometries) {
+  std::vector<values> tensors;
+  for (int i = 0; i < 40; ++i) {
+    const float scale = i % 3 == 0 ? 1e-3f : (i % 3 == 1 ? 0.5f : 64.0f);
+    tensors.push_back(test::llama_like(i % 7 == 0 ? 0 : 1 + 97 * i % 3001, scale, 100 + i));
+  }
+  for (const encode_options& o :
+       {encode_options{},
+        encode_options{.max_code_length = 8, .chunk_bytes = 4, .chunks_per_group = 1},
+        encode_options{
+            .max_code_length = 15, .chunk_bytes = 8, .chunks_per_group = 3, .threads = 3}}) {
+    const auto bytes = compress_bundle(test::spans_of(tensors), o);
+    EXPECT_GE(parse_bundle(bytes).value().segment_count(), 2u);
+    expect_both_decoders(bytes, concatenation(tensors));
+    expect_equal_to_plain_encoder(tensors, o);
+  }
+}
+
+TEST(codec_segments, hostile_segment_records) {
+  const std::vector<values> tensors{test::llama_like(3000, 1e-4f, 1),
+                                    test::llama_like(3000, 4.0f, 2)};
+  const auto good = compress_bundle(test::spans_of(tensors), {.chunk_bytes = 8});
+  const auto view = parse_bundle(good).value();
+  ASSERT_EQ(view.segment_count(), 2u);
+  const std::size_t records = kBundleHeaderBytes + 8 * view.tensor_count();
+  auto with = [&](std::size_t offset, std::uint64_t value) {
+    auto b = good;
+    std::memcpy(b.data() + offset, &value, sizeof value);
+    return parse_and_decode(b);
+  };
+  // Values moved from one segment to the other: the streams no longer match their counts.
+  EXPECT_NE(with(records, 3001), errc::ok);
+  EXPECT_EQ(with(records + kSegmentRecordBytes, 2999), errc::bad_data);
+  // The second body where the first one is, or past the end.
+  EXPECT_EQ(with(records + kSegmentRecordBytes + 16, view.segment(0).layout().code_offset),
+            errc::bad_data);
+  EXPECT_EQ(with(records + kSegmentRecordBytes + 16, view.size_bytes()), errc::bad_data);
+  EXPECT_EQ(with(records + kSegmentRecordBytes + 8, 1), errc::bad_data);
+}
+
 }  // namespace floatzip

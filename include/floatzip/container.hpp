@@ -45,7 +45,8 @@
 //   8       4     gap_count G
 //   12      4     dims_count D
 //   16      8     names_bytes
-//   24      8     reserved, zero
+//   24      4     grouping: the grouping_kind the file was written with
+//   28      4     reserved, zero
 //   32      80*B  bundle records, in file order
 //   ..      56*T  tensor records, sorted by position in the original data section
 //   ..      24*G  gap records, sorted likewise
@@ -70,8 +71,9 @@
 //                                             0 u64 original_begin  8 u64 original_end
 //                                             16 u32 bundle  20 u32 reserved, zero
 //
-// Bundles: the BF16 tensors sharing a "...layers.N." name prefix (one transformer block) form
-// one bundle compressed by compress_bundle (see bundle_format.hpp); the other BF16 tensors are
+// Bundles: the BF16 tensors of one group (by default the first numbered name component, as in
+// "...layers.N.": one transformer block; see grouping_kind) form one bundle compressed by
+// compress_bundle (see bundle_format.hpp); the other BF16 tensors are
 // packed, in file order, into bundles of up to kPackedBundleValues values (a tensor at least that
 // big is a bundle of its own). A BF16 bundle that coding would not make smaller is stored as its
 // values verbatim (kind bf16_raw, decoded by a copy), so no bundle is bigger than its raw bytes.
@@ -135,6 +137,30 @@ enum class bundle_kind : std::uint32_t {
   bf16_huffman = 1,  // a serialized bundle from compress_bundle
   bf16_raw = 2,  // BF16 tensors' values verbatim, in bundle order (coding would not shrink them)
 };
+
+// How BF16 tensors are grouped into bundles (a group is decoded as one unit: a transformer block).
+// Tensors in no group are packed, in file order, into shared bundles.
+enum class grouping_kind : std::uint32_t {
+  layers = 0,     // "...layers.N." (Llama and most decoder-only language models)
+  automatic = 1,  // the first numbered component of any naming: "<anything>.<word>.N."
+  diffusion = 2,  // transformer_blocks.N, single_transformer_blocks.N, down_blocks.N,
+                  // up_blocks.N, blocks.N, layers.N
+  experts = 3,    // MoE: "...experts.N." (each expert its own group), else layers.N
+  pattern = 4,    // a user regular expression (ECMAScript): the first capture group, else the
+                  // whole match, is the group
+  none = 5,       // no groups: every BF16 tensor is packed
+};
+inline constexpr std::uint32_t kGroupingKindCount = 6;
+
+struct grouping {
+  grouping_kind kind = grouping_kind::automatic;
+  std::string pattern;  // for grouping_kind::pattern
+};
+
+// "auto", "layers", "diffusion", "experts", "none" or "regex:PATTERN"; errc::invalid_argument
+// names what is wrong (including a regular expression that does not compile).
+result<grouping> parse_grouping(std::string_view spec);
+std::string_view grouping_name(grouping_kind kind) noexcept;
 
 struct container_bundle {
   bundle_kind kind = bundle_kind::raw;
@@ -256,6 +282,8 @@ class container_reader {
   error verify_all(const decode_options& options = {}) const;
 
   [[nodiscard]] container_totals totals() const noexcept;
+  // The grouping rule the file was written with.
+  [[nodiscard]] grouping_kind grouping_used() const noexcept { return grouping_; }
 
   // Drops mapped pages of bundle b from the resident set (streaming over a large file).
   void release_bundle(std::uint32_t b) const noexcept;
@@ -278,6 +306,7 @@ class container_reader {
   std::vector<std::uint32_t> bundle_tensor_first_;  // CSR: bundle b's tensors are
   std::vector<std::uint32_t> bundle_tensor_list_;   // list[first[b] .. first[b + 1])
   std::unique_ptr<std::atomic<bool>[]> bundle_verified_;
+  grouping_kind grouping_ = grouping_kind::layers;
 };
 
 // ---- conversion ----------------------------------------------------------------------------
@@ -287,6 +316,7 @@ using progress_callback = std::function<void(std::uint64_t done, std::uint64_t t
 
 struct compress_options {
   encode_options codec{};
+  grouping group{};
   bool sync = false;  // fsync the output before it is renamed into place
   progress_callback progress;
 };

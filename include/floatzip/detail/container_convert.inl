@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <new>
+#include <regex>
 #include <set>
 #include <system_error>
 
@@ -24,7 +25,95 @@ inline std::string_view transformer_block_prefix(std::string_view name) noexcept
   return {};
 }
 
+inline std::string_view grouping_name(grouping_kind kind) noexcept {
+  switch (kind) {
+    case grouping_kind::layers: return "layers";
+    case grouping_kind::automatic: return "auto";
+    case grouping_kind::diffusion: return "diffusion";
+    case grouping_kind::experts: return "experts";
+    case grouping_kind::pattern: return "regex";
+    case grouping_kind::none: return "none";
+  }
+  return "unknown";
+}
+
+inline result<grouping> parse_grouping(std::string_view spec) {
+  constexpr std::string_view kRegex = "regex:";
+  for (std::uint32_t k = 0; k < kGroupingKindCount; ++k) {
+    const auto kind = static_cast<grouping_kind>(k);
+    if (kind != grouping_kind::pattern && spec == grouping_name(kind)) return grouping{kind, {}};
+  }
+  if (spec.substr(0, kRegex.size()) == kRegex) {
+    grouping g{grouping_kind::pattern, std::string(spec.substr(kRegex.size()))};
+    if (g.pattern.empty())
+      return error{errc::invalid_argument, "grouping: empty regular expression"};
+    try {
+      (void)std::regex(g.pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return error{errc::invalid_argument, "grouping: regular expression '" + g.pattern +
+                                               "' does not compile: " + e.what()};
+    }
+    return g;
+  }
+  return error{errc::invalid_argument,
+               "grouping '" + std::string(spec) +
+                   "': expected auto, layers, diffusion, experts, none or regex:PATTERN"};
+}
+
 namespace detail {
+
+// The prefix of `name` through its first component of digits that follows a component named in
+// `words` (any non-numeric component when `words` is empty) and is not the last component:
+// "a.b.layers.3.mlp.w" -> "a.b.layers.3.". Empty when there is none.
+inline std::string_view numbered_prefix(std::string_view name,
+                                        std::initializer_list<std::string_view> words) noexcept {
+  std::size_t begin = 0;
+  std::string_view previous;
+  while (begin < name.size()) {
+    const std::size_t dot = name.find('.', begin);
+    if (dot == std::string_view::npos) break;  // the last component is never the number
+    const std::string_view part = name.substr(begin, dot - begin);
+    const bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                     [](char c) { return c >= '0' && c <= '9'; });
+    if (digits && !previous.empty() && !(previous[0] >= '0' && previous[0] <= '9')) {
+      bool wanted = words.size() == 0;
+      for (std::string_view w : words) wanted = wanted || previous == w;
+      if (wanted) return name.substr(0, dot + 1);
+    }
+    previous = part;
+    begin = dot + 1;
+  }
+  return {};
+}
+
+// The group of a tensor under `g` (empty: no group). `pattern` is g's compiled expression.
+inline std::string group_key(const grouping& g, const std::regex* pattern, std::string_view name) {
+  switch (g.kind) {
+    case grouping_kind::layers: return std::string(transformer_block_prefix(name));
+    case grouping_kind::automatic: return std::string(numbered_prefix(name, {}));
+    case grouping_kind::diffusion:
+      return std::string(numbered_prefix(name, {"transformer_blocks", "single_transformer_blocks",
+                                                "down_blocks", "up_blocks", "blocks", "layers"}));
+    case grouping_kind::experts: {
+      constexpr std::string_view kExperts = "experts.";
+      for (std::size_t at = name.rfind(kExperts); at != std::string_view::npos;
+           at = at == 0 ? std::string_view::npos : name.rfind(kExperts, at - 1)) {
+        if (at != 0 && name[at - 1] != '.') continue;
+        const auto rest = numbered_prefix(name.substr(at), {"experts"});
+        if (!rest.empty()) return std::string(name.substr(0, at + rest.size()));
+      }
+      return std::string(transformer_block_prefix(name));
+    }
+    case grouping_kind::pattern: {
+      std::match_results<std::string_view::const_iterator> m;
+      if (pattern == nullptr || !std::regex_search(name.begin(), name.end(), m, *pattern))
+        return {};
+      return m.size() > 1 && m[1].matched ? m[1].str() : m[0].str();
+    }
+    case grouping_kind::none: return {};
+  }
+  return {};
+}
 
 // One bundle to write: a raw tile (a non-BF16 tensor or a gap) or a group of BF16 tensors.
 struct bundle_plan {
@@ -40,8 +129,10 @@ struct container_plan {
 };
 
 // Assigns every tile of the data section to a bundle.
-inline container_plan plan_container(const safetensors::header& h) {
+inline container_plan plan_container(const safetensors::header& h, const grouping& g = {}) {
   container_plan plan;
+  std::optional<std::regex> pattern;
+  if (g.kind == grouping_kind::pattern) pattern.emplace(g.pattern, std::regex::ECMAScript);
   const auto order = h.offset_order();
   const auto gap_ranges = h.gaps();
   std::map<std::string, std::uint32_t, std::less<>> block_bundle;
@@ -77,13 +168,14 @@ inline container_plan plan_container(const safetensors::header& h) {
     std::uint32_t b;
     if (t.type != safetensors::dtype::bf16) {
       b = new_bundle(bundle_kind::raw);
-    } else if (const auto prefix = transformer_block_prefix(t.name); !prefix.empty()) {
+    } else if (const std::string prefix = group_key(g, pattern ? &*pattern : nullptr, t.name);
+               !prefix.empty()) {
       const auto found = block_bundle.find(prefix);
       if (found != block_bundle.end()) {
         b = found->second;
       } else {
         b = new_bundle(bundle_kind::bf16_huffman);
-        block_bundle.emplace(std::string(prefix), b);
+        block_bundle.emplace(prefix, b);
       }
     } else if (const std::uint64_t values = t.size_bytes() / 2; values >= kPackedBundleValues) {
       b = new_bundle(bundle_kind::bf16_huffman);
@@ -137,7 +229,11 @@ inline error compress_file_impl(const std::filesystem::path& input,
   auto parsed = safetensors::parse_header(file, file.size(), input.string());
   if (!parsed) return parsed.error();
   const safetensors::header& header = *parsed;
-  container_plan plan = plan_container(header);
+  if (options.group.kind == grouping_kind::pattern) {
+    if (auto parsed_group = parse_grouping("regex:" + options.group.pattern); !parsed_group)
+      return parsed_group.error();
+  }
+  container_plan plan = plan_container(header, options.group);
   if (plan.bundles.size() > std::numeric_limits<std::uint32_t>::max())
     return {errc::too_large, input.string() + ": more than 2^32 bundles"};
 
@@ -227,7 +323,8 @@ inline error compress_file_impl(const std::filesystem::path& input,
     if (options.progress) options.progress(done, data_size);
   }
 
-  const std::vector<std::byte> index = encode_index(records, plan.tensors, plan.gaps);
+  const std::vector<std::byte> index =
+      encode_index(records, plan.tensors, plan.gaps, options.group.kind);
   const std::vector<std::byte> metadata = compress_metadata(file.first(header_size), index);
   container_header_fields fields;
   fields.metadata_offset = out.position();

@@ -123,7 +123,8 @@ inline std::optional<std::uint64_t> index_section_size(std::uint64_t bundles, st
 
 inline std::vector<std::byte> encode_index(std::span<const container_bundle> bundles,
                                            std::span<const container_tensor> tensors,
-                                           std::span<const container_gap> gaps) {
+                                           std::span<const container_gap> gaps,
+                                           grouping_kind group = grouping_kind::layers) {
   std::uint64_t dims = 0;
   std::uint64_t names = 0;
   for (const auto& t : tensors) {
@@ -139,6 +140,7 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
   w.u32(8, static_cast<std::uint32_t>(gaps.size()));
   w.u32(12, static_cast<std::uint32_t>(dims));
   w.u64(16, names);
+  w.u32(24, static_cast<std::uint32_t>(group));
   std::size_t at = kIndexHeaderBytes;
   for (const auto& b : bundles) {
     w.u64(at + 0, b.file_offset);
@@ -269,7 +271,10 @@ inline error container_reader::validate(const reader_options& options) {
     return located(errc::unsupported_version, "file header",
                    "field 'version' is " + to_string(major) + "." + to_string(minor) +
                        "; this reader supports " + to_string(kContainerVersionMajor) + "." +
-                       to_string(kContainerVersionMinor));
+                       to_string(kContainerVersionMinor) +
+                       (major < kContainerVersionMajor
+                            ? " (a file of an older floatzip: compress the original again)"
+                            : ""));
   if (verify_checksums_ && detail::xxh3_64(bytes_.first(120)) != head.u64(120))
     return located(errc::checksum_mismatch, "file header", "field 'header checksum' mismatch");
   if (const std::uint32_t flags = head.u32(12); flags != 0)
@@ -359,7 +364,10 @@ inline error container_reader::validate(const reader_options& options) {
   const std::uint32_t gap_count = index.u32(8);
   const std::uint32_t dims_count = index.u32(12);
   const std::uint64_t names_bytes = index.u64(16);
-  if (index.u64(24) != 0) return located(errc::bad_data, "index", "reserved field is not zero");
+  if (index.u32(24) >= kGroupingKindCount)
+    return located(errc::bad_data, "index", "field 'grouping' is " + to_string(index.u32(24)));
+  grouping_ = static_cast<grouping_kind>(index.u32(24));
+  if (index.u32(28) != 0) return located(errc::bad_data, "index", "reserved field is not zero");
   const auto expected_index_size =
       detail::index_section_size(bundle_count, tensor_count, gap_count, dims_count, names_bytes);
   if (!expected_index_size || *expected_index_size != index_size)
@@ -421,12 +429,14 @@ inline error container_reader::validate(const reader_options& options) {
                        "'decoded_checksum', 'value_count', statistics or 'tensor_count')");
     } else if (rec.kind == bundle_kind::bf16_raw) {
       if (rec.decoded_bytes != rec.stored_bytes || rec.decoded_checksum != rec.stored_checksum ||
-          rec.decoded_bytes != 2 * rec.value_count || rec.tensor_count == 0 ||
-          !(rec.exponent_entropy >= 0.0 && rec.exponent_entropy <= 8.0) ||
-          rec.huffman_ideal_bits > 8 * rec.value_count)
+          rec.decoded_bytes != 2 * rec.value_count || rec.tensor_count == 0)
         return located(errc::bad_data, section,
                        "fields of a verbatim BF16 bundle are inconsistent ('decoded_bytes', "
-                       "'decoded_checksum', 'value_count', statistics or 'tensor_count')");
+                       "'decoded_checksum', 'value_count' or 'tensor_count')");
+      if (!(rec.exponent_entropy >= 0.0 && rec.exponent_entropy <= 8.0))
+        return located(errc::bad_data, section, "field 'exponent_entropy' is not in [0, 8]");
+      if (rec.huffman_ideal_bits > 8 * rec.value_count)
+        return located(errc::bad_data, section, "field 'huffman_ideal_bits' exceeds 8 per value");
     } else {
       // Each BF16 value keeps a raw sign/mantissa byte in the bundle, so a bundle cannot hold
       // more values than bytes: this bounds every decode buffer by the file's size.
