@@ -88,6 +88,10 @@ TEST(ContainerBundling, TransformerBlockPrefix) {
   EXPECT_EQ(transformer_block_prefix("a.layers.b.layers.7.w"), "a.layers.b.layers.7.");
 }
 
+void expect_patch_rejected(const std::vector<std::byte>& fzip,
+                           const std::function<void(std::vector<std::byte>&)>& patch, errc code,
+                           const std::string& field);
+
 // A safetensors image of BF16 tensors (name, values), in order.
 std::vector<std::byte> bf16_checkpoint(
     const std::vector<std::pair<std::string, std::vector<std::uint16_t>>>& tensors) {
@@ -253,6 +257,59 @@ TEST(ContainerPacking, VerbatimWhenCodingWouldNotShrink) {
   ASSERT_FALSE(verify_file(dir / "r.safetensors", dir / "r.fzip"));
   ASSERT_FALSE(decompress_file(dir / "r.fzip", dir / "back.safetensors"));
   EXPECT_EQ(testing::read_file(dir / "back.safetensors"), image);
+}
+
+// Issue 13, item 7: memory stays bounded by the bundle limit whatever the tensor sizes.
+TEST(ContainerSplit, TensorsAndGroupsBiggerThanTheBundleLimitAreSplit) {
+  temp_dir dir;
+  const auto image = bf16_checkpoint({{"model.layers.0.q", normal_bf16(900, 0.02f, 1)},
+                                      {"big", normal_bf16(3501, 0.05f, 2)},
+                                      {"model.layers.0.k", normal_bf16(400, 0.02f, 3)},
+                                      {"small", normal_bf16(30, 0.5f, 4)}});
+  testing::write_file(dir / "s.safetensors", image);
+  compress_options options;
+  options.max_bundle_values = 1000;
+  ASSERT_TRUE(compress_file(dir / "s.safetensors", dir / "s.fzip", options));
+  const auto fzip = testing::read_file(dir / "s.fzip");
+  auto reader = container_reader::open(dir / "s.fzip").value();
+  for (const auto& b : reader.bundles()) EXPECT_LE(b.value_count, 1000u);
+  const auto* big = reader.find_tensor("big");
+  ASSERT_EQ(big->bundle_count, 4u);
+  std::uint64_t first = 0;
+  for (std::uint32_t b = big->bundle; b < big->bundle + big->bundle_count; ++b) {
+    ASSERT_EQ(reader.bundle_tensors(b).size(), 1u);
+    const auto piece = reader.tensor_piece(b, *big);
+    EXPECT_EQ(piece.first, first);
+    first += piece.values;
+  }
+  EXPECT_EQ(first, 3501u);
+  // The block group over the limit continues in a second bundle.
+  EXPECT_NE(reader.find_tensor("model.layers.0.q")->bundle,
+            reader.find_tensor("model.layers.0.k")->bundle);
+  std::vector<std::byte> tensor(big->size_bytes());
+  const error read = reader.read_tensor(*big, tensor);
+  ASSERT_FALSE(read) << read.message;
+  const std::size_t data_start = reader.original_header().header_size();
+  EXPECT_EQ(0, std::memcmp(tensor.data(), image.data() + data_start + big->original.begin,
+                           tensor.size()));
+  ASSERT_FALSE(reader.verify_all());
+  ASSERT_FALSE(verify_file(dir / "s.safetensors", dir / "s.fzip"));
+  ASSERT_FALSE(decompress_file(dir / "s.fzip", dir / "back.safetensors"));
+  EXPECT_EQ(testing::read_file(dir / "back.safetensors"), image);
+
+  // A hostile index: pieces that do not add up, or that point past the bundles.
+  const auto l = testing::layout_of(fzip);
+  const std::uint32_t record = 1;  // "big", second in offset order
+  using testing::put;
+  for (std::uint32_t count : {0u, 3u, 5u, 0xFFFFFFFFu}) {
+    expect_patch_rejected(
+        fzip, [&](auto& f) { put<std::uint32_t>(f, l.tensor_record(record) + 52, count); },
+        errc::bad_data, "bundle_count");
+  }
+  // A piece claimed by the tensor before it as well.
+  expect_patch_rejected(
+      fzip, [&](auto& f) { put<std::uint32_t>(f, l.tensor_record(0) + 52, 2); }, errc::bad_data,
+      "bundle_count");
 }
 
 TEST(ContainerRealModels, RoundTripByteForByteAndReadEveryTensor) {

@@ -54,6 +54,10 @@ class fzip_source final : public indexed_weight_source<fzip_tensor_ref> {
       if (tensor == nullptr)
         return floatzip::error{floatzip::errc::bad_data,
                                where + ": tensor '" + name + "' is missing"};
+      if (tensor->bundle_count > 1)
+        return floatzip::error{floatzip::errc::bad_data,
+                               where + ": tensor '" + name +
+                                   "' is split across bundles (bigger than the bundle limit)"};
       auto type = check_tensor(where, name, tensor->type, tensor->shape, expected);
       if (!type) return type.error();
       const auto& bundle = reader_ref.bundles()[tensor->bundle];

@@ -186,10 +186,11 @@ struct container_tensor {
   safetensors::dtype type = safetensors::dtype::u8;
   std::vector<std::uint64_t> shape;
   safetensors::byte_range original;  // in the original data section
-  std::uint32_t bundle = 0;
-  std::uint32_t bundle_tensor = 0;  // position within the bundle
-  std::uint64_t bundle_offset = 0;  // first value (BF16 bundle) or byte (raw bundle)
-  std::uint32_t header_order = 0;   // position in the safetensors JSON
+  std::uint32_t bundle = 0;          // the (first) bundle holding it
+  std::uint32_t bundle_count = 1;    // consecutive bundles: > 1 for a tensor split into pieces
+  std::uint32_t bundle_tensor = 0;   // position within the bundle
+  std::uint64_t bundle_offset = 0;   // first value (BF16 bundle) or byte (raw bundle)
+  std::uint32_t header_order = 0;    // position in the safetensors JSON
 
   [[nodiscard]] std::uint64_t size_bytes() const noexcept { return original.size(); }
 };
@@ -262,6 +263,13 @@ class container_reader {
   [[nodiscard]] const container_tensor* find_tensor(std::string_view name) const noexcept;
   // Indices into tensors() of bundle b's tensors, in bundle order.
   [[nodiscard]] std::span<const std::uint32_t> bundle_tensors(std::uint32_t b) const noexcept;
+  // Which values of tensor t bundle b holds: all of them, or for a tensor split into pieces
+  // (t.bundle_count > 1) this bundle's piece. Precondition: b holds t.
+  struct piece_range {
+    std::uint64_t first = 0;   // index of the piece's first value in the tensor
+    std::uint64_t values = 0;  // values in the piece
+  };
+  [[nodiscard]] piece_range tensor_piece(std::uint32_t b, const container_tensor& t) const noexcept;
 
   // The stored bytes of bundle b (64-byte aligned in the file), checksum verified on first use.
   [[nodiscard]] result<std::span<const std::byte>> bundle_bytes(std::uint32_t b) const;
@@ -305,6 +313,7 @@ class container_reader {
   std::vector<container_gap> gaps_;
   std::vector<std::uint32_t> bundle_tensor_first_;  // CSR: bundle b's tensors are
   std::vector<std::uint32_t> bundle_tensor_list_;   // list[first[b] .. first[b + 1])
+  std::vector<std::uint64_t> bundle_piece_first_;   // per bundle: first value of its piece
   std::unique_ptr<std::atomic<bool>[]> bundle_verified_;
   grouping_kind grouping_ = grouping_kind::layers;
 };
@@ -314,9 +323,15 @@ class container_reader {
 // Called with the original bytes processed so far and the total.
 using progress_callback = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
+// Largest bundle compression writes by default, in BF16 values (2 GiB decoded): a bigger tensor
+// is split into pieces of consecutive bundles, a bigger group continues in another bundle, so
+// that compression, decompression and verification hold one bundle of at most this size.
+inline constexpr std::uint64_t kMaxBundleValuesDefault = std::uint64_t{1} << 30;
+
 struct compress_options {
   encode_options codec{};
   grouping group{};
+  std::uint64_t max_bundle_values = kMaxBundleValuesDefault;
   bool sync = false;  // fsync the output before it is renamed into place
   progress_callback progress;
 };

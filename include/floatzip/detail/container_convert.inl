@@ -120,6 +120,10 @@ struct bundle_plan {
   bundle_kind kind = bundle_kind::raw;
   std::vector<std::uint32_t> members;  // indices into the container's tensor list, bundle order
   std::optional<std::uint32_t> gap;    // index into the gap list for a gap's raw bundle
+  // A piece of a tensor split across bundles: values [piece_first, + piece_values) of its one
+  // member (piece_values == 0: the members whole).
+  std::uint64_t piece_first = 0;
+  std::uint64_t piece_values = 0;
 };
 
 struct container_plan {
@@ -129,17 +133,19 @@ struct container_plan {
 };
 
 // Assigns every tile of the data section to a bundle.
-inline container_plan plan_container(const safetensors::header& h, const grouping& g = {}) {
+inline container_plan plan_container(const safetensors::header& h, const grouping& g = {},
+                                     std::uint64_t max_bundle_values = kMaxBundleValuesDefault) {
   container_plan plan;
   std::optional<std::regex> pattern;
   if (g.kind == grouping_kind::pattern) pattern.emplace(g.pattern, std::regex::ECMAScript);
   const auto order = h.offset_order();
   const auto gap_ranges = h.gaps();
   std::map<std::string, std::uint32_t, std::less<>> block_bundle;
-  std::optional<std::uint32_t> loose_bundle;  // the bundle small loose tensors go to now
+  std::map<std::uint32_t, std::uint64_t> group_values;  // values in each group's bundle
+  std::optional<std::uint32_t> loose_bundle;            // the bundle small loose tensors go to now
   std::uint64_t loose_values = 0;
   auto new_bundle = [&](bundle_kind kind) {
-    plan.bundles.push_back({kind, {}, std::nullopt});
+    plan.bundles.push_back({kind, {}, std::nullopt, 0, 0});
     return static_cast<std::uint32_t>(plan.bundles.size() - 1);
   };
   std::size_t ti = 0;
@@ -166,17 +172,37 @@ inline container_plan plan_container(const safetensors::header& h, const groupin
     t.header_order = static_cast<std::uint32_t>(order[ti]);
     ++ti;
     std::uint32_t b;
+    const std::uint64_t tensor_values = t.size_bytes() / 2;
+    if (t.type == safetensors::dtype::bf16 && tensor_values > max_bundle_values) {
+      // Too big for one bundle: consecutive bundles of at most max_bundle_values values each,
+      // so that no step of compression or decompression holds more than one of them.
+      const std::uint64_t pieces = (tensor_values + max_bundle_values - 1) / max_bundle_values;
+      t.bundle = static_cast<std::uint32_t>(plan.bundles.size());
+      t.bundle_count = static_cast<std::uint32_t>(pieces);
+      for (std::uint64_t k = 0; k < pieces; ++k) {
+        const std::uint32_t piece = new_bundle(bundle_kind::bf16_huffman);
+        plan.bundles[piece].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
+        plan.bundles[piece].piece_first = tensor_values * k / pieces;
+        plan.bundles[piece].piece_values =
+            tensor_values * (k + 1) / pieces - tensor_values * k / pieces;
+      }
+      plan.tensors.push_back(std::move(t));
+      continue;
+    }
     if (t.type != safetensors::dtype::bf16) {
       b = new_bundle(bundle_kind::raw);
     } else if (const std::string prefix = group_key(g, pattern ? &*pattern : nullptr, t.name);
                !prefix.empty()) {
+      // A group over the limit continues in a new bundle (memory stays bounded).
       const auto found = block_bundle.find(prefix);
-      if (found != block_bundle.end()) {
+      if (found != block_bundle.end() &&
+          group_values[found->second] + tensor_values <= max_bundle_values) {
         b = found->second;
       } else {
         b = new_bundle(bundle_kind::bf16_huffman);
-        block_bundle.emplace(prefix, b);
+        block_bundle[prefix] = b;
       }
+      group_values[b] += tensor_values;
     } else if (const std::uint64_t values = t.size_bytes() / 2; values >= kPackedBundleValues) {
       b = new_bundle(bundle_kind::bf16_huffman);
     } else {
@@ -194,8 +220,9 @@ inline container_plan plan_container(const safetensors::header& h, const groupin
     plan.bundles[b].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
     plan.tensors.push_back(std::move(t));
   }
-  // Value offsets within each BF16 bundle.
+  // Value offsets within each BF16 bundle (0 for the pieces of a split tensor).
   for (const auto& bundle : plan.bundles) {
+    if (bundle.piece_values != 0) continue;
     std::uint64_t values = 0;
     for (std::uint32_t m : bundle.members) {
       plan.tensors[m].bundle_offset = bundle.kind == bundle_kind::raw ? 0 : values;
@@ -233,7 +260,9 @@ inline error compress_file_impl(const std::filesystem::path& input,
     if (auto parsed_group = parse_grouping("regex:" + options.group.pattern); !parsed_group)
       return parsed_group.error();
   }
-  container_plan plan = plan_container(header, options.group);
+  if (options.max_bundle_values == 0)
+    return {errc::invalid_argument, "compress_options.max_bundle_values is 0"};
+  container_plan plan = plan_container(header, options.group, options.max_bundle_values);
   if (plan.bundles.size() > std::numeric_limits<std::uint32_t>::max())
     return {errc::too_large, input.string() + ": more than 2^32 bundles"};
 
@@ -276,10 +305,13 @@ inline error compress_file_impl(const std::filesystem::path& input,
       xxh3_stream decoded_hash;
       for (std::uint32_t m : bundle.members) {
         const auto& t = plan.tensors[m];
-        const std::byte* p = data_section + t.original.begin;
-        const std::size_t count = static_cast<std::size_t>(t.size_bytes() / 2);
-        decoded_hash.update({p, t.size_bytes()});
-        tile_bytes += t.size_bytes();
+        // The whole tensor, or this bundle's piece of a split one.
+        const std::uint64_t piece_bytes =
+            bundle.piece_values != 0 ? 2 * bundle.piece_values : t.size_bytes();
+        const std::byte* p = data_section + t.original.begin + 2 * bundle.piece_first;
+        const std::size_t count = static_cast<std::size_t>(piece_bytes / 2);
+        decoded_hash.update({p, piece_bytes});
+        tile_bytes += piece_bytes;
         if (count == 0) {
           tensors.emplace_back();
         } else if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint16_t) == 0) {
@@ -287,7 +319,7 @@ inline error compress_file_impl(const std::filesystem::path& input,
         } else {
           // The JSON length puts the data section at an odd address: copy to read u16 safely.
           auto& copy = aligned_copies.emplace_back(count);
-          std::memcpy(copy.data(), p, t.size_bytes());
+          std::memcpy(copy.data(), p, piece_bytes);
           tensors.emplace_back(copy.data(), count);
         }
       }
@@ -316,7 +348,8 @@ inline error compress_file_impl(const std::filesystem::path& input,
         rec.stored_checksum = rec.decoded_checksum;
       }
       for (std::uint32_t m : bundle.members)
-        mapped->release(header_size + plan.tensors[m].original.begin, plan.tensors[m].size_bytes());
+        mapped->release(header_size + plan.tensors[m].original.begin + 2 * bundle.piece_first,
+                        tile_bytes);
     }
     if (error e = out.write_zeros(align_container(out.position()) - out.position())) return e;
     done += tile_bytes;
@@ -405,8 +438,10 @@ inline error decompress_file_impl(const std::filesystem::path& input,
       if (error e = reader->decode_bundle(b, block, options.codec)) return e;
       for (std::uint32_t m : reader->bundle_tensors(b)) {
         const auto& t = reader->tensors()[m];
-        const auto tensor_values = block.subspan(t.bundle_offset, t.size_bytes() / 2);
-        if (error e = out.write_at(data_start + t.original.begin, std::as_bytes(tensor_values)))
+        const auto piece = reader->tensor_piece(b, t);
+        const auto tensor_values = block.subspan(t.bundle_offset, piece.values);
+        if (error e = out.write_at(data_start + t.original.begin + 2 * piece.first,
+                                   std::as_bytes(tensor_values)))
           return e;
       }
     }
@@ -484,9 +519,10 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
       if (error e = reader->decode_bundle(b, block, options.codec)) return e;
       for (std::uint32_t m : members) {
         const auto& t = reader->tensors()[m];
+        const auto piece = reader->tensor_piece(b, t);
         if (error e = differs("tensor " + safetensors::detail::quoted(t.name),
-                              std::as_bytes(block.subspan(t.bundle_offset, t.size_bytes() / 2)),
-                              t.original.begin))
+                              std::as_bytes(block.subspan(t.bundle_offset, piece.values)),
+                              t.original.begin + 2 * piece.first))
           return e;
       }
     }

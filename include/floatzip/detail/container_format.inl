@@ -172,6 +172,7 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
     w.u16(at + 44, static_cast<std::uint16_t>(t.shape.size()));
     w.u16(at + 46, static_cast<std::uint16_t>(t.type));
     w.u32(at + 48, t.header_order);
+    w.u32(at + 52, t.bundle_count);
     for (std::uint64_t extent : t.shape) w.u64(dims_at + 8 * dims_cursor++, extent);
     std::memcpy(out.data() + names_at + names_cursor, t.name.data(), t.name.size());
     names_cursor += static_cast<std::uint32_t>(t.name.size());
@@ -482,8 +483,7 @@ inline error container_reader::validate(const reader_options& options) {
     const std::uint16_t rank = index.u16(at + 44);
     const std::uint16_t type = index.u16(at + 46);
     t.header_order = index.u32(at + 48);
-    if (index.u32(at + 52) != 0)
-      return located(errc::bad_data, section, "reserved field is not zero");
+    t.bundle_count = index.u32(at + 52);
     if (std::uint64_t{dims_offset} + rank > dims_count)
       return located(errc::bad_data, section, "fields 'dims_offset'/'rank' outside the dims");
     if (!safetensors::is_known_dtype(type))
@@ -494,6 +494,10 @@ inline error container_reader::validate(const reader_options& options) {
       t.shape[d] = index.u64(dims_at + (std::uint64_t{dims_offset} + d) * 8);
     if (t.bundle >= bundle_count)
       return located(errc::bad_data, section, "field 'bundle' is " + to_string(t.bundle));
+    if (t.bundle_count == 0 || t.bundle_count > bundle_count - t.bundle)
+      return located(errc::bad_data, section,
+                     "field 'bundle_count' is " + to_string(t.bundle_count) + " from bundle " +
+                         to_string(t.bundle) + " of " + to_string(bundle_count));
     if (t.header_order >= tensor_count)
       return located(errc::bad_data, section, "field 'header_order' is out of range");
     if (header_slot[t.header_order] != std::numeric_limits<std::uint32_t>::max())
@@ -506,7 +510,24 @@ inline error container_reader::validate(const reader_options& options) {
                      "record disagrees with the safetensors header (name, dtype, shape or "
                      "data_offsets)");
     const auto& b = bundles_[t.bundle];
-    if (b.is_bf16()) {
+    if (t.bundle_count > 1) {
+      // A BF16 tensor split into pieces: consecutive BF16 bundles holding it alone, whose
+      // values add up to it.
+      std::uint64_t values = 0;
+      for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) {
+        const auto& piece = bundles_[k];
+        if (t.type != safetensors::dtype::bf16 || !piece.is_bf16() || piece.tensor_count != 1 ||
+            piece.value_count == 0 || t.bundle_offset != 0 || t.bundle_tensor != 0)
+          return located(errc::bad_data, section,
+                         "field 'bundle_count': bundle " + to_string(k) +
+                             " is not a piece of this BF16 tensor");
+        values += piece.value_count;
+      }
+      if (values != t.size_bytes() / 2)
+        return located(errc::bad_data, section,
+                       "field 'bundle_count': its pieces hold " + to_string(values) +
+                           " values, the tensor " + to_string(t.size_bytes() / 2));
+    } else if (b.is_bf16()) {
       if (t.type != safetensors::dtype::bf16)
         return located(errc::bad_data, section, "a non-BF16 tensor in a BF16 bundle");
       if (t.bundle_tensor >= b.tensor_count)
@@ -568,7 +589,8 @@ inline error container_reader::validate(const reader_options& options) {
   //      offsets that are the running sum of their sizes
   bundle_tensor_first_.assign(std::size_t{bundle_count} + 1, 0);
   std::vector<std::uint32_t> uses(bundle_count, 0);
-  for (const auto& t : tensors_) ++uses[t.bundle];
+  for (const auto& t : tensors_)
+    for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) ++uses[k];
   for (const auto& g : gaps_) ++uses[g.bundle];
   for (std::uint32_t b = 0; b < bundle_count; ++b) {
     const auto& rec = bundles_[b];
@@ -582,13 +604,19 @@ inline error container_reader::validate(const reader_options& options) {
   }
   bundle_tensor_list_.assign(bundle_tensor_first_.back(),
                              std::numeric_limits<std::uint32_t>::max());
+  bundle_piece_first_.assign(bundle_count, 0);
   for (std::uint32_t i = 0; i < tensor_count; ++i) {
     const auto& t = tensors_[i];
-    auto& slot = bundle_tensor_list_[bundle_tensor_first_[t.bundle] + t.bundle_tensor];
-    if (slot != std::numeric_limits<std::uint32_t>::max())
-      return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
-                     "field 'bundle_tensor' is used twice in bundle " + to_string(t.bundle));
-    slot = i;
+    std::uint64_t piece_first = 0;
+    for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) {
+      auto& slot = bundle_tensor_list_[bundle_tensor_first_[k] + t.bundle_tensor];
+      if (slot != std::numeric_limits<std::uint32_t>::max())
+        return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
+                       "field 'bundle_tensor' is used twice in bundle " + to_string(k));
+      slot = i;
+      bundle_piece_first_[k] = piece_first;
+      piece_first += bundles_[k].value_count;
+    }
   }
   for (std::uint32_t b = 0; b < bundle_count; ++b) {
     if (!bundles_[b].is_bf16()) continue;
@@ -599,7 +627,7 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
                        "field 'bundle_offset' is " + to_string(t.bundle_offset) + ", expected " +
                            to_string(values));
-      values += t.size_bytes() / 2;
+      values += t.bundle_count > 1 ? bundles_[b].value_count : t.size_bytes() / 2;
     }
     if (values != bundles_[b].value_count)
       return located(errc::bad_data, "index: bundle " + to_string(b),
@@ -609,6 +637,12 @@ inline error container_reader::validate(const reader_options& options) {
 
   bundle_verified_ = std::make_unique<std::atomic<bool>[]>(bundle_count);
   return {};
+}
+
+inline container_reader::piece_range container_reader::tensor_piece(
+    std::uint32_t b, const container_tensor& t) const noexcept {
+  if (t.bundle_count <= 1) return {0, t.size_bytes() / 2};
+  return {bundle_piece_first_[b], bundles_[b].value_count};
 }
 
 inline const container_tensor* container_reader::find_tensor(std::string_view name) const noexcept {
@@ -656,7 +690,7 @@ inline result<bundle_view> container_reader::bundle(std::uint32_t b) const {
   const auto members = bundle_tensors(b);
   for (std::uint32_t k = 0; k < members.size(); ++k) {
     const auto& t = tensors_[members[k]];
-    if (view->tensor_value_count(k) != t.size_bytes() / 2)
+    if (view->tensor_value_count(k) != tensor_piece(b, t).values)
       return located(errc::bad_data, section,
                      "value count of tensor " + std::to_string(k) + " disagrees with the index (" +
                          safetensors::detail::quoted(t.name) + ")");
@@ -708,9 +742,15 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
     std::memcpy(out.data(), bytes->data(), out.size());
     return {};
   }
-  std::vector<std::uint16_t> values(rec.value_count);
-  if (error e = decode_bundle(tensor.bundle, values, options)) return e;
-  std::memcpy(out.data(), values.data() + tensor.bundle_offset, out.size());
+  // One bundle at a time (a tensor split into pieces decodes piece by piece).
+  std::vector<std::uint16_t> values;
+  for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b) {
+    values.resize(bundles_[b].value_count);
+    if (error e = decode_bundle(b, values, options)) return e;
+    const piece_range piece = tensor_piece(b, tensor);
+    std::memcpy(out.data() + 2 * piece.first, values.data() + tensor.bundle_offset,
+                2 * piece.values);
+  }
   return {};
 }
 
