@@ -70,9 +70,11 @@ void print_totals_line(const fs::path& in, const fs::path& out, const container_
 }  // namespace
 
 int compress_command(const std::vector<std::string>& tokens) {
-  const arguments args(
-      tokens,
-      {{"output", 'o', true}, {"threads", 0, true}, {"force", 0, false}, {"group", 0, true}});
+  const arguments args(tokens, {{"output", 'o', true},
+                                {"threads", 0, true},
+                                {"force", 0, false},
+                                {"group", 0, true},
+                                {"chunk-bytes", 0, true}});
   args.expect_positionals(1, 1, "one input: a .safetensors file or a checkpoint directory");
   const fs::path input = without_trailing_separator(args.positionals()[0]);
   const bool directory = is_dir(input);
@@ -83,6 +85,8 @@ int compress_command(const std::vector<std::string>& tokens) {
                        : replace_suffix(input, ".safetensors", kContainerExtension));
   compress_options options;
   options.codec.threads = threads_option(args);  // usage errors before any file is touched
+  options.codec.chunk_bytes = static_cast<std::uint32_t>(args.unsigned_value(
+      "chunk-bytes", options.codec.chunk_bytes, kMinChunkBytes, kMaxChunkBytes));
   if (const auto spec = args.value("group")) {
     auto group = parse_grouping(*spec);
     if (!group) throw usage_error("--group: " + group.error().message);

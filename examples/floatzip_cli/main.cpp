@@ -28,7 +28,7 @@ struct command {
 
 constexpr command kCommands[] = {
     {"compress", "safetensors file or checkpoint directory -> .fzip",
-     R"(usage: floatzip compress IN [-o OUT] [--threads N] [--group G] [--force]
+     R"(usage: floatzip compress IN [-o OUT] [--threads N] [--group G] [--chunk-bytes B] [--force]
 
 Compresses a .safetensors file into a .fzip container, or every *.safetensors file of a
 checkpoint directory (sharded checkpoints with model.safetensors.index.json included) into a
@@ -43,6 +43,8 @@ directory of .fzip files; other files of the directory are copied as they are.
                    layers (layers.N), diffusion (transformer_blocks.N,
                    single_transformer_blocks.N, down_blocks.N, up_blocks.N), experts
                    (experts.N), none, or regex:PATTERN (the first capture group, else the match)
+  --chunk-bytes B  exponent-stream bytes per GPU thread (default 128): the sync metadata costs 4
+                   bits per chunk, 64 costs 0.011 bits per weight more (see bench/RESULTS.md)
   --force          replace OUT if it exists
 
 The output appears only when complete; on any error nothing is left behind.)",
