@@ -143,6 +143,8 @@ device_bundle::device_bundle(device_bundle&& other) noexcept
     : device_memory_(std::exchange(other.device_memory_, nullptr)),
       device_bytes_(std::exchange(other.device_bytes_, 0)),
       view_(std::exchange(other.view_, device_bundle_view{})),
+      segment_views_(std::exchange(other.segment_views_, {})),
+      segment_first_(std::exchange(other.segment_first_, {})),
       tensor_offsets_(std::exchange(other.tensor_offsets_, {0})) {}
 
 device_bundle& device_bundle::operator=(device_bundle&& other) noexcept {
@@ -151,6 +153,8 @@ device_bundle& device_bundle::operator=(device_bundle&& other) noexcept {
     device_memory_ = std::exchange(other.device_memory_, nullptr);
     device_bytes_ = std::exchange(other.device_bytes_, 0);
     view_ = std::exchange(other.view_, device_bundle_view{});
+    segment_views_ = std::exchange(other.segment_views_, {});
+    segment_first_ = std::exchange(other.segment_first_, {});
     tensor_offsets_ = std::exchange(other.tensor_offsets_, {0});
   }
   return *this;
@@ -160,25 +164,97 @@ device_bundle::~device_bundle() {
   if (device_memory_ != nullptr) (void)cudaFree(device_memory_);
 }
 
-result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_stream stream) {
-  const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
-  auto table = detail::build_kernel_tables(bundle, table_bits);
-  if (!table) return table.error();
+namespace {
 
-  // One allocation: the serialized bundle (its sections keep their 16-byte alignment), the
-  // decode table, the status word.
-  const std::uint64_t table_offset = align_up(bundle.size_bytes(), 256);
-  const std::uint64_t table_bytes = detail::kernel_tables_bytes(table_bits);
-  const std::uint64_t status_offset = align_up(table_offset + table_bytes, 256);
-  const std::uint64_t total = status_offset + sizeof(unsigned long long);
+constexpr std::uint64_t kStagingAlignment = 256;
 
+// Where stage_bundle puts each part: the serialized bundle at 0 (its sections keep their 16-byte
+// alignment), then one decode-table block per segment.
+struct staging_plan {
+  std::vector<bundle_view> segments;
+  std::vector<int> table_bits;
+  std::vector<std::uint64_t> table_offsets;
+  std::uint64_t total = 0;
+};
+
+staging_plan plan_staging(const bundle_view& bundle) {
+  staging_plan plan;
+  (void)bundle.for_each_segment([&](const bundle_view& segment) -> error {
+    plan.segments.push_back(segment);
+    return {};
+  });
+  std::uint64_t cursor = align_up(bundle.size_bytes(), kStagingAlignment);
+  for (const bundle_view& segment : plan.segments) {
+    plan.table_bits.push_back(detail::gpu_table_bits(segment.max_code_length()));
+    plan.table_offsets.push_back(cursor);
+    cursor =
+        align_up(cursor + detail::kernel_tables_bytes(plan.table_bits.back()), kStagingAlignment);
+  }
+  plan.total = cursor;
+  return plan;
+}
+
+}  // namespace
+
+std::uint64_t staging_bytes(const bundle_view& bundle) { return plan_staging(bundle).total; }
+
+result<staged_bundle> stage_bundle(const bundle_view& bundle, void* device_memory,
+                                   std::uint64_t capacity, unsigned long long* status,
+                                   gpu_stream stream) {
+  const staging_plan plan = plan_staging(bundle);
+  if (capacity < plan.total) {
+    return error{errc::insufficient_space,
+                 "stage_bundle: the bundle needs " + std::to_string(plan.total) +
+                     " bytes of device memory, got " + std::to_string(capacity)};
+  }
+  if (device_memory == nullptr ||
+      reinterpret_cast<std::uintptr_t>(device_memory) % kStagingAlignment != 0) {
+    return error{errc::invalid_argument,
+                 "stage_bundle: device memory must be non-null and 256-byte aligned"};
+  }
+  // Every table is built and checked before anything is copied.
+  std::vector<std::vector<std::uint32_t>> tables;
+  for (std::size_t s = 0; s < plan.segments.size(); ++s) {
+    auto table = detail::build_kernel_tables(plan.segments[s], plan.table_bits[s]);
+    if (!table) return table.error();
+    tables.push_back(std::move(*table));
+  }
   int device = 0;
   FLOATZIP_CUDA_CHECK(cudaGetDevice(&device));
   detail::device_shared_limits limits;
   if (error e = prepare_device(device, limits)) {
-    return error{e.code, "device_bundle::upload: " + e.message};
+    return error{e.code, "stage_bundle: " + e.message};
   }
 
+  auto* base = static_cast<std::byte*>(device_memory);
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  // From pageable memory (the tables always, the bundle usually) each copy has taken its source
+  // when it returns, so the vectors may go away before the stream gets there.
+  FLOATZIP_CUDA_CHECK(cudaMemcpyAsync(base, bundle.bytes().data(), bundle.size_bytes(),
+                                      cudaMemcpyHostToDevice, cuda_stream));
+  staged_bundle staged;
+  staged.value_count = bundle.value_count();
+  for (std::size_t s = 0; s < plan.segments.size(); ++s) {
+    auto* device_tables = reinterpret_cast<std::uint32_t*>(base + plan.table_offsets[s]);
+    FLOATZIP_CUDA_CHECK(cudaMemcpyAsync(device_tables, tables[s].data(),
+                                        detail::kernel_tables_bytes(plan.table_bits[s]),
+                                        cudaMemcpyHostToDevice, cuda_stream));
+    device_bundle_view view = detail::make_device_bundle_view(plan.segments[s], base, device_tables,
+                                                              plan.table_bits[s], status);
+    view.device = device;
+    if (plan.segments[s].value_count() != 0) {
+      if (error e = detail::validate_view(view)) return error{e.code, "stage_bundle: " + e.message};
+    }
+    staged.segment_views.push_back(view);
+    staged.segment_first_values.push_back(plan.segments[s].first_value() - bundle.first_value());
+  }
+  return result<staged_bundle>(std::move(staged));
+}
+
+result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_stream stream) {
+  // One allocation: what stage_bundle places, then the status word.
+  const std::uint64_t status_offset = staging_bytes(bundle);
+  const std::uint64_t total = status_offset + sizeof(unsigned long long);
   device_bundle owner;
   const cudaError_t allocated = cudaMalloc(&owner.device_memory_, total);
   if (allocated != cudaSuccess) {
@@ -189,25 +265,20 @@ result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_strea
                      " bytes: " + cudaGetErrorString(allocated)};
   }
   owner.device_bytes_ = total;
-  auto* base = static_cast<std::byte*>(owner.device_memory_);
-  auto* device_table = reinterpret_cast<std::uint32_t*>(base + table_offset);
-  auto* status = reinterpret_cast<unsigned long long*>(base + status_offset);
-  const auto cuda_stream = static_cast<cudaStream_t>(stream);
-
-  FLOATZIP_CUDA_CHECK(cudaMemcpyAsync(base, bundle.bytes().data(), bundle.size_bytes(),
-                                      cudaMemcpyHostToDevice, cuda_stream));
-  // The table is pageable host memory: the copy has taken it when the call returns, so the
-  // vector may go away before the stream gets there.
-  FLOATZIP_CUDA_CHECK(cudaMemcpyAsync(device_table, table->data(), table_bytes,
-                                      cudaMemcpyHostToDevice, cuda_stream));
-  FLOATZIP_CUDA_CHECK(cudaMemsetAsync(status, 0xFF, sizeof *status, cuda_stream));
-
-  owner.view_ = detail::make_device_bundle_view(bundle, base, device_table, table_bits, status);
-  owner.view_.device = device;
-  if (bundle.value_count() != 0) {
-    if (error e = detail::validate_view(owner.view_))
-      return error{e.code, "device_bundle::upload: " + e.message};
+  auto* status = reinterpret_cast<unsigned long long*>(
+      static_cast<std::byte*>(owner.device_memory_) + status_offset);
+  result<staged_bundle> staged =
+      stage_bundle(bundle, owner.device_memory_, status_offset, status, stream);
+  if (!staged) {
+    error e = staged.error();
+    return error{e.code, "device_bundle::upload: " + e.message};
   }
+  FLOATZIP_CUDA_CHECK(
+      cudaMemsetAsync(status, 0xFF, sizeof *status, static_cast<cudaStream_t>(stream)));
+  owner.segment_views_ = std::move(staged->segment_views);
+  owner.segment_first_ = std::move(staged->segment_first_values);
+  if (!owner.segment_views_.empty()) owner.view_ = owner.segment_views_.front();
+
   owner.tensor_offsets_.assign(bundle.tensor_count() + std::size_t{1}, 0);
   for (std::uint32_t t = 0; t < bundle.tensor_count(); ++t) {
     owner.tensor_offsets_[t + 1] = owner.tensor_offsets_[t] + bundle.tensor_value_count(t);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <unistd.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -146,7 +147,16 @@ inline void make_sharded_checkpoint(const fs::path& source, const fs::path& dir,
 
 // ---- .fzip surgery ----------------------------------------------------------------------------
 
+// Index surgery on format 2, whose index lives in a zstd frame at the end of the file, works on
+// an "expanded" image: the file up to its metadata section followed by the decoded metadata
+// (verbatim header, then index). layout_of gives offsets in those coordinates for the header and
+// index (header_offset, index_offset, records), and the compressed file's own metadata_offset /
+// metadata_size for byte flips. fix_checksums repacks an expanded image into a valid-looking file
+// (recompressing the metadata, updating sizes and every checksum); given a file that is not
+// expanded, it expands it first. A patched file_size (field 16) keeps its offset from the true
+// size.
 struct fzip_layout {
+  std::uint64_t metadata_offset, metadata_size;  // in the compressed file
   std::uint64_t header_offset, header_size, index_offset, index_size, bundles_offset;
   std::uint32_t bundle_count, tensor_count, gap_count;
   [[nodiscard]] std::uint64_t bundle_record(std::uint32_t b) const {
@@ -172,40 +182,73 @@ void put(std::vector<std::byte>& f, std::uint64_t at, T v) {
   std::memcpy(f.data() + at, &v, sizeof v);
 }
 
+// True when the bytes at the metadata offset are a zstd frame (a compressed file).
+inline bool is_compressed_form(const std::vector<std::byte>& f) {
+  const std::uint64_t at = get_u64(f, 32);
+  return at <= f.size() && f.size() - at >= 4 && get_u32(f, at) == 0xFD2FB528u;
+}
+
+inline std::vector<std::byte> expand(const std::vector<std::byte>& f) {
+  const std::uint64_t at = get_u64(f, 32);
+  const auto frame = std::span(f).subspan(at);
+  const unsigned long long n = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  std::vector<std::byte> out(f.begin(), f.begin() + static_cast<std::ptrdiff_t>(at));
+  std::vector<std::byte> decoded(static_cast<std::size_t>(n));
+  const std::size_t got =
+      ZSTD_decompress(decoded.data(), decoded.size(), frame.data(), frame.size());
+  EXPECT_FALSE(ZSTD_isError(got));
+  out.insert(out.end(), decoded.begin(), decoded.end());
+  return out;
+}
+
 inline fzip_layout layout_of(const std::vector<std::byte>& f) {
   fzip_layout l{};
-  l.header_offset = get_u64(f, 32);
+  l.metadata_offset = get_u64(f, 32);
+  l.metadata_size = get_u64(f, 56);
+  l.header_offset = l.metadata_offset;
   l.header_size = get_u64(f, 40);
-  l.index_offset = get_u64(f, 56);
+  l.index_offset = l.header_offset + l.header_size;
   l.index_size = get_u64(f, 64);
   l.bundles_offset = get_u64(f, 80);
-  l.bundle_count = get_u32(f, l.index_offset);
-  l.tensor_count = get_u32(f, l.index_offset + 4);
-  l.gap_count = get_u32(f, l.index_offset + 8);
+  const auto e = is_compressed_form(f) ? expand(f) : f;
+  l.bundle_count = get_u32(e, l.index_offset);
+  l.tensor_count = get_u32(e, l.index_offset + 4);
+  l.gap_count = get_u32(e, l.index_offset + 8);
   return l;
 }
 
-// Recomputes every checksum (bundles', sections', file header's) after a patch.
+// Repacks an expanded image (or re-seals a compressed file) with every checksum recomputed.
 inline void fix_checksums(std::vector<std::byte>& f, bool bundles_too = false) {
-  const auto l = layout_of(f);
-  // Patched fields may hold anything: only hash ranges that lie inside the file.
-  auto inside = [&](std::uint64_t offset, std::uint64_t size) {
-    return offset <= f.size() && size <= f.size() - offset;
-  };
+  if (is_compressed_form(f)) f = expand(f);
+  const std::uint64_t at = get_u64(f, 32);
+  const std::uint64_t expected_file_size = at + get_u64(f, 56);
+  // A patched file_size keeps its difference from the true size.
+  const std::uint64_t file_size_delta = get_u64(f, 16) - expected_file_size;
+  const auto decoded = std::span<const std::byte>(f).subspan(at);
   if (bundles_too) {
-    for (std::uint32_t b = 0; b < l.bundle_count; ++b) {
-      const std::uint64_t rec = l.bundle_record(b);
+    const std::uint64_t index = at + get_u64(f, 40);
+    const std::uint32_t bundles = get_u32(f, index);
+    for (std::uint32_t b = 0; b < bundles; ++b) {
+      const std::uint64_t rec = index + kIndexHeaderBytes + std::uint64_t{b} * kBundleRecordBytes;
       const std::uint64_t offset = get_u64(f, rec);
       const std::uint64_t size = get_u64(f, rec + 8);
-      if (inside(offset, size))
+      if (offset <= at && size <= at - offset)
         put(f, rec + 16, detail::xxh3_64(std::span(f).subspan(offset, size)));
     }
   }
-  if (inside(l.header_offset, l.header_size))
-    put(f, 48, detail::xxh3_64(std::span(f).subspan(l.header_offset, l.header_size)));
-  if (inside(l.index_offset, l.index_size))
-    put(f, 72, detail::xxh3_64(std::span(f).subspan(l.index_offset, l.index_size)));
-  put(f, 120, detail::xxh3_64(std::span(f).first(120)));
+  const std::vector<std::byte> frame = [&] {
+    std::vector<std::byte> out(ZSTD_compressBound(decoded.size()));
+    out.resize(ZSTD_compress(out.data(), out.size(), decoded.data(), decoded.size(), 3));
+    return out;
+  }();
+  put(f, 72, detail::xxh3_64(decoded));
+  std::vector<std::byte> packed(f.begin(), f.begin() + static_cast<std::ptrdiff_t>(at));
+  packed.insert(packed.end(), frame.begin(), frame.end());
+  put(packed, 56, std::uint64_t{frame.size()});
+  put(packed, 16, std::uint64_t{packed.size()} + file_size_delta);
+  put(packed, 48, detail::xxh3_64(frame));
+  put(packed, 120, detail::xxh3_64(std::span(packed).first(120)));
+  f = std::move(packed);
 }
 
 }  // namespace floatzip::testing

@@ -34,7 +34,7 @@ endif()
 
 # Include directories of the header-only dependencies, for the clang command line.
 set(_fuzz_includes "-I${PROJECT_SOURCE_DIR}/include")
-foreach(_dep nlohmann_json::nlohmann_json xxhash::xxhash)
+foreach(_dep nlohmann_json::nlohmann_json xxhash::xxhash zstd::zstd)
   get_target_property(_dirs ${_dep} INTERFACE_INCLUDE_DIRECTORIES)
   if(_dirs)
     foreach(_dir IN LISTS _dirs)
@@ -54,6 +54,7 @@ function(floatzip_add_fuzzer name)
     COMMAND "${FLOATZIP_FUZZ_CXX}" -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined
             -fno-sanitize-recover=undefined ${_fuzz_includes}
             "${CMAKE_CURRENT_SOURCE_DIR}/${name}.cpp" -o "${binary}" -pthread
+            "$<TARGET_FILE:zstd::zstd>"
     DEPENDS ${name}.cpp ${_fuzz_header_deps}
     COMMENT "Building the libFuzzer target ${name} with ${FLOATZIP_FUZZ_CXX}"
     VERBATIM)
@@ -64,7 +65,7 @@ floatzip_add_fuzzer(fuzz_safetensors_header)
 
 add_executable(fuzz_seeds fuzz_seeds.cpp)
 target_link_libraries(fuzz_seeds PRIVATE floatzip::floatzip nlohmann_json::nlohmann_json
-                                         xxhash::xxhash)
+                                         xxhash::xxhash zstd::zstd)
 
 # Seeds from the models, and an empty scratch corpus for the inputs the fuzzer finds new.
 add_test(NAME fuzz_seed_corpus COMMAND fuzz_seeds "${FLOATZIP_MODELS_DIR_ABS}" "${_fuzz_dir}/seeds"

@@ -1,15 +1,21 @@
 // libFuzzer target: container parsing and decoding, plus the safetensors header parser.
 //
-// Each input is read three ways: as a safetensors file, as a .fzip file with checksums checked
-// (the path every real file takes), and as a .fzip file with checksums off, so that mutations
-// reach the index validation and the bundle decoder behind the checksums. Whatever the bytes,
+// Each input is read four ways: as a safetensors file, as a .fzip file with checksums checked
+// (the path every real file takes), as a .fzip file with checksums off, so that mutations
+// reach the index validation and the bundle decoder behind the checksums, and as an "expanded"
+// .fzip (its metadata section stored decoded, as fuzz_seeds writes *.expanded seeds), which the
+// harness packs into a zstd frame first, so that mutations of the index and the verbatim header
+// reach their validation instead of breaking the frame. Whatever the bytes,
 // the library must return errors, never read or write out of bounds (AddressSanitizer), never
 // hit undefined behaviour (UBSan), and never allocate more than a small multiple of the input.
 //
 // Built by tests/fuzz.cmake with clang (-fsanitize=fuzzer,address,undefined); the ctest
 // `fuzz_container` runs it for a bounded time on a seed corpus made from the real models.
+#include <zstd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -22,7 +28,7 @@ void read_everything(const floatzip::container_reader& reader) {
   std::vector<std::uint16_t> values;
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
     const auto& rec = reader.bundles()[b];
-    if (rec.kind == floatzip::bundle_kind::bf16_huffman) {
+    if (rec.is_bf16()) {
       // value_count <= stored bytes <= input size was checked by the reader: bounded.
       values.assign(rec.value_count, 0);
       (void)reader.decode_bundle(b, values, {1});
@@ -46,6 +52,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (bool checksums : {true, false}) {
     auto reader = floatzip::container_reader::from_bytes(bytes, "fuzz.fzip", {checksums});
     if (reader) read_everything(*reader);
+  }
+  // The expanded reading: bytes [metadata_offset, end) are the decoded metadata.
+  if (size >= floatzip::kContainerHeaderBytes) {
+    std::uint64_t at = 0;
+    std::memcpy(&at, data + 32, 8);
+    if (at >= floatzip::kContainerHeaderBytes && at <= size && size - at <= (1u << 20)) {
+      std::vector<std::byte> packed(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(at));
+      std::vector<std::byte> frame(ZSTD_compressBound(size - at));
+      const std::size_t n = ZSTD_compress(frame.data(), frame.size(), data + at, size - at, 1);
+      if (!ZSTD_isError(n)) {
+        packed.insert(packed.end(), frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(n));
+        const std::uint64_t stored = n;
+        const std::uint64_t file_size = packed.size();
+        std::memcpy(packed.data() + 56, &stored, 8);
+        std::memcpy(packed.data() + 16, &file_size, 8);
+        auto reader = floatzip::container_reader::from_bytes(packed, "fuzz.fzip", {false});
+        if (reader) read_everything(*reader);
+      }
+    }
   }
   return 0;
 }

@@ -11,6 +11,8 @@
 // as safetensors and compressed twice, once with the default options and once with tiny chunks
 // and groups so that a few kilobytes already hold many chunks and sync groups. One hand-built
 // checkpoint adds gaps, empty tensors and mixed dtypes.
+#include <zstd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -69,6 +71,27 @@ void write_subset(const fs::path& model, const fs::path& out) {
       }));
 }
 
+// Writes `fzip` again as <fzip>.expanded: its metadata section decoded in place (see
+// fuzz_container.cpp), so that the fuzzer's mutations reach the index behind the zstd frame.
+void write_expanded(const fs::path& fzip) {
+  auto file = detail::mapped_file::open(fzip);
+  if (!file) die(file.error().message);
+  const auto bytes = file->bytes();
+  std::uint64_t at = 0;
+  std::memcpy(&at, bytes.data() + 32, 8);
+  const auto frame = bytes.subspan(at);
+  const unsigned long long n = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (n == ZSTD_CONTENTSIZE_UNKNOWN || n == ZSTD_CONTENTSIZE_ERROR) die("no metadata frame");
+  std::vector<std::byte> out(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(at));
+  out.resize(at + n);
+  if (ZSTD_isError(ZSTD_decompress(out.data() + at, n, frame.data(), frame.size())))
+    die("metadata frame does not decode");
+  std::FILE* f = std::fopen((fzip.string() + ".expanded").c_str(), "wb");
+  if (f == nullptr) die("cannot write an expanded seed");
+  std::fwrite(out.data(), 1, out.size(), f);
+  std::fclose(f);
+}
+
 void compress_both_ways(const fs::path& safetensors_file, const fs::path& corpus,
                         const std::string& stem) {
   compress_options plain;
@@ -81,6 +104,8 @@ void compress_both_ways(const fs::path& safetensors_file, const fs::path& corpus
   tiny.codec.max_code_length = 9;
   auto b = compress_file(safetensors_file, corpus / (stem + ".tiny-chunks.fzip"), tiny);
   if (!b) die(b.error().message);
+  write_expanded(corpus / (stem + ".fzip"));
+  write_expanded(corpus / (stem + ".tiny-chunks.fzip"));
 }
 
 }  // namespace
@@ -104,7 +129,7 @@ int main(int argc, char** argv) {
       const fs::path subset = corpus / (stem + ".subset.safetensors");
       write_subset(entry.path(), subset);
       compress_both_ways(subset, corpus, stem);
-      seeds += 3;
+      seeds += 5;
     }
   } else {
     std::fprintf(stderr, "fuzz_seeds: %s not present; only the hand-built seed\n", models.c_str());
@@ -128,7 +153,7 @@ int main(int argc, char** argv) {
     std::fclose(f);
   }
   compress_both_ways(corpus / "mixed.safetensors", corpus, "mixed");
-  seeds += 3;
+  seeds += 5;
   std::printf("fuzz_seeds: %d seeds in %s\n", seeds, corpus.c_str());
   return 0;
 }

@@ -182,8 +182,8 @@ TEST(Cli, VerifyCatchesASingleFlippedBit) {
   // Bits in the file header, the verbatim header, the index, a bundle's sign/mantissa bytes,
   // its exponent stream, and the last byte.
   const std::vector<std::uint64_t> positions = {20,
-                                                l.header_offset + 100,
-                                                l.index_offset + 50,
+                                                l.metadata_offset + 10,
+                                                l.metadata_offset + l.metadata_size / 2,
                                                 l.bundles_offset + 300,
                                                 l.bundles_offset + fzip.size() / 2,
                                                 fzip.size() - 1};
@@ -343,8 +343,9 @@ TEST_F(CliBadInput, Truncated) {
 
 TEST_F(CliBadInput, FlippedBytes) {
   const auto l = testing::layout_of(good_);
-  for (std::uint64_t at : {std::uint64_t{30}, l.header_offset + 9, l.index_offset + 3,
-                           l.bundles_offset + 1000, std::uint64_t{good_.size() - 70}}) {
+  for (std::uint64_t at :
+       {std::uint64_t{30}, l.metadata_offset + 9, l.metadata_offset + l.metadata_size - 3,
+        l.bundles_offset + 1000, std::uint64_t{good_.size() - 70}}) {
     auto bad = good_;
     bad[at] ^= std::byte{0xA5};
     expect_decompress_fails(bad, "checksum");
@@ -365,20 +366,20 @@ TEST_F(CliBadInput, NewerVersion) {
 }
 
 TEST_F(CliBadInput, OffsetsBeyondTheFile) {
-  auto bad = good_;
-  const auto l = testing::layout_of(bad);
-  testing::put<std::uint64_t>(bad, l.bundle_record(2) + 8, bad.size() * 3);
+  auto bad = testing::expand(good_);
+  const auto l = testing::layout_of(good_);
+  testing::put<std::uint64_t>(bad, l.bundle_record(2) + 8, good_.size() * 3);
   testing::fix_checksums(bad);
   expect_decompress_fails(bad, "stored_bytes");
 }
 
 TEST_F(CliBadInput, HugeDeclaredSizes) {
-  auto bad = good_;
-  const auto l = testing::layout_of(bad);
+  auto bad = testing::expand(good_);
+  const auto l = testing::layout_of(good_);
   testing::put<std::uint64_t>(bad, l.bundle_record(1) + 40, std::uint64_t{1} << 61);
   testing::fix_checksums(bad);
   expect_decompress_fails(bad, "value_count");
-  auto names = good_;
+  auto names = testing::expand(good_);
   testing::put<std::uint64_t>(names, l.index_offset + 16, std::uint64_t{1} << 62);
   testing::fix_checksums(names);
   expect_decompress_fails(names, "names_bytes");
@@ -387,7 +388,7 @@ TEST_F(CliBadInput, HugeDeclaredSizes) {
 TEST_F(CliBadInput, ChecksumMismatch) {
   auto bad = good_;
   const auto l = testing::layout_of(bad);
-  bad[testing::get_u64(bad, l.bundle_record(3)) + 17] ^= std::byte{0x08};
+  bad[testing::get_u64(testing::expand(good_), l.bundle_record(3)) + 17] ^= std::byte{0x08};
   expect_decompress_fails(bad, "stored_checksum");
 }
 

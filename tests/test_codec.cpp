@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "floatzip/cpu_executor.hpp"
 #include "floatzip/floatzip.hpp"
 #include "test_support.hpp"
 
@@ -48,18 +49,35 @@ void expect_round_trip(const values& v, const encode_options& options) {
 // encoder fault a matching decoder fault would hide still shows): every codeword appended bit by
 // bit, most significant first, and each chunk's first codeword found by walking all codeword
 // starts. Compares the stream, the sign/mantissa bytes, every chunk gap and group position.
+void expect_segment_equal_to_plain_encoder(std::span<const std::uint16_t> segment_values,
+                                           const bundle_view& segment);
+
 void expect_equal_to_plain_encoder(const std::vector<values>& tensors,
                                    const encode_options& options) {
   const std::vector<std::byte> bytes = compress_bundle(test::spans_of(tensors), options);
-  auto view = parse_bundle(bytes);
-  ASSERT_TRUE(view.has_value()) << view.error().message;
+  auto bundle = parse_bundle(bytes);
+  ASSERT_TRUE(bundle.has_value()) << bundle.error().message;
+  values all;
+  for (const auto& t : tensors) all.insert(all.end(), t.begin(), t.end());
+  // Each segment is checked on its own: its values under its own code.
+  for (std::uint32_t s = 0; s < bundle->segment_count(); ++s) {
+    const bundle_view seg = bundle->segment(s);
+    SCOPED_TRACE("segment " + std::to_string(s));
+    expect_segment_equal_to_plain_encoder(
+        std::span<const std::uint16_t>(all).subspan(seg.first_value(), seg.value_count()), seg);
+  }
+}
+
+void expect_segment_equal_to_plain_encoder(std::span<const std::uint16_t> segment_values,
+                                           const bundle_view& segment) {
+  const bundle_view* view = &segment;
   const canonical_code code = make_canonical_code(view->code());
   std::vector<std::uint8_t> stream((view->stream_bits() + 7) / 8, 0);
   std::vector<std::uint8_t> sign_mantissa;
   std::vector<std::uint64_t> starts;
   std::uint64_t bit = 0;
-  for (const auto& t : tensors) {
-    for (const std::uint16_t w : t) {
+  {
+    for (const std::uint16_t w : segment_values) {
       const std::uint8_t e = bf16_exponent(w);
       ASSERT_GT(code.length[e], 0) << "exponent " << int{e} << " has no code";
       starts.push_back(bit);
@@ -327,49 +345,79 @@ TEST(codec_hostile, every_single_byte_flip_is_an_error_or_well_formed) {
 
 TEST(codec_hostile, header_fields_are_checked) {
   const auto good = small_bundle();
+  const auto view = parse_bundle(good).value();
+  const std::size_t records = kBundleHeaderBytes + 8 * view.tensor_count();
   auto with = [&](std::size_t offset, auto value) {
     auto b = good;
     std::memcpy(b.data() + offset, &value, sizeof value);
     return parse_and_decode(b);
   };
   EXPECT_EQ(with(0, std::uint32_t{0x12345678}), errc::bad_data);    // magic
-  EXPECT_EQ(with(4, std::uint16_t{2}), errc::unsupported_version);  // version
+  EXPECT_EQ(with(0, kBundleMagicV1), errc::unsupported_version);    // format 1
+  EXPECT_EQ(with(4, std::uint16_t{3}), errc::unsupported_version);  // version
   EXPECT_EQ(with(6, std::uint8_t{0}), errc::bad_data);              // max length
   EXPECT_EQ(with(6, std::uint8_t{16}), errc::bad_data);
   EXPECT_EQ(with(7, std::uint8_t{1}), errc::unsupported_version);   // flags
   EXPECT_EQ(with(8, std::uint32_t{0}), errc::bad_data);             // chunk_bytes
   EXPECT_EQ(with(12, std::uint32_t{0}), errc::bad_data);            // chunks_per_group
   EXPECT_EQ(with(16, std::uint64_t{1} << 60), errc::too_large);     // value_count
-  EXPECT_EQ(with(16, std::uint64_t{1} << 40), errc::bad_data);      // vs stream_bits
-  EXPECT_EQ(with(24, std::uint64_t{0}), errc::bad_data);            // stream_bits
-  EXPECT_EQ(with(32, std::uint32_t{0xFFFFFFFF}), errc::too_large);  // tensor_count
-  EXPECT_EQ(with(40, std::uint64_t{1} << 62), errc::bad_data);      // total_bytes
+  EXPECT_EQ(with(16, std::uint64_t{1} << 40), errc::bad_data);      // vs tensor counts
+  EXPECT_EQ(with(24, std::uint32_t{0xFFFFFFFF}), errc::too_large);  // tensor_count
+  EXPECT_EQ(with(28, std::uint32_t{0}), errc::bad_data);            // segment_count
+  EXPECT_EQ(with(28, std::uint32_t{0xFFFFFFFF}), errc::bad_data);
+  EXPECT_NE(with(28, view.segment_count() + 1), errc::ok);
+  EXPECT_EQ(with(32, std::uint64_t{1} << 62), errc::truncated);  // total_bytes
+  EXPECT_NE(with(32, view.size_bytes() - 16), errc::ok);
+  EXPECT_EQ(with(records, std::uint64_t{1} << 40), errc::bad_data);  // segment values
+  EXPECT_EQ(with(records + 8, std::uint64_t{0}), errc::bad_data);    // stream_bits
+  EXPECT_EQ(with(records + 16, std::uint64_t{8}), errc::bad_data);   // body_offset
+  EXPECT_EQ(with(records + 16, ~std::uint64_t{0}), errc::bad_data);
 }
 
 TEST(codec_hostile, bad_code_length_tables_are_rejected) {
   const auto good = small_bundle();
+  const auto view = parse_bundle(good).value();
+  const std::size_t body = view.segment(0).layout().code_offset;
+  const auto first = static_cast<unsigned>(good[body]);
+  const unsigned span = static_cast<unsigned>(good[body + 1]) + 1;
+  ASSERT_GE(span, 4u);
+  // Writes `lengths` of symbols first .. first + span - 1 into the segment's table.
   auto with_lengths = [&](const code_lengths& lengths) {
     auto b = good;
-    pack_code_lengths(lengths, std::span<std::uint8_t, kPackedCodeLengthsBytes>(
-                                   reinterpret_cast<std::uint8_t*>(b.data() + kBundleHeaderBytes),
-                                   kPackedCodeLengthsBytes));
+    for (unsigned i = 0; i < span; ++i) {
+      auto& byte = b[body + 2 + i / 2];
+      const auto l = static_cast<std::uint8_t>(lengths[first + i]);
+      byte = (i & 1) != 0 ? (byte & std::byte{0x0F}) | std::byte(l << 4)
+                          : (byte & std::byte{0xF0}) | std::byte(l);
+    }
     return parse_and_decode(b);
   };
   code_lengths over_full{};
-  over_full[1] = over_full[2] = over_full[3] = 1;
+  over_full[first] = over_full[first + 1] = over_full[first + 2] = 1;
   EXPECT_EQ(with_lengths(over_full), errc::bad_data);
   code_lengths incomplete{};
-  incomplete[1] = 1;
-  incomplete[2] = 2;
+  incomplete[first] = 1;
+  incomplete[first + 1] = 2;
   EXPECT_EQ(with_lengths(incomplete), errc::bad_data);
-  code_lengths too_long{};  // complete but longer than the header's max_code_length (12)
-  too_long[0] = 1;
-  for (int s = 1; s <= 13; ++s) too_long[s] = static_cast<std::uint8_t>(s + (s == 13 ? 0 : 1));
-  EXPECT_EQ(with_lengths(too_long), errc::bad_data);
-  EXPECT_EQ(with_lengths(code_lengths{}), errc::bad_data);  // empty code, nonempty bundle
+  EXPECT_EQ(with_lengths(code_lengths{}), errc::bad_data);  // empty code, nonempty segment
+  // The symbol range must stay inside the 256 exponent bytes.
+  auto b = good;
+  b[body] = std::byte{255};
+  EXPECT_EQ(parse_and_decode(b), errc::bad_data);
+  // An odd span's unused nibble, and padding after the table, must be zero.
+  if (span % 2 != 0) {
+    b = good;
+    b[body + 2 + span / 2] |= std::byte{0x10};
+    EXPECT_EQ(parse_and_decode(b), errc::bad_data);
+  }
+  if (view.segment(0).layout().sign_mantissa_offset > body + 2 + (span + 1) / 2) {
+    b = good;
+    b[body + 2 + (span + 1) / 2] = std::byte{1};
+    EXPECT_EQ(parse_and_decode(b), errc::bad_data);
+  }
   // A valid code that is not the one used: decodes to garbage or fails, never crashes.
   code_lengths flat{};
-  for (int s = 0; s < 256; ++s) flat[s] = 8;
+  for (unsigned i = 0; i < 4; ++i) flat[first + i] = 2;
   const errc e = with_lengths(flat);
   EXPECT_TRUE(e == errc::ok || e == errc::bad_data);
 }
@@ -401,4 +449,88 @@ TEST(codec_hostile, inconsistent_sync_metadata_is_detected) {
 }
 
 }  // namespace
+// --- codes per run of tensors (segments) ------------------------------------------------------
+
+// Decodes with the CPU decoder and the kernel's logic on the CPU; both must give `expected`.
+void expect_both_decoders(const std::vector<std::byte>& bytes, const values& expected) {
+  const auto view = parse_bundle(bytes);
+  ASSERT_TRUE(view.has_value()) << view.error().message;
+  values out(view->value_count());
+  ASSERT_FALSE(decompress(*view, out, {.threads = 2}));
+  EXPECT_EQ(out, expected);
+  values gpu_logic(view->value_count(), 0xDEAD);
+  ASSERT_FALSE(execute_kernel_on_cpu(*view, gpu_logic));
+  EXPECT_EQ(gpu_logic, expected);
+}
+
+values concatenation(const std::vector<values>& tensors) {
+  values all;
+  for (const auto& t : tensors) all.insert(all.end(), t.begin(), t.end());
+  return all;
+}
+
+TEST(codec_segments, tensors_of_different_scales_get_codes_of_their_own) {
+  // Exponent ranges far apart: one code for both wastes bits on every value.
+  const std::vector<values> tensors{test::llama_like(20000, 1e-4f, 1),
+                                    test::llama_like(30001, 4.0f, 2), test::all_bf16_patterns(),
+                                    test::llama_like(7, 1e-4f, 3)};
+  const auto adaptive = compress_bundle(test::spans_of(tensors));
+  const auto single = compress_bundle(test::spans_of(tensors), {.adaptive_codes = false});
+  EXPECT_GE(parse_bundle(adaptive).value().segment_count(), 2u);
+  EXPECT_EQ(parse_bundle(single).value().segment_count(), 1u);
+  EXPECT_LT(adaptive.size(), single.size());
+  expect_both_decoders(adaptive, concatenation(tensors));
+  expect_both_decoders(single, concatenation(tensors));
+  expect_equal_to_plain_encoder(tensors, {});
+}
+
+TEST(codec_segments, alike_small_tensors_share_a_code) {
+  // 200 small tensors of one distribution: a code each would cost far more than it saves.
+  std::vector<values> tensors;
+  for (int i = 0; i < 200; ++i) tensors.push_back(test::llama_like(64 + i % 5, 0.02f, 10 + i));
+  const auto bytes = compress_bundle(test::spans_of(tensors));
+  EXPECT_LE(parse_bundle(bytes).value().segment_count(), 4u);
+  expect_both_decoders(bytes, concatenation(tensors));
+}
+
+TEST(codec_segments, odd_sizes_empty_tensors_and_small_geometries) {
+  std::vector<values> tensors;
+  for (int i = 0; i < 40; ++i) {
+    const float scale = i % 3 == 0 ? 1e-3f : (i % 3 == 1 ? 0.5f : 64.0f);
+    tensors.push_back(test::llama_like(i % 7 == 0 ? 0 : 1 + 97 * i % 3001, scale, 100 + i));
+  }
+  for (const encode_options& o :
+       {encode_options{},
+        encode_options{.max_code_length = 8, .chunk_bytes = 4, .chunks_per_group = 1},
+        encode_options{
+            .max_code_length = 15, .chunk_bytes = 8, .chunks_per_group = 3, .threads = 3}}) {
+    const auto bytes = compress_bundle(test::spans_of(tensors), o);
+    EXPECT_GE(parse_bundle(bytes).value().segment_count(), 2u);
+    expect_both_decoders(bytes, concatenation(tensors));
+    expect_equal_to_plain_encoder(tensors, o);
+  }
+}
+
+TEST(codec_segments, hostile_segment_records) {
+  const std::vector<values> tensors{test::llama_like(3000, 1e-4f, 1),
+                                    test::llama_like(3000, 4.0f, 2)};
+  const auto good = compress_bundle(test::spans_of(tensors), {.chunk_bytes = 8});
+  const auto view = parse_bundle(good).value();
+  ASSERT_EQ(view.segment_count(), 2u);
+  const std::size_t records = kBundleHeaderBytes + 8 * view.tensor_count();
+  auto with = [&](std::size_t offset, std::uint64_t value) {
+    auto b = good;
+    std::memcpy(b.data() + offset, &value, sizeof value);
+    return parse_and_decode(b);
+  };
+  // Values moved from one segment to the other: the streams no longer match their counts.
+  EXPECT_NE(with(records, 3001), errc::ok);
+  EXPECT_EQ(with(records + kSegmentRecordBytes, 2999), errc::bad_data);
+  // The second body where the first one is, or past the end.
+  EXPECT_EQ(with(records + kSegmentRecordBytes + 16, view.segment(0).layout().code_offset),
+            errc::bad_data);
+  EXPECT_EQ(with(records + kSegmentRecordBytes + 16, view.size_bytes()), errc::bad_data);
+  EXPECT_EQ(with(records + kSegmentRecordBytes + 8, 1), errc::bad_data);
+}
+
 }  // namespace floatzip

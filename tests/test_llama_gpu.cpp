@@ -202,7 +202,10 @@ TEST_F(LlamaGpu, DecodeBufferIsAllocatedOnceAndEachPassDecodesEveryBlock) {
     token = llama::argmax(*logits);
   }
   EXPECT_EQ(engine->stats().forward_passes, std::uint64_t(positions));
-  EXPECT_EQ(engine->stats().decode_launches, std::uint64_t(positions) * (config.n_layers + 2));
+  // Every block each pass, plus the bundle of the embedding and final norm: small tensors
+  // outside the blocks are packed into one bundle, which stays resident from the final norm of
+  // one pass to the embedding of the next.
+  EXPECT_EQ(engine->stats().decode_launches, std::uint64_t(positions) * (config.n_layers + 1));
   EXPECT_GT(engine->stats().decode_seconds, 0.0);
   EXPECT_LT(engine->stats().decode_seconds, engine->stats().forward_seconds);
   EXPECT_EQ(engine->decode_buffer_allocations(), 1u);

@@ -50,10 +50,12 @@ result<std::vector<bench_bundle>> load_safetensors(const detail::mapped_file& fi
     bench_bundle b;
     for (std::uint32_t m : p.members) {
       const auto& t = plan.tensors[m];
+      // The whole tensor, or this bundle's piece of a tensor split across bundles.
+      const std::uint64_t bytes = p.piece_values != 0 ? 2 * p.piece_values : t.size_bytes();
       const std::size_t at = b.values.size();
-      b.values.resize(at + t.size_bytes() / 2);
-      std::memcpy(b.values.data() + at, data + t.original.begin, t.size_bytes());
-      b.tensor_sizes.push_back(t.size_bytes() / 2);
+      b.values.resize(at + bytes / 2);
+      std::memcpy(b.values.data() + at, data + t.original.begin + 2 * p.piece_first, bytes);
+      b.tensor_sizes.push_back(bytes / 2);
     }
     bundles.push_back(std::move(b));
   }
@@ -66,12 +68,12 @@ result<std::vector<bench_bundle>> load_container(const fs::path& path) {
   if (!reader) return reader.error();
   std::vector<bench_bundle> bundles;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
-    if (reader->bundles()[b].kind != bundle_kind::bf16_huffman) continue;
+    if (!reader->bundles()[b].is_bf16()) continue;
     bench_bundle bundle;
     bundle.values.resize(reader->bundles()[b].value_count);
     if (error e = reader->decode_bundle(b, bundle.values)) return e;
     for (std::uint32_t m : reader->bundle_tensors(b))
-      bundle.tensor_sizes.push_back(reader->tensors()[m].size_bytes() / 2);
+      bundle.tensor_sizes.push_back(reader->tensor_piece(b, reader->tensors()[m]).values);
     bundles.push_back(std::move(bundle));
   }
   return bundles;

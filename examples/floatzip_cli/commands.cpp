@@ -79,7 +79,11 @@ void print_totals_line(const fs::path& in, const fs::path& out, const container_
 }  // namespace
 
 int compress_command(const std::vector<std::string>& tokens) {
-  const arguments args(tokens, {{"output", 'o', true}, {"threads", 0, true}, {"force", 0, false}});
+  const arguments args(tokens, {{"output", 'o', true},
+                                {"threads", 0, true},
+                                {"force", 0, false},
+                                {"group", 0, true},
+                                {"chunk-bytes", 0, true}});
   args.expect_positionals(1, 1, "one input: a .safetensors file or a checkpoint directory");
   const fs::path input = without_trailing_separator(args.positionals()[0]);
   const bool directory = is_dir(input);
@@ -91,6 +95,13 @@ int compress_command(const std::vector<std::string>& tokens) {
   options.codec.threads = threads_option(args);  // usage errors before any file is touched
   options.replace_existing = force;
   options.cancel = &g_cancel;
+  options.codec.chunk_bytes = static_cast<std::uint32_t>(args.unsigned_value(
+      "chunk-bytes", options.codec.chunk_bytes, kMinChunkBytes, kMaxChunkBytes));
+  if (const auto spec = args.value("group")) {
+    auto group = parse_grouping(*spec);
+    if (!group) throw usage_error("--group: " + group.error().message);
+    options.group = *group;
+  }
   if (!path_exists(input))
     return fail({errc::io_error, input.string() + ": no such file or directory"});
   if (error e = check_output(input, output, directory, force)) return fail(e);
@@ -179,9 +190,18 @@ std::string bundle_label(const container_reader& reader, std::uint32_t b) {
   }
   const auto& first = reader.tensors()[members[0]];
   if (members.size() == 1) return first.name;
-  const auto prefix = transformer_block_prefix(first.name);
-  return fmt::format("{}* ({} tensors)", prefix.empty() ? first.name : std::string(prefix),
-                     members.size());
+  // The members' common name prefix, cut after a '.'.
+  std::string_view prefix = first.name;
+  for (std::uint32_t m : members) {
+    const std::string_view name = reader.tensors()[m].name;
+    std::size_t n = 0;
+    while (n < prefix.size() && n < name.size() && prefix[n] == name[n]) ++n;
+    prefix = prefix.substr(0, n);
+  }
+  const std::size_t dot = prefix.rfind('.');
+  prefix = dot == std::string_view::npos ? std::string_view{} : prefix.substr(0, dot + 1);
+  return prefix.empty() ? fmt::format("{} ... ({} tensors)", first.name, members.size())
+                        : fmt::format("{}* ({} tensors)", prefix, members.size());
 }
 
 // Tensor names come from the file: printed, they are escaped (NUL, newlines, escape sequences).
@@ -212,12 +232,15 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
   j["file"] = detail::printable(path);  // valid UTF-8 whatever the path's bytes
   const auto totals = totals_json(reader.totals());
   for (const auto& [key, value] : totals.items()) j[key] = value;
+  j["grouping"] = grouping_name(reader.grouping_used());
   auto& bundles = j["bundles"] = nlohmann::ordered_json::array();
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
     const auto& rec = reader.bundles()[b];
     nlohmann::ordered_json jb;
     jb["index"] = b;
-    jb["kind"] = rec.kind == bundle_kind::raw ? "raw" : "bf16";
+    jb["kind"] = rec.kind == bundle_kind::raw        ? "raw"
+                 : rec.kind == bundle_kind::bf16_raw ? "bf16 verbatim"
+                                                     : "bf16";
     jb["name"] = bundle_label(reader, b);
     jb["tensors"] = reader.bundle_tensors(b).size();
     jb["values"] = rec.value_count;
@@ -236,18 +259,24 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
 
 void print_file_table(const fs::path& path, const container_reader& reader) {
   const auto t = reader.totals();
-  fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw)\n", detail::printable(path),
-             t.tensor_count, t.bundle_count, t.bf16_bundle_count,
-             t.bundle_count - t.bf16_bundle_count);
-  fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind", "values",
-             "bytes before", "bytes after", "bits/w", "H(exp)", "ratio", "tensors");
+  fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw), grouping: {}\n",
+             detail::printable(path), t.tensor_count, t.bundle_count, t.bf16_bundle_count,
+             t.bundle_count - t.bf16_bundle_count, grouping_name(reader.grouping_used()));
+  // ideal: raw sign/mantissa byte + an unlimited Huffman code per tensor, no metadata.
+  fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind",
+             "values", "bytes before", "bytes after", "bits/w", "ideal", "H(exp)", "ratio",
+             "tensors");
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
     const auto& rec = reader.bundles()[b];
     const bool raw = rec.kind == bundle_kind::raw;
-    fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>6}  {}\n", b, raw ? "raw" : "bf16",
+    const double ideal =
+        rec.value_count == 0 ? 0.0 : 8.0 + double(rec.huffman_ideal_bits) / double(rec.value_count);
+    fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>7} {:>6}  {}\n", b,
+               raw ? "raw" : (rec.kind == bundle_kind::bf16_raw ? "bf16v" : "bf16"),
                raw ? std::string("-") : std::to_string(rec.value_count), rec.decoded_bytes,
                rec.stored_bytes,
                raw ? std::string("-") : fmt::format("{:.3f}", rec.bits_per_value()),
+               raw ? std::string("-") : fmt::format("{:.3f}", ideal),
                raw ? std::string("-") : fmt::format("{:.3f}", rec.exponent_entropy),
                rec.decoded_bytes == 0
                    ? std::string("-")
@@ -261,10 +290,11 @@ void print_totals(const container_totals& t) {
              t.ratio());
   if (t.bf16_values > 0)
     fmt::print(
-        "BF16: {} values, {:.3f} bits per weight (entropy bound {:.3f}, unlimited Huffman "
-        "{:.3f})\n",
-        t.bf16_values, t.bits_per_bf16_value(), t.entropy_bound_bits_per_value(),
-        t.huffman_ideal_bits_per_value());
+        "BF16: {} values, {:.3f} bits per weight (per-tensor Huffman ideal {:.3f}, {:+.3f}; "
+        "entropy bound of the bundles {:.3f})\n",
+        t.bf16_values, t.bits_per_bf16_value(), t.huffman_ideal_bits_per_value(),
+        t.bits_per_bf16_value() - t.huffman_ideal_bits_per_value(),
+        t.entropy_bound_bits_per_value());
 }
 
 }  // namespace

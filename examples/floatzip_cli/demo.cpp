@@ -68,11 +68,11 @@ result<double> in_memory_decode_seconds(const container_reader& reader, unsigned
                                         int repeat) {
   std::uint64_t largest = 0;
   for (const auto& b : reader.bundles())
-    if (b.kind == bundle_kind::bf16_huffman) largest = std::max(largest, b.value_count);
+    if (b.is_bf16()) largest = std::max(largest, b.value_count);
   std::vector<std::uint16_t> out(largest);
   std::vector<bundle_view> views;
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
-    if (reader.bundles()[b].kind != bundle_kind::bf16_huffman) continue;
+    if (!reader.bundles()[b].is_bf16()) continue;
     auto view = reader.bundle(b);
     if (!view) return view.error();
     views.push_back(*view);

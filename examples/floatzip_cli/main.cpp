@@ -28,7 +28,7 @@ struct command {
 
 constexpr command kCommands[] = {
     {"compress", "safetensors file or checkpoint directory -> .fzip",
-     R"(usage: floatzip compress IN [-o OUT] [--threads N] [--force]
+     R"(usage: floatzip compress IN [-o OUT] [--threads N] [--group G] [--chunk-bytes B] [--force]
 
 Compresses a .safetensors file into a .fzip container, or every *.safetensors file of a
 checkpoint directory (sharded checkpoints with model.safetensors.index.json included) into a
@@ -38,6 +38,13 @@ directory of .fzip files; other files of the directory are copied as they are.
   -o, --output OUT output path (default: IN with .safetensors replaced by .fzip; DIR.fzip for a
                    directory)
   --threads N      encoder threads (default: all cores)
+  --group G        which BF16 tensors form one bundle (decoded together, e.g. a transformer
+                   block): auto (default: the first numbered name component, "<...>.<word>.N."),
+                   layers (layers.N), diffusion (transformer_blocks.N,
+                   single_transformer_blocks.N, down_blocks.N, up_blocks.N), experts
+                   (experts.N), none, or regex:PATTERN (the first capture group, else the match)
+  --chunk-bytes B  exponent-stream bytes per GPU thread (default 128): the sync metadata costs 4
+                   bits per chunk, 64 costs 0.011 bits per weight more (see bench/RESULTS.md)
   --force          replace OUT if it exists: a regular file or a symlink (the link, not its
                    target), or a directory holding only files this command writes. Never the
                    input, a directory containing it, a FIFO or a device node.

@@ -54,11 +54,14 @@ class fzip_source final : public indexed_weight_source<fzip_tensor_ref> {
       if (tensor == nullptr)
         return floatzip::error{floatzip::errc::bad_data,
                                where + ": tensor '" + name + "' is missing"};
+      if (tensor->bundle_count > 1)
+        return floatzip::error{floatzip::errc::bad_data,
+                               where + ": tensor '" + name +
+                                   "' is split across bundles (bigger than the bundle limit)"};
       auto type = check_tensor(where, name, tensor->type, tensor->shape, expected);
       if (!type) return type.error();
       const auto& bundle = reader_ref.bundles()[tensor->bundle];
-      tensor_ref ref{*type, tensor->bundle, bundle.kind == floatzip::bundle_kind::bf16_huffman,
-                     tensor->bundle_offset,
+      tensor_ref ref{*type, tensor->bundle, bundle.is_bf16(), tensor->bundle_offset,
                      static_cast<std::size_t>(tensor->size_bytes() / element_bytes(*type))};
       // A BF16 bundle holds BF16 values only; a tensor of another type is stored raw.
       if (ref.decoded && ref.type != weight_type::bf16)

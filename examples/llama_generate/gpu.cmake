@@ -24,7 +24,7 @@ endfunction()
 # on the GPU and against the CPU path, on the real models. Label gpu; it skips without a device.
 if(CMAKE_CURRENT_SOURCE_DIR STREQUAL "${PROJECT_SOURCE_DIR}/tests")
   floatzip_add_test(test_llama_gpu SOURCES test_llama_gpu.cpp LABELS gpu
-                    LIBS nlohmann_json::nlohmann_json xxhash::xxhash CUDA)
+                    LIBS nlohmann_json::nlohmann_json xxhash::xxhash zstd::zstd CUDA)
   if(TARGET test_llama_gpu)
     llama_generate_add_gpu_path(test_llama_gpu)
   endif()

@@ -8,28 +8,36 @@
 //   reader.decode_bundle(t->bundle, block);        // every tensor of layer 3
 //   floatzip::decompress_file("model.fzip", "copy.safetensors");  // == model.safetensors
 //
-// Needs nlohmann/json.hpp and xxhash.h (both used header-only) on the include path.
+// Needs nlohmann/json.hpp and xxhash.h (both used header-only) on the include path, and libzstd
+// (link zstd::zstd: the metadata section is a zstd frame).
 //
-// File layout (little-endian; every section starts at a multiple of 64 bytes, every byte between
-// sections is zero, and every byte of the file is covered by a checksum or by that zero rule):
+// File layout (little-endian; bundles from byte 128 on, each at a multiple of 16 bytes, then the
+// metadata section, written last so that compression streams; every byte between sections is
+// zero, and every byte of the file is covered by a checksum or by that zero rule):
 //
 //   offset  size  field
 //   0       8     magic 89 46 5A 49 50 0D 0A 1A ("\x89FZIP\r\n\x1A": binary, catches text-mode
 //                 transfers and truncation at ^Z)
-//   8       2     format version major (1): a reader refuses any other major version
+//   8       2     format version major (2): a reader refuses any other major version (files of
+//                 format 1 get errc::unsupported_version: compress the original again)
 //   10      2     format version minor (0): a reader refuses a newer minor version
 //   12      4     flags: no flag is defined; a reader refuses any set bit
 //   16      8     file_size: the size of this file; a reader refuses any other size
 //   24      8     original_size: size of the safetensors file this decompresses to
-//   32      8     header_offset (= 128)
+//   32      8     metadata_offset (= the last bundle's end rounded up to 16; the section runs to
+//                 the end of the file)
 //   40      8     header_size: 8 + N, the original file's length field and JSON, verbatim
-//   48      8     header_checksum: XXH3-64 of the header section
-//   56      8     index_offset (= header section end rounded up to 64)
-//   64      8     index_size
-//   72      8     index_checksum: XXH3-64 of the index section
-//   80      8     bundles_offset (= index end rounded up to 64): where bundle 0 starts
+//   48      8     metadata_checksum: XXH3-64 of the stored metadata section
+//   56      8     metadata_stored_size: bytes of the metadata section (one zstd frame)
+//   64      8     index_size: bytes of the index inside the decoded metadata
+//   72      8     metadata_decoded_checksum: XXH3-64 of the decoded metadata
+//   80      8     bundles_offset (= 128): where bundle 0 starts
 //   88      32    reserved, zero
 //   120     8     XXH3-64 of bytes [0, 120)
+//
+//   metadata section: a zstd frame that decodes to exactly header_size + index_size bytes: the
+//   original header (verbatim: length field and JSON) followed by the index section. Tensor
+//   names and shapes appear in both; the frame stores them about once.
 //
 //   index section:
 //   0       4     bundle_count B
@@ -37,7 +45,8 @@
 //   8       4     gap_count G
 //   12      4     dims_count D
 //   16      8     names_bytes
-//   24      8     reserved, zero
+//   24      4     grouping: the grouping_kind the file was written with
+//   28      4     reserved, zero
 //   32      80*B  bundle records, in file order
 //   ..      56*T  tensor records, sorted by position in the original data section
 //   ..      24*G  gap records, sorted likewise
@@ -54,16 +63,21 @@
 //   40  u64 value_count (BF16 values)         32  u32 name_offset   36  u32 name_size
 //   48  f64 exponent entropy, bits per value  40  u32 dims_offset   44  u16 rank
 //   56  u64 unlimited-Huffman exponent bits   46  u16 dtype (safetensors::dtype)
-//   64  u32 kind (0 raw, 1 BF16 Huffman)      48  u32 header_order (position in the JSON)
-//   68  u32 tensor_count                      52  u32 reserved, zero
+//   64  u32 kind (0 raw, 1 BF16 Huffman,         48  u32 header_order (position in the JSON)
+//           2 BF16 stored verbatim)         52  u32 reserved, zero
+//   68  u32 tensor_count
 //   72  u64 reserved, zero
 //                                             gap record (24 bytes)
 //                                             0 u64 original_begin  8 u64 original_end
 //                                             16 u32 bundle  20 u32 reserved, zero
 //
-// Bundles: the BF16 tensors sharing a "...layers.N." name prefix (one transformer block) form
-// one bundle compressed by compress_bundle (see bundle_format.hpp); every other BF16 tensor is a
-// bundle of its own; each tensor of another dtype, and each run of bytes of the data section
+// Bundles: the BF16 tensors of one group (by default the first numbered name component, as in
+// "...layers.N.": one transformer block; see grouping_kind) form one bundle compressed by
+// compress_bundle (see bundle_format.hpp); the other BF16 tensors are
+// packed, in file order, into bundles of up to kPackedBundleValues values (a tensor at least that
+// big is a bundle of its own). A BF16 bundle that coding would not make smaller is stored as its
+// values verbatim (kind bf16_raw, decoded by a copy), so no bundle is bigger than its raw bytes.
+// Each tensor of another dtype, and each run of bytes of the data section
 // that belongs to no tensor (a "gap": padding some writers leave), is stored verbatim as a raw
 // bundle. Tensors and gaps tile the original data section exactly, so decompression writes the
 // verbatim header followed by every tile at its original offset and reproduces the file.
@@ -104,20 +118,49 @@ namespace floatzip {
 inline constexpr std::array<std::byte, 8> kContainerMagic = {
     std::byte{0x89}, std::byte{'F'},  std::byte{'Z'},  std::byte{'I'},
     std::byte{'P'},  std::byte{'\r'}, std::byte{'\n'}, std::byte{0x1A}};
-inline constexpr std::uint16_t kContainerVersionMajor = 1;
+inline constexpr std::uint16_t kContainerVersionMajor = 2;
 inline constexpr std::uint16_t kContainerVersionMinor = 0;
-inline constexpr std::uint64_t kContainerAlignment = 64;
+inline constexpr std::uint64_t kContainerAlignment = 16;  // of bundles (GPU section alignment)
 inline constexpr std::uint64_t kContainerHeaderBytes = 128;
 inline constexpr std::uint64_t kIndexHeaderBytes = 32;
 inline constexpr std::uint64_t kBundleRecordBytes = 80;
 inline constexpr std::uint64_t kTensorRecordBytes = 56;
 inline constexpr std::uint64_t kGapRecordBytes = 24;
 inline constexpr std::string_view kContainerExtension = ".fzip";
+// Decoded index size a reader accepts: far above any real model's (56 bytes per tensor).
+inline constexpr std::uint64_t kMaxIndexBytes = std::uint64_t{1} << 30;
+// BF16 tensors outside a block group are packed into bundles of about this many values.
+inline constexpr std::uint64_t kPackedBundleValues = std::uint64_t{1} << 20;
 
 enum class bundle_kind : std::uint32_t {
   raw = 0,           // bytes stored verbatim (non-BF16 tensors, gaps)
   bf16_huffman = 1,  // a serialized bundle from compress_bundle
+  bf16_raw = 2,  // BF16 tensors' values verbatim, in bundle order (coding would not shrink them)
 };
+
+// How BF16 tensors are grouped into bundles (a group is decoded as one unit: a transformer block).
+// Tensors in no group are packed, in file order, into shared bundles.
+enum class grouping_kind : std::uint32_t {
+  layers = 0,     // "...layers.N." (Llama and most decoder-only language models)
+  automatic = 1,  // the first numbered component of any naming: "<anything>.<word>.N."
+  diffusion = 2,  // transformer_blocks.N, single_transformer_blocks.N, down_blocks.N,
+                  // up_blocks.N, blocks.N, layers.N
+  experts = 3,    // MoE: "...experts.N." (each expert its own group), else layers.N
+  pattern = 4,    // a user regular expression (ECMAScript): the first capture group, else the
+                  // whole match, is the group
+  none = 5,       // no groups: every BF16 tensor is packed
+};
+inline constexpr std::uint32_t kGroupingKindCount = 6;
+
+struct grouping {
+  grouping_kind kind = grouping_kind::automatic;
+  std::string pattern;  // for grouping_kind::pattern
+};
+
+// "auto", "layers", "diffusion", "experts", "none" or "regex:PATTERN"; errc::invalid_argument
+// names what is wrong (including a regular expression that does not compile).
+result<grouping> parse_grouping(std::string_view spec);
+std::string_view grouping_name(grouping_kind kind) noexcept;
 
 struct container_bundle {
   bundle_kind kind = bundle_kind::raw;
@@ -126,7 +169,8 @@ struct container_bundle {
   std::uint64_t stored_checksum = 0;
   std::uint64_t decoded_bytes = 0;
   std::uint64_t decoded_checksum = 0;
-  std::uint64_t value_count = 0;         // BF16 values (0 for raw bundles)
+  std::uint64_t value_count = 0;  // BF16 values (0 for raw bundles)
+  [[nodiscard]] bool is_bf16() const noexcept { return kind != bundle_kind::raw; }
   double exponent_entropy = 0;           // bits per value of the exponent histogram
   std::uint64_t huffman_ideal_bits = 0;  // exponent bits under an unlimited Huffman code
   std::uint32_t tensor_count = 0;        // tensors in the bundle (0 for a gap's bundle)
@@ -142,10 +186,11 @@ struct container_tensor {
   safetensors::dtype type = safetensors::dtype::u8;
   std::vector<std::uint64_t> shape;
   safetensors::byte_range original;  // in the original data section
-  std::uint32_t bundle = 0;
-  std::uint32_t bundle_tensor = 0;  // position within the bundle
-  std::uint64_t bundle_offset = 0;  // first value (BF16 bundle) or byte (raw bundle)
-  std::uint32_t header_order = 0;   // position in the safetensors JSON
+  std::uint32_t bundle = 0;          // the (first) bundle holding it
+  std::uint32_t bundle_count = 1;    // consecutive bundles: > 1 for a tensor split into pieces
+  std::uint32_t bundle_tensor = 0;   // position within the bundle
+  std::uint64_t bundle_offset = 0;   // first value (BF16 bundle) or byte (raw bundle)
+  std::uint32_t header_order = 0;    // position in the safetensors JSON
 
   [[nodiscard]] std::uint64_t size_bytes() const noexcept { return original.size(); }
 };
@@ -220,10 +265,18 @@ class container_reader {
   [[nodiscard]] const container_tensor* find_tensor(std::string_view name) const noexcept;
   // Indices into tensors() of bundle b's tensors, in bundle order.
   [[nodiscard]] std::span<const std::uint32_t> bundle_tensors(std::uint32_t b) const noexcept;
+  // Which values of tensor t bundle b holds: all of them, or for a tensor split into pieces
+  // (t.bundle_count > 1) this bundle's piece. Precondition: b holds t.
+  struct piece_range {
+    std::uint64_t first = 0;   // index of the piece's first value in the tensor
+    std::uint64_t values = 0;  // values in the piece
+  };
+  [[nodiscard]] piece_range tensor_piece(std::uint32_t b, const container_tensor& t) const noexcept;
 
   // The stored bytes of bundle b (64-byte aligned in the file), checksum verified on first use.
   [[nodiscard]] result<std::span<const std::byte>> bundle_bytes(std::uint32_t b) const;
-  // A BF16 bundle parsed and checked against the index.
+  // A bf16_huffman bundle parsed and checked against the index (bf16_raw bundles have no view:
+  // decode_bundle copies them).
   [[nodiscard]] result<bundle_view> bundle(std::uint32_t b) const;
   // Decodes BF16 bundle b into out[0 .. value_count). With check_decoded, the output is checked
   // against the decoded checksum recorded at compression time.
@@ -239,6 +292,8 @@ class container_reader {
   error verify_all(const decode_options& options = {}) const;
 
   [[nodiscard]] container_totals totals() const noexcept;
+  // The grouping rule the file was written with.
+  [[nodiscard]] grouping_kind grouping_used() const noexcept { return grouping_; }
 
   // Drops mapped pages of bundle b from the resident set (streaming over a large file).
   void release_bundle(std::uint32_t b) const noexcept;
@@ -254,6 +309,7 @@ class container_reader {
 
   detail::mapped_file file_;  // empty for from_bytes
   std::span<const std::byte> bytes_;
+  std::vector<std::byte> metadata_;  // the decoded metadata section: header, then index
   std::string name_;
   bool verify_checksums_ = true;
   std::uint64_t original_size_ = 0;
@@ -264,7 +320,9 @@ class container_reader {
   std::vector<container_gap> gaps_;
   std::vector<std::uint32_t> bundle_tensor_first_;  // CSR: bundle b's tensors are
   std::vector<std::uint32_t> bundle_tensor_list_;   // list[first[b] .. first[b + 1])
+  std::vector<std::uint64_t> bundle_piece_first_;   // per bundle: first value of its piece
   std::unique_ptr<std::atomic<bool>[]> bundle_verified_;
+  grouping_kind grouping_ = grouping_kind::layers;
 };
 
 // ---- conversion ----------------------------------------------------------------------------
@@ -272,8 +330,22 @@ class container_reader {
 // Called with the original bytes processed so far and the total.
 using progress_callback = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
+// Largest bundle compression writes by default, in BF16 values (2 GiB decoded): a bigger tensor
+// is split into pieces of consecutive bundles, a bigger group continues in another bundle, so
+// that compression, decompression and verification hold one bundle of at most this size.
+inline constexpr std::uint64_t kMaxBundleValuesDefault = std::uint64_t{1} << 30;
+
+// The container writes 128-byte chunks, not encode_options' 64: the sync metadata costs 4 bits
+// per chunk, and at 64 bytes that is the whole difference to ZipNN on large homogeneous files
+// (0.6710 against 0.6706 on the 269 MB Llama-shaped checkpoint; 0.6703 at 128, see
+// bench/RESULTS.md). The GPU decode time of 128-byte chunks is still to be measured: this is the
+// one line to change back if it costs more than the 0.011 bits per weight it saves.
+inline constexpr std::uint32_t kContainerChunkBytes = 128;
+
 struct compress_options {
-  encode_options codec{};
+  encode_options codec{.chunk_bytes = kContainerChunkBytes};
+  grouping group{};
+  std::uint64_t max_bundle_values = kMaxBundleValuesDefault;
   bool sync = false;  // fsync the output before it is renamed into place
   progress_callback progress;
   // Whether a regular file (or symlink) at the output may be replaced; the output policy in

@@ -176,15 +176,27 @@ inline error execute_kernel_on_cpu(const device_bundle_view& view, std::uint16_t
 // Builds the kernel's decode table and view over the bundle's host bytes, then runs the kernel's
 // logic into `out`. The bundle's bytes must be 16-byte aligned (as std::vector<std::byte> and
 // memory maps are).
+// A bundle of several segments runs the kernel once per segment, as the GPU does.
 inline error execute_kernel_on_cpu(const bundle_view& bundle, std::span<std::uint16_t> out,
                                    const cpu_executor_options& options = {}) {
-  const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
-  auto tables = detail::build_kernel_tables(bundle, table_bits);
-  if (!tables) return tables.error();
-  unsigned long long status = detail::kNoFault;
-  const device_bundle_view view = detail::make_device_bundle_view(
-      bundle, bundle.bytes().data(), tables->data(), table_bits, &status);
-  return execute_kernel_on_cpu(view, out.data(), out.size(), options);
+  if (out.size() < bundle.value_count())
+    return {errc::insufficient_space, "execute_kernel_on_cpu: output holds " +
+                                          std::to_string(out.size()) + " values, the bundle has " +
+                                          std::to_string(bundle.value_count())};
+  return bundle.for_each_segment([&](const bundle_view& segment) -> error {
+    const int table_bits = detail::gpu_table_bits(segment.max_code_length());
+    auto table = detail::build_kernel_tables(segment, table_bits);
+    if (!table) return table.error();
+    unsigned long long status = detail::kNoFault;
+    const device_bundle_view view = detail::make_device_bundle_view(
+        segment, segment.bytes().data(), table->data(), table_bits, &status);
+    const auto segment_out =
+        out.subspan(segment.first_value() - bundle.first_value(), segment.value_count());
+    if (error e = execute_kernel_on_cpu(view, segment_out.data(), segment_out.size(), options))
+      return {e.code, "segment of values " + std::to_string(segment.first_value()) + " + " +
+                          std::to_string(segment.value_count()) + ": " + e.message};
+    return {};
+  });
 }
 
 }  // namespace floatzip

@@ -28,6 +28,9 @@ struct encode_options {
   std::uint32_t chunks_per_group = 256;
   // Encoder threads; 0 = all cores.
   unsigned threads = 0;
+  // Let the encoder cut the bundle into segments (runs of whole tensors), each with a code of its
+  // own, wherever that makes the bundle smaller (see bundle_format.hpp). Off: one code for all.
+  bool adaptive_codes = true;
 };
 
 // Checks the options against the format's bounds; errc::invalid_argument names the bad field.
@@ -48,12 +51,37 @@ std::vector<std::byte> compress_bundle(std::span<const std::span<const std::uint
 //
 // The plan refers to `tensors` (the span of spans and the values): keep them alive and
 // unchanged until encode_bundle returns.
+namespace detail {
+// One segment of a planned bundle: tensors [tensor_begin, tensor_end) under one code.
+struct segment_plan {
+  std::uint32_t tensor_begin = 0;
+  std::uint32_t tensor_end = 0;
+  std::uint64_t value_count = 0;
+  std::uint64_t stream_bits = 0;
+  code_lengths lengths{};
+  unsigned first_symbol = 0;
+  unsigned symbol_span = 1;
+  std::vector<std::uint64_t> part_value_begin;  // parts: runs of values encoded in parallel
+  std::vector<std::uint64_t> part_first_bit;
+  bundle_layout layout;
+};
+}  // namespace detail
+
 class encode_plan {
  public:
-  [[nodiscard]] std::uint64_t encoded_size() const noexcept { return layout_.total_bytes; }
+  [[nodiscard]] std::uint64_t encoded_size() const noexcept { return header_.total_bytes; }
   [[nodiscard]] const bundle_header& header() const noexcept { return header_; }
   [[nodiscard]] const symbol_histogram& histogram() const noexcept { return histogram_; }
-  [[nodiscard]] const code_lengths& code() const noexcept { return lengths_; }
+  // The code of the first segment (of the only one when adaptive_codes is off).
+  [[nodiscard]] const code_lengths& code() const noexcept { return segments_.front().lengths; }
+  [[nodiscard]] std::span<const detail::segment_plan> segments() const noexcept {
+    return segments_;
+  }
+  // Exponent bits under an unlimited Huffman code per tensor: the ideal a bundle is measured
+  // against (no metadata, no length limit, a free code table for every tensor).
+  [[nodiscard]] std::uint64_t tensor_huffman_ideal_bits() const noexcept {
+    return tensor_ideal_bits_;
+  }
 
  private:
   friend encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>>,
@@ -63,9 +91,8 @@ class encode_plan {
   std::span<const std::span<const std::uint16_t>> tensors_;
   unsigned threads_ = 1;
   symbol_histogram histogram_{};
-  code_lengths lengths_{};
-  std::vector<std::uint64_t> part_value_begin_;  // parts: runs of values encoded in parallel
-  std::vector<std::uint64_t> part_first_bit_;
+  std::vector<detail::segment_plan> segments_;
+  std::uint64_t tensor_ideal_bits_ = 0;
   bundle_header header_;
   bundle_layout layout_;
 };

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "floatzip/bundle_format.hpp"
@@ -86,6 +87,33 @@ inline constexpr int kGpuTableBitsLarge = 15;
 // gives one chunk per thread.
 inline constexpr unsigned kGpuThreadsPerBlock = 256;
 
+// A bundle staged in device memory that the caller owns, for example one buffer that every bundle
+// of a model passes through in turn on one stream (stream order then keeps a bundle's launches
+// before the next bundle's copy). Owns nothing: the views point into the caller's buffer, which
+// must hold the staged bytes until every launch over them has run.
+struct staged_bundle {
+  std::vector<device_bundle_view> segment_views;    // one per segment (most bundles have one)
+  std::vector<std::uint64_t> segment_first_values;  // each segment's first value in the output
+  std::uint64_t value_count = 0;                    // all segments together
+};
+
+// Device bytes stage_bundle needs for `bundle`: its serialized bytes, then each segment's decode
+// tables, each part 256-byte aligned.
+std::uint64_t staging_bytes(const bundle_view& bundle);
+
+// Copies the bundle and its decode tables (built here, on the host) into
+// device_memory[0 .. staging_bytes(bundle)) on `stream`, on the current device, and returns the
+// views to launch with. `status` is one word of device memory that receives the kernel's first
+// fault record (the caller sets it to all ones beforehand), or null. Copies from pageable memory
+// have taken their source when the call returns; from pinned memory the bytes must stay unchanged
+// until the stream has passed the copy. Errors: errc::insufficient_space (capacity too small),
+// errc::invalid_argument (device_memory not 256-byte aligned, or a geometry the kernel does not
+// support, named in the message), errc::bad_data (a code the kernel's tables cannot hold),
+// errc::cuda_error.
+result<staged_bundle> stage_bundle(const bundle_view& bundle, void* device_memory,
+                                   std::uint64_t capacity, unsigned long long* status,
+                                   gpu_stream stream = nullptr);
+
 // A bundle uploaded to device memory: its serialized bytes (so the sections are usable as they
 // are), its decode table and its status word, in one allocation. Move-only; the destructor frees
 // the memory (cudaFree, which waits for work still using it).
@@ -106,8 +134,17 @@ class device_bundle {
   // not support, e.g. chunks_per_group * chunk_bits >= 2^31; named in the message).
   static result<device_bundle> upload(const bundle_view& bundle, gpu_stream stream = nullptr);
 
+  // The view of the first segment: of the whole bundle when it has one segment (the encoder's
+  // choice; see bundle_format.hpp). decompress(const device_bundle&, ...) decodes every segment.
   [[nodiscard]] const device_bundle_view& view() const noexcept { return view_; }
-  [[nodiscard]] std::uint64_t value_count() const noexcept { return view_.value_count; }
+  // One view per segment, and the index of each segment's first value in the output.
+  [[nodiscard]] std::span<const device_bundle_view> segment_views() const noexcept {
+    return segment_views_;
+  }
+  [[nodiscard]] std::span<const std::uint64_t> segment_first_values() const noexcept {
+    return segment_first_;
+  }
+  [[nodiscard]] std::uint64_t value_count() const noexcept { return tensor_offsets_.back(); }
   [[nodiscard]] std::uint32_t tensor_count() const noexcept {
     return static_cast<std::uint32_t>(tensor_offsets_.size() - 1);
   }
@@ -131,6 +168,8 @@ class device_bundle {
   void* device_memory_ = nullptr;
   std::uint64_t device_bytes_ = 0;
   device_bundle_view view_{};
+  std::vector<device_bundle_view> segment_views_;
+  std::vector<std::uint64_t> segment_first_;
   std::vector<std::uint64_t> tensor_offsets_{0};  // tensor_count + 1 prefix sums
 };
 
@@ -149,9 +188,38 @@ class device_bundle {
 error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
                  gpu_stream stream, const gpu_decode_options& options = {});
 
+namespace detail {
+// Every segment's launch, each into its part of out.
+inline error decompress_segments(std::span<const device_bundle_view> views,
+                                 std::span<const std::uint64_t> first, std::uint64_t value_count,
+                                 std::uint16_t* out, std::uint64_t out_capacity, gpu_stream stream,
+                                 const gpu_decode_options& options) {
+  if (out_capacity < value_count)
+    return {errc::insufficient_space, "gpu decompress: output holds " +
+                                          std::to_string(out_capacity) +
+                                          " values, the bundle has " + std::to_string(value_count)};
+  for (std::size_t s = 0; s < views.size(); ++s) {
+    if (views[s].value_count == 0) continue;
+    if (error e = floatzip::decompress(views[s], out + first[s], out_capacity - first[s], stream,
+                                       options))
+      return e;
+  }
+  return {};
+}
+}  // namespace detail
+
+// Every segment of the bundle: one launch per segment (most bundles have one).
 inline error decompress(const device_bundle& bundle, std::uint16_t* out, std::uint64_t out_capacity,
                         gpu_stream stream, const gpu_decode_options& options = {}) {
-  return decompress(bundle.view(), out, out_capacity, stream, options);
+  return detail::decompress_segments(bundle.segment_views(), bundle.segment_first_values(),
+                                     bundle.value_count(), out, out_capacity, stream, options);
+}
+
+// A staged bundle's segments, as above.
+inline error decompress(const staged_bundle& bundle, std::uint16_t* out, std::uint64_t out_capacity,
+                        gpu_stream stream, const gpu_decode_options& options = {}) {
+  return detail::decompress_segments(bundle.segment_views, bundle.segment_first_values,
+                                     bundle.value_count, out, out_capacity, stream, options);
 }
 
 // Number of CUDA devices; 0 when there is no device or no usable driver.

@@ -11,11 +11,11 @@
 // synchronisation).
 //
 // device_bundle::upload (gpu.hpp) allocates device memory per bundle; a load reuses one buffer
-// instead, so this builds the same device_bundle_view over the staging tensor with the helpers
-// device_bundle::upload itself uses (detail/kernel_logic.hpp), and launches the public
-// floatzip::decompress, which validates the view before the launch.
+// instead, through gpu.hpp's stage_bundle, and launches the public floatzip::decompress, which
+// validates every segment's view before its launch.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,12 +28,6 @@
 namespace floatzip::python {
 namespace {
 
-constexpr std::uint64_t kTableAlignment = 256;
-
-std::uint64_t round_up(std::uint64_t n, std::uint64_t alignment) {
-  return (n + alignment - 1) / alignment * alignment;
-}
-
 void check_cuda(cudaError_t status, const std::string& what) {
   if (status == cudaSuccess) return;
   (void)cudaGetLastError();
@@ -42,19 +36,21 @@ void check_cuda(cudaError_t status, const std::string& what) {
 
 void set_device(int device) { check_cuda(cudaSetDevice(device), "cudaSetDevice"); }
 
-// Bytes of staging a load of this file needs: the largest BF16 bundle plus its decode table.
+// Bytes of staging a load of this file needs: what the largest BF16 bundle needs (gpu.hpp's
+// staging_bytes: its bytes and every segment's decode tables).
 std::uint64_t staging_bytes(const reader& r) {
+  const container_reader& file = r.get();
   std::uint64_t largest = 0;
-  for (const container_bundle& b : r.get().bundles()) {
-    if (b.kind != bundle_kind::bf16_huffman) continue;
-    const std::uint64_t need =
-        round_up(b.stored_bytes, kTableAlignment) + detail::decode_table_bytes(kGpuTableBitsLarge);
-    if (need > largest) largest = need;
+  for (std::uint32_t b = 0; b < file.bundles().size(); ++b) {
+    if (file.bundles()[b].kind != bundle_kind::bf16_huffman) continue;
+    const result<bundle_view> view = file.bundle(b);  // checks the stored checksum on first use
+    if (!view) throw_if_error(view.error());
+    largest = std::max(largest, floatzip::staging_bytes(*view));
   }
   return largest;
 }
 
-// Uploads BF16 bundle b into the staging buffer and launches its decode into out.
+// Stages BF16 bundle b in the staging buffer and launches its decode into out.
 void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging,
                         std::uint64_t staging_capacity, std::uintptr_t out,
                         std::uint64_t out_capacity, std::uintptr_t status, std::uintptr_t stream,
@@ -68,34 +64,21 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
                     file.name() + ": bundle " + std::to_string(b) + " is stored raw, not BF16"});
   const result<bundle_view> view = file.bundle(b);  // checks the stored checksum on first use
   if (!view) throw_if_error(view.error());
-  const int table_bits = detail::gpu_table_bits(view->max_code_length());
-  const result<std::vector<decode_entry>> table =
-      detail::build_kernel_decode_table(*view, table_bits);
-  if (!table) throw_if_error(table.error());
-  const std::uint64_t table_offset = round_up(view->size_bytes(), kTableAlignment);
-  const std::uint64_t table_bytes = detail::decode_table_bytes(table_bits);
-  if (table_offset + table_bytes > staging_capacity)
-    throw_if_error({errc::insufficient_space,
-                    file.name() + ": bundle " + std::to_string(b) + " needs " +
-                        std::to_string(table_offset + table_bytes) + " bytes of staging, got " +
-                        std::to_string(staging_capacity)});
   set_device(device);
-  auto* base = reinterpret_cast<std::byte*>(staging);
-  auto* device_table = reinterpret_cast<decode_entry*>(base + table_offset);
-  const auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
-  // From pageable memory (the mapped file, the table vector) both copies have taken their source
-  // when they return, so neither needs to outlive this call.
-  check_cuda(cudaMemcpyAsync(base, view->bytes().data(), view->size_bytes(), cudaMemcpyHostToDevice,
-                             cuda_stream),
-             "upload of bundle " + std::to_string(b));
-  check_cuda(cudaMemcpyAsync(device_table, table->data(), table_bytes, cudaMemcpyHostToDevice,
-                             cuda_stream),
-             "upload of the decode table of bundle " + std::to_string(b));
-  const device_bundle_view device_view = detail::make_device_bundle_view(
-      *view, base, device_table, table_bits, reinterpret_cast<unsigned long long*>(status));
-  const error e = decompress(device_view, reinterpret_cast<std::uint16_t*>(out), out_capacity,
-                             reinterpret_cast<gpu_stream>(stream));
-  if (e) throw_if_error({e.code, file.name() + ": bundle " + std::to_string(b) + ": " + e.message});
+  const auto cuda_stream = reinterpret_cast<gpu_stream>(stream);
+  const std::string where = file.name() + ": bundle " + std::to_string(b) + ": ";
+  // From pageable memory (the mapped file) the copies have taken their source when
+  // stage_bundle returns.
+  const result<staged_bundle> staged =
+      stage_bundle(*view, reinterpret_cast<void*>(staging), staging_capacity,
+                   reinterpret_cast<unsigned long long*>(status), cuda_stream);
+  if (!staged) {
+    const error e = staged.error();
+    throw_if_error({e.code, where + e.message});
+  }
+  const error e =
+      decompress(*staged, reinterpret_cast<std::uint16_t*>(out), out_capacity, cuda_stream);
+  if (e) throw_if_error({e.code, where + e.message});
 }
 
 // Copies tensor i of a raw bundle (its bytes as stored) to device memory at out.

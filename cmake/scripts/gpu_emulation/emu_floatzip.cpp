@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "cuda_runtime.h"
 #include "floatzip/cpu_executor.hpp"
@@ -35,6 +36,8 @@ device_bundle::device_bundle(device_bundle&& other) noexcept
     : device_memory_(std::exchange(other.device_memory_, nullptr)),
       device_bytes_(std::exchange(other.device_bytes_, 0)),
       view_(std::exchange(other.view_, device_bundle_view{})),
+      segment_views_(std::exchange(other.segment_views_, {})),
+      segment_first_(std::exchange(other.segment_first_, {})),
       tensor_offsets_(std::exchange(other.tensor_offsets_, {0})) {}
 
 device_bundle& device_bundle::operator=(device_bundle&& other) noexcept {
@@ -43,6 +46,8 @@ device_bundle& device_bundle::operator=(device_bundle&& other) noexcept {
     device_memory_ = std::exchange(other.device_memory_, nullptr);
     device_bytes_ = std::exchange(other.device_bytes_, 0);
     view_ = std::exchange(other.view_, device_bundle_view{});
+    segment_views_ = std::exchange(other.segment_views_, {});
+    segment_first_ = std::exchange(other.segment_first_, {});
     tensor_offsets_ = std::exchange(other.tensor_offsets_, {0});
   }
   return *this;
@@ -53,28 +58,47 @@ device_bundle::~device_bundle() {
 }
 
 result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_stream) {
-  const int table_bits = detail::gpu_table_bits(bundle.max_code_length());
-  auto table = detail::build_kernel_tables(bundle, table_bits);
-  if (!table) return table.error();
-  const std::uint64_t table_offset = align_up(bundle.size_bytes(), 256);
-  const std::uint64_t table_bytes = detail::kernel_tables_bytes(table_bits);
-  const std::uint64_t status_offset = align_up(table_offset + table_bytes, 256);
+  // As floatzip_cuda.cu: the bundle's bytes, a decode table per segment, the status word.
+  std::vector<bundle_view> segments;
+  (void)bundle.for_each_segment([&](const bundle_view& segment) -> error {
+    segments.push_back(segment);
+    return {};
+  });
+  std::vector<std::vector<std::uint32_t>> tables;
+  std::vector<int> table_bits;
+  std::vector<std::uint64_t> table_offsets;
+  std::uint64_t cursor = align_up(bundle.size_bytes(), 256);
+  for (const bundle_view& segment : segments) {
+    table_bits.push_back(detail::gpu_table_bits(segment.max_code_length()));
+    auto table = detail::build_kernel_tables(segment, table_bits.back());
+    if (!table) return table.error();
+    tables.push_back(std::move(*table));
+    table_offsets.push_back(cursor);
+    cursor = align_up(cursor + detail::kernel_tables_bytes(table_bits.back()), 256);
+  }
+  const std::uint64_t status_offset = cursor;
   const std::uint64_t total = status_offset + sizeof(unsigned long long);
   device_bundle owner;
   if (cudaMalloc(&owner.device_memory_, total) != cudaSuccess)
     return error{errc::too_large, "emu upload"};
   owner.device_bytes_ = total;
   auto* base = static_cast<std::byte*>(owner.device_memory_);
-  auto* device_table = reinterpret_cast<std::uint32_t*>(base + table_offset);
   auto* status = reinterpret_cast<unsigned long long*>(base + status_offset);
   std::memcpy(base, bundle.bytes().data(), bundle.size_bytes());
-  std::memcpy(device_table, table->data(), table_bytes);
   std::memset(status, 0xFF, sizeof *status);
-  owner.view_ = detail::make_device_bundle_view(bundle, base, device_table, table_bits, status);
-  if (bundle.value_count() != 0) {
-    if (error e = detail::validate_view(owner.view_))
-      return error{e.code, "device_bundle::upload: " + e.message};
+  for (std::size_t s = 0; s < segments.size(); ++s) {
+    auto* device_table = reinterpret_cast<std::uint32_t*>(base + table_offsets[s]);
+    std::memcpy(device_table, tables[s].data(), detail::kernel_tables_bytes(table_bits[s]));
+    const device_bundle_view view =
+        detail::make_device_bundle_view(segments[s], base, device_table, table_bits[s], status);
+    if (segments[s].value_count() != 0) {
+      if (error e = detail::validate_view(view))
+        return error{e.code, "device_bundle::upload: " + e.message};
+    }
+    owner.segment_views_.push_back(view);
+    owner.segment_first_.push_back(segments[s].first_value() - bundle.first_value());
   }
+  owner.view_ = owner.segment_views_.front();
   owner.tensor_offsets_.assign(bundle.tensor_count() + std::size_t{1}, 0);
   for (std::uint32_t t = 0; t < bundle.tensor_count(); ++t)
     owner.tensor_offsets_[t + 1] = owner.tensor_offsets_[t] + bundle.tensor_value_count(t);

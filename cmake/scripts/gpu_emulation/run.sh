@@ -31,11 +31,11 @@ g++ "${flags[@]}" -I"$repo/examples/llama_generate" -c gpu_engine_emu.cpp -o gpu
 g++ "${flags[@]}" -c "$here/emu_floatzip.cpp" -o emu_floatzip.o
 g++ "${flags[@]}" -I"$repo/tests" -c "$repo/tests/test_llama_gpu.cpp" -o test_llama_gpu.o
 g++ -fsanitize=address,undefined -o test_llama_gpu_emu test_llama_gpu.o gpu_engine_emu.o \
-  emu_floatzip.o -lgtest_main -lgtest -lxxhash -pthread
+  emu_floatzip.o -lgtest_main -lgtest -lxxhash -lzstd -pthread
 g++ "${flags[@]}" -DLLAMA_GENERATE_GPU -c "$repo/examples/llama_generate/main.cpp" -o main_emu.o
 g++ -fsanitize=address,undefined -o llama_generate_emu main_emu.o gpu_engine_emu.o emu_floatzip.o \
-  -lfmt -lxxhash -pthread
-g++ -std=c++20 -O2 -I"$repo/include" "$here/compress.cpp" -o compress -lxxhash -pthread
+  -lfmt -lxxhash -lzstd -pthread
+g++ -std=c++20 -O2 -I"$repo/include" "$here/compress.cpp" -o compress -lxxhash -lzstd -pthread
 FLOATZIP_MODELS_DIR=$models ./test_llama_gpu_emu
 ./compress "$models/stories260K.bf16.safetensors" stories260K.fzip
 ./llama_generate_emu stories260K.fzip --config "$models/stories260K.config.json" \

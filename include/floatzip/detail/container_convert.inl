@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <new>
+#include <regex>
 #include <set>
 #include <system_error>
 #include <unordered_map>
@@ -25,13 +26,105 @@ inline std::string_view transformer_block_prefix(std::string_view name) noexcept
   return {};
 }
 
+inline std::string_view grouping_name(grouping_kind kind) noexcept {
+  switch (kind) {
+    case grouping_kind::layers: return "layers";
+    case grouping_kind::automatic: return "auto";
+    case grouping_kind::diffusion: return "diffusion";
+    case grouping_kind::experts: return "experts";
+    case grouping_kind::pattern: return "regex";
+    case grouping_kind::none: return "none";
+  }
+  return "unknown";
+}
+
+inline result<grouping> parse_grouping(std::string_view spec) {
+  constexpr std::string_view kRegex = "regex:";
+  for (std::uint32_t k = 0; k < kGroupingKindCount; ++k) {
+    const auto kind = static_cast<grouping_kind>(k);
+    if (kind != grouping_kind::pattern && spec == grouping_name(kind)) return grouping{kind, {}};
+  }
+  if (spec.substr(0, kRegex.size()) == kRegex) {
+    grouping g{grouping_kind::pattern, std::string(spec.substr(kRegex.size()))};
+    if (g.pattern.empty())
+      return error{errc::invalid_argument, "grouping: empty regular expression"};
+    try {
+      (void)std::regex(g.pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return error{errc::invalid_argument, "grouping: regular expression '" + g.pattern +
+                                               "' does not compile: " + e.what()};
+    }
+    return g;
+  }
+  return error{errc::invalid_argument,
+               "grouping '" + std::string(spec) +
+                   "': expected auto, layers, diffusion, experts, none or regex:PATTERN"};
+}
+
 namespace detail {
+
+// The prefix of `name` through its first component of digits that follows a component named in
+// `words` (any non-numeric component when `words` is empty) and is not the last component:
+// "a.b.layers.3.mlp.w" -> "a.b.layers.3.". Empty when there is none.
+inline std::string_view numbered_prefix(std::string_view name,
+                                        std::initializer_list<std::string_view> words) noexcept {
+  std::size_t begin = 0;
+  std::string_view previous;
+  while (begin < name.size()) {
+    const std::size_t dot = name.find('.', begin);
+    if (dot == std::string_view::npos) break;  // the last component is never the number
+    const std::string_view part = name.substr(begin, dot - begin);
+    const bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                     [](char c) { return c >= '0' && c <= '9'; });
+    if (digits && !previous.empty() && !(previous[0] >= '0' && previous[0] <= '9')) {
+      bool wanted = words.size() == 0;
+      for (std::string_view w : words) wanted = wanted || previous == w;
+      if (wanted) return name.substr(0, dot + 1);
+    }
+    previous = part;
+    begin = dot + 1;
+  }
+  return {};
+}
+
+// The group of a tensor under `g` (empty: no group). `pattern` is g's compiled expression.
+inline std::string group_key(const grouping& g, const std::regex* pattern, std::string_view name) {
+  switch (g.kind) {
+    case grouping_kind::layers: return std::string(transformer_block_prefix(name));
+    case grouping_kind::automatic: return std::string(numbered_prefix(name, {}));
+    case grouping_kind::diffusion:
+      return std::string(numbered_prefix(name, {"transformer_blocks", "single_transformer_blocks",
+                                                "down_blocks", "up_blocks", "blocks", "layers"}));
+    case grouping_kind::experts: {
+      constexpr std::string_view kExperts = "experts.";
+      for (std::size_t at = name.rfind(kExperts); at != std::string_view::npos;
+           at = at == 0 ? std::string_view::npos : name.rfind(kExperts, at - 1)) {
+        if (at != 0 && name[at - 1] != '.') continue;
+        const auto rest = numbered_prefix(name.substr(at), {"experts"});
+        if (!rest.empty()) return std::string(name.substr(0, at + rest.size()));
+      }
+      return std::string(transformer_block_prefix(name));
+    }
+    case grouping_kind::pattern: {
+      std::match_results<std::string_view::const_iterator> m;
+      if (pattern == nullptr || !std::regex_search(name.begin(), name.end(), m, *pattern))
+        return {};
+      return m.size() > 1 && m[1].matched ? m[1].str() : m[0].str();
+    }
+    case grouping_kind::none: return {};
+  }
+  return {};
+}
 
 // One bundle to write: a raw tile (a non-BF16 tensor or a gap) or a group of BF16 tensors.
 struct bundle_plan {
   bundle_kind kind = bundle_kind::raw;
   std::vector<std::uint32_t> members;  // indices into the container's tensor list, bundle order
   std::optional<std::uint32_t> gap;    // index into the gap list for a gap's raw bundle
+  // A piece of a tensor split across bundles: values [piece_first, + piece_values) of its one
+  // member (piece_values == 0: the members whole).
+  std::uint64_t piece_first = 0;
+  std::uint64_t piece_values = 0;
 };
 
 struct container_plan {
@@ -41,13 +134,19 @@ struct container_plan {
 };
 
 // Assigns every tile of the data section to a bundle.
-inline container_plan plan_container(const safetensors::header& h) {
+inline container_plan plan_container(const safetensors::header& h, const grouping& g = {},
+                                     std::uint64_t max_bundle_values = kMaxBundleValuesDefault) {
   container_plan plan;
+  std::optional<std::regex> pattern;
+  if (g.kind == grouping_kind::pattern) pattern.emplace(g.pattern, std::regex::ECMAScript);
   const auto order = h.offset_order();
   const auto gap_ranges = h.gaps();
   std::map<std::string, std::uint32_t, std::less<>> block_bundle;
+  std::map<std::uint32_t, std::uint64_t> group_values;  // values in each group's bundle
+  std::optional<std::uint32_t> loose_bundle;            // the bundle small loose tensors go to now
+  std::uint64_t loose_values = 0;
   auto new_bundle = [&](bundle_kind kind) {
-    plan.bundles.push_back({kind, {}, std::nullopt});
+    plan.bundles.push_back({kind, {}, std::nullopt, 0, 0});
     return static_cast<std::uint32_t>(plan.bundles.size() - 1);
   };
   std::size_t ti = 0;
@@ -74,26 +173,57 @@ inline container_plan plan_container(const safetensors::header& h) {
     t.header_order = static_cast<std::uint32_t>(order[ti]);
     ++ti;
     std::uint32_t b;
+    const std::uint64_t tensor_values = t.size_bytes() / 2;
+    if (t.type == safetensors::dtype::bf16 && tensor_values > max_bundle_values) {
+      // Too big for one bundle: consecutive bundles of at most max_bundle_values values each,
+      // so that no step of compression or decompression holds more than one of them.
+      const std::uint64_t pieces = (tensor_values + max_bundle_values - 1) / max_bundle_values;
+      t.bundle = static_cast<std::uint32_t>(plan.bundles.size());
+      t.bundle_count = static_cast<std::uint32_t>(pieces);
+      for (std::uint64_t k = 0; k < pieces; ++k) {
+        const std::uint32_t piece = new_bundle(bundle_kind::bf16_huffman);
+        plan.bundles[piece].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
+        plan.bundles[piece].piece_first = tensor_values * k / pieces;
+        plan.bundles[piece].piece_values =
+            tensor_values * (k + 1) / pieces - tensor_values * k / pieces;
+      }
+      plan.tensors.push_back(std::move(t));
+      continue;
+    }
     if (t.type != safetensors::dtype::bf16) {
       b = new_bundle(bundle_kind::raw);
-    } else if (const auto prefix = transformer_block_prefix(t.name); !prefix.empty()) {
+    } else if (const std::string prefix = group_key(g, pattern ? &*pattern : nullptr, t.name);
+               !prefix.empty()) {
+      // A group over the limit continues in a new bundle (memory stays bounded).
       const auto found = block_bundle.find(prefix);
-      if (found != block_bundle.end()) {
+      if (found != block_bundle.end() &&
+          group_values[found->second] + tensor_values <= max_bundle_values) {
         b = found->second;
       } else {
         b = new_bundle(bundle_kind::bf16_huffman);
-        block_bundle.emplace(std::string(prefix), b);
+        block_bundle[prefix] = b;
       }
-    } else {
+      group_values[b] += tensor_values;
+    } else if (const std::uint64_t values = t.size_bytes() / 2; values >= kPackedBundleValues) {
       b = new_bundle(bundle_kind::bf16_huffman);
+    } else {
+      // Small tensors outside a block share bundles: each bundle of its own would cost more in
+      // fixed sizes (header, code, records) than its values take.
+      if (!loose_bundle || loose_values + values > kPackedBundleValues) {
+        loose_bundle = new_bundle(bundle_kind::bf16_huffman);
+        loose_values = 0;
+      }
+      b = *loose_bundle;
+      loose_values += values;
     }
     t.bundle = b;
     t.bundle_tensor = static_cast<std::uint32_t>(plan.bundles[b].members.size());
     plan.bundles[b].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
     plan.tensors.push_back(std::move(t));
   }
-  // Value offsets within each BF16 bundle.
+  // Value offsets within each BF16 bundle (0 for the pieces of a split tensor).
   for (const auto& bundle : plan.bundles) {
+    if (bundle.piece_values != 0) continue;
     std::uint64_t values = 0;
     for (std::uint32_t m : bundle.members) {
       plan.tensors[m].bundle_offset = bundle.kind == bundle_kind::raw ? 0 : values;
@@ -129,7 +259,13 @@ inline error compress_file_impl(const std::filesystem::path& input,
   auto parsed = safetensors::parse_header(file, file.size(), input.string(), {options.cancel});
   if (!parsed) return parsed.error();
   const safetensors::header& header = *parsed;
-  container_plan plan = plan_container(header);
+  if (options.group.kind == grouping_kind::pattern) {
+    if (auto parsed_group = parse_grouping("regex:" + options.group.pattern); !parsed_group)
+      return parsed_group.error();
+  }
+  if (options.max_bundle_values == 0)
+    return {errc::invalid_argument, "compress_options.max_bundle_values is 0"};
+  container_plan plan = plan_container(header, options.group, options.max_bundle_values);
   if (plan.bundles.size() > std::numeric_limits<std::uint32_t>::max())
     return {errc::too_large, input.string() + ": more than 2^32 bundles"};
 
@@ -138,18 +274,14 @@ inline error compress_file_impl(const std::filesystem::path& input,
     records[b].kind = plan.bundles[b].kind;
     records[b].tensor_count = static_cast<std::uint32_t>(plan.bundles[b].members.size());
   }
-  // The index has a fixed size known now; it is written last, once the bundle records are.
+  // The metadata (original header + index, compressed) goes last: its size is known only once
+  // the bundle records are.
   const std::uint64_t header_size = header.header_size();
-  const std::uint64_t index_offset = align_container(kContainerHeaderBytes + header_size);
-  const std::uint64_t index_size = encode_index(records, plan.tensors, plan.gaps).size();
-  const std::uint64_t bundles_offset = align_container(index_offset + index_size);
 
   auto created = atomic_output_file::create(output, options.replace_existing);
   if (!created) return created.error();
   atomic_output_file& out = *created;
   if (error e = out.write_zeros(kContainerHeaderBytes)) return e;
-  if (error e = out.write(file.first(header_size))) return e;
-  if (error e = out.write_zeros(bundles_offset - out.position())) return e;
 
   const std::byte* data_section = file.data() + header_size;
   const std::uint64_t data_size = header.data_size;
@@ -178,10 +310,13 @@ inline error compress_file_impl(const std::filesystem::path& input,
       xxh3_stream decoded_hash;
       for (std::uint32_t m : bundle.members) {
         const auto& t = plan.tensors[m];
-        const std::byte* p = data_section + t.original.begin;
-        const std::size_t count = static_cast<std::size_t>(t.size_bytes() / 2);
-        decoded_hash.update({p, t.size_bytes()});
-        tile_bytes += t.size_bytes();
+        // The whole tensor, or this bundle's piece of a split one.
+        const std::uint64_t piece_bytes =
+            bundle.piece_values != 0 ? 2 * bundle.piece_values : t.size_bytes();
+        const std::byte* p = data_section + t.original.begin + 2 * bundle.piece_first;
+        const std::size_t count = static_cast<std::size_t>(piece_bytes / 2);
+        decoded_hash.update({p, piece_bytes});
+        tile_bytes += piece_bytes;
         if (count == 0) {
           tensors.emplace_back();
         } else if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint16_t) == 0) {
@@ -189,7 +324,7 @@ inline error compress_file_impl(const std::filesystem::path& input,
         } else {
           // The JSON length puts the data section at an odd address: copy to read u16 safely.
           auto& copy = aligned_copies.emplace_back(count);
-          std::memcpy(copy.data(), p, t.size_bytes());
+          std::memcpy(copy.data(), p, piece_bytes);
           tensors.emplace_back(copy.data(), count);
         }
       }
@@ -199,34 +334,52 @@ inline error compress_file_impl(const std::filesystem::path& input,
       const symbol_histogram& hist = bundle_plan.histogram();
       if (encoded.size() < bundle_plan.encoded_size()) encoded.resize(bundle_plan.encoded_size());
       const auto compressed = std::span<std::byte>(encoded).first(bundle_plan.encoded_size());
-      if (error e = encode_bundle(bundle_plan, compressed)) return e;
-      if (error e = out.write(compressed)) return e;
-      rec.stored_bytes = compressed.size();
-      rec.stored_checksum = xxh3_64(compressed);
       rec.decoded_bytes = tile_bytes;
       rec.decoded_checksum = decoded_hash.digest();
       rec.value_count = tile_bytes / 2;
       rec.exponent_entropy = entropy_bits_per_symbol(hist);
-      rec.huffman_ideal_bits = unlimited_huffman_bits(hist);
+      rec.huffman_ideal_bits = bundle_plan.tensor_huffman_ideal_bits();
+      if (compressed.size() < tile_bytes) {
+        if (error e = encode_bundle(bundle_plan, compressed)) return e;
+        if (error e = out.write(compressed)) return e;
+        rec.stored_bytes = compressed.size();
+        rec.stored_checksum = xxh3_64(compressed);
+      } else {
+        // Coding would not make these values smaller: they are stored as they are.
+        rec.kind = bundle_kind::bf16_raw;
+        for (const auto& t : tensors)
+          if (error e = out.write(std::as_bytes(t))) return e;
+        rec.stored_bytes = tile_bytes;
+        rec.stored_checksum = rec.decoded_checksum;
+      }
       for (std::uint32_t m : bundle.members)
-        mapped->release(header_size + plan.tensors[m].original.begin, plan.tensors[m].size_bytes());
+        mapped->release(header_size + plan.tensors[m].original.begin + 2 * bundle.piece_first,
+                        tile_bytes);
     }
     if (error e = out.write_zeros(align_container(out.position()) - out.position())) return e;
     done += tile_bytes;
     if (options.progress) options.progress(done, data_size);
   }
 
-  const std::vector<std::byte> index = encode_index(records, plan.tensors, plan.gaps);
-  if (error e = out.write_at(index_offset, index)) return e;
+  const std::vector<std::byte> index =
+      encode_index(records, plan.tensors, plan.gaps, options.group.kind);
+  const std::vector<std::byte> metadata = compress_metadata(file.first(header_size), index);
   container_header_fields fields;
+  fields.metadata_offset = out.position();
+  if (error e = out.write(metadata)) return e;
   fields.file_size = out.position();
   fields.original_size = file.size();
   fields.header_size = header_size;
-  fields.header_checksum = xxh3_64(file.first(header_size));
-  fields.index_offset = index_offset;
-  fields.index_size = index_size;
-  fields.index_checksum = xxh3_64(index);
-  fields.bundles_offset = bundles_offset;
+  fields.metadata_checksum = xxh3_64(metadata);
+  fields.metadata_stored_size = metadata.size();
+  fields.index_size = index.size();
+  {
+    xxh3_stream decoded;
+    decoded.update(file.first(header_size));
+    decoded.update(index);
+    fields.metadata_decoded_checksum = decoded.digest();
+  }
+  fields.bundles_offset = kContainerHeaderBytes;
   if (error e = out.write_at(0, encode_container_header(fields))) return e;
 
   totals = {};
@@ -296,8 +449,10 @@ inline error decompress_file_impl(const std::filesystem::path& input,
       if (error e = reader->decode_bundle(b, block, options.codec)) return e;
       for (std::uint32_t m : reader->bundle_tensors(b)) {
         const auto& t = reader->tensors()[m];
-        const auto tensor_values = block.subspan(t.bundle_offset, t.size_bytes() / 2);
-        if (error e = out.write_at(data_start + t.original.begin, std::as_bytes(tensor_values)))
+        const auto piece = reader->tensor_piece(b, t);
+        const auto tensor_values = block.subspan(t.bundle_offset, piece.values);
+        if (error e = out.write_at(data_start + t.original.begin + 2 * piece.first,
+                                   std::as_bytes(tensor_values)))
           return e;
       }
     }
@@ -382,9 +537,10 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
       if (error e = reader->decode_bundle(b, block, options.codec)) return e;
       for (std::uint32_t m : members) {
         const auto& t = reader->tensors()[m];
+        const auto piece = reader->tensor_piece(b, t);
         if (error e = differs("tensor " + safetensors::detail::quoted(t.name),
-                              std::as_bytes(block.subspan(t.bundle_offset, t.size_bytes() / 2)),
-                              t.original.begin))
+                              std::as_bytes(block.subspan(t.bundle_offset, piece.values)),
+                              t.original.begin + 2 * piece.first))
           return e;
       }
     }

@@ -14,6 +14,7 @@
 #define XXH_INLINE_ALL  // header-only use: no link dependency, private symbol names
 #endif
 #include <xxhash.h>
+#include <zstd.h>
 
 namespace floatzip {
 namespace detail {
@@ -79,12 +80,12 @@ struct container_header_fields {
   std::uint32_t flags = 0;
   std::uint64_t file_size = 0;
   std::uint64_t original_size = 0;
-  std::uint64_t header_offset = kContainerHeaderBytes;
+  std::uint64_t metadata_offset = kContainerHeaderBytes;
   std::uint64_t header_size = 0;
-  std::uint64_t header_checksum = 0;
-  std::uint64_t index_offset = 0;
+  std::uint64_t metadata_checksum = 0;
+  std::uint64_t metadata_stored_size = 0;
   std::uint64_t index_size = 0;
-  std::uint64_t index_checksum = 0;
+  std::uint64_t metadata_decoded_checksum = 0;
   std::uint64_t bundles_offset = 0;
 };
 
@@ -98,12 +99,12 @@ inline std::array<std::byte, kContainerHeaderBytes> encode_container_header(
   w.u32(12, h.flags);
   w.u64(16, h.file_size);
   w.u64(24, h.original_size);
-  w.u64(32, h.header_offset);
+  w.u64(32, h.metadata_offset);
   w.u64(40, h.header_size);
-  w.u64(48, h.header_checksum);
-  w.u64(56, h.index_offset);
+  w.u64(48, h.metadata_checksum);
+  w.u64(56, h.metadata_stored_size);
   w.u64(64, h.index_size);
-  w.u64(72, h.index_checksum);
+  w.u64(72, h.metadata_decoded_checksum);
   w.u64(80, h.bundles_offset);
   w.u64(120, xxh3_64(std::span<const std::byte>(out).first(120)));
   return out;
@@ -122,7 +123,8 @@ inline std::optional<std::uint64_t> index_section_size(std::uint64_t bundles, st
 
 inline std::vector<std::byte> encode_index(std::span<const container_bundle> bundles,
                                            std::span<const container_tensor> tensors,
-                                           std::span<const container_gap> gaps) {
+                                           std::span<const container_gap> gaps,
+                                           grouping_kind group = grouping_kind::layers) {
   std::uint64_t dims = 0;
   std::uint64_t names = 0;
   for (const auto& t : tensors) {
@@ -138,6 +140,7 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
   w.u32(8, static_cast<std::uint32_t>(gaps.size()));
   w.u32(12, static_cast<std::uint32_t>(dims));
   w.u64(16, names);
+  w.u32(24, static_cast<std::uint32_t>(group));
   std::size_t at = kIndexHeaderBytes;
   for (const auto& b : bundles) {
     w.u64(at + 0, b.file_offset);
@@ -169,6 +172,7 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
     w.u16(at + 44, static_cast<std::uint16_t>(t.shape.size()));
     w.u16(at + 46, static_cast<std::uint16_t>(t.type));
     w.u32(at + 48, t.header_order);
+    w.u32(at + 52, t.bundle_count);
     for (std::uint64_t extent : t.shape) w.u64(dims_at + 8 * dims_cursor++, extent);
     std::memcpy(out.data() + names_at + names_cursor, t.name.data(), t.name.size());
     names_cursor += static_cast<std::uint32_t>(t.name.size());
@@ -185,6 +189,21 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
 
 inline bool all_zero(std::span<const std::byte> bytes) noexcept {
   return std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; });
+}
+
+// The metadata section: the original header and the index in one zstd frame. Level 19: the
+// section is a few kilobytes to a few megabytes, written once per file.
+inline std::vector<std::byte> compress_metadata(std::span<const std::byte> header,
+                                                std::span<const std::byte> index) {
+  std::vector<std::byte> plain(header.size() + index.size());
+  if (!header.empty()) std::memcpy(plain.data(), header.data(), header.size());
+  if (!index.empty()) std::memcpy(plain.data() + header.size(), index.data(), index.size());
+  std::vector<std::byte> out(ZSTD_compressBound(plain.size()));
+  const std::size_t n = ZSTD_compress(out.data(), out.size(), plain.data(), plain.size(), 19);
+  if (ZSTD_isError(n))
+    throw exception({errc::too_large, std::string("metadata: zstd: ") + ZSTD_getErrorName(n)});
+  out.resize(n);
+  return out;
 }
 
 }  // namespace detail
@@ -253,7 +272,10 @@ inline error container_reader::validate(const reader_options& options) {
     return located(errc::unsupported_version, "file header",
                    "field 'version' is " + to_string(major) + "." + to_string(minor) +
                        "; this reader supports " + to_string(kContainerVersionMajor) + "." +
-                       to_string(kContainerVersionMinor));
+                       to_string(kContainerVersionMinor) +
+                       (major < kContainerVersionMajor
+                            ? " (a file of an older floatzip: compress the original again)"
+                            : ""));
   if (verify_checksums_ && detail::xxh3_64(bytes_.first(120)) != head.u64(120))
     return located(errc::checksum_mismatch, "file header", "field 'header checksum' mismatch");
   if (const std::uint32_t flags = head.u32(12); flags != 0)
@@ -273,41 +295,59 @@ inline error container_reader::validate(const reader_options& options) {
                        " bytes but the file has " + to_string(size) + " (trailing bytes)");
 
   original_size_ = head.u64(24);
-  const std::uint64_t header_offset = head.u64(32);
+  const std::uint64_t metadata_offset = head.u64(32);
   const std::uint64_t header_size = head.u64(40);
-  const std::uint64_t index_offset = head.u64(56);
+  const std::uint64_t metadata_stored = head.u64(56);
   const std::uint64_t index_size = head.u64(64);
   const std::uint64_t bundles_offset = head.u64(80);
-  if (header_offset != kContainerHeaderBytes)
-    return located(errc::bad_data, "file header", "field 'header_offset' is not 128");
-  if (header_size < 8 || header_size > size - header_offset)
+  if (bundles_offset != kContainerHeaderBytes)
+    return located(errc::bad_data, "file header", "field 'bundles_offset' is not 128");
+  if (metadata_offset < bundles_offset || metadata_offset % kContainerAlignment != 0 ||
+      metadata_offset > size)
     return located(errc::bad_data, "file header",
-                   "field 'header_size' (" + to_string(header_size) + ") is outside the file");
-  if (index_offset != detail::align_container(header_offset + header_size))
+                   "field 'metadata_offset' (" + to_string(metadata_offset) +
+                       ") is not an aligned offset after the bundles");
+  if (metadata_stored != size - metadata_offset)
     return located(errc::bad_data, "file header",
-                   "field 'index_offset' does not follow the header section");
-  if (index_offset > size || index_size < kIndexHeaderBytes || index_size > size - index_offset)
+                   "field 'metadata_stored_size' (" + to_string(metadata_stored) +
+                       ") does not reach the end of the file");
+  if (header_size < 8 || header_size > safetensors::kMaxHeaderJsonBytes + 8)
     return located(errc::bad_data, "file header",
-                   "field 'index_size' (" + to_string(index_size) + ") is outside the file");
-  if (bundles_offset != detail::align_container(index_offset + index_size) || bundles_offset > size)
+                   "field 'header_size' (" + to_string(header_size) + ") is out of range");
+  // Every tensor takes at least ~50 bytes of JSON and at most 136 of index (+ 8 per dimension,
+  // which the JSON spells too): this bounds what a hostile frame can make a reader allocate.
+  if (index_size < kIndexHeaderBytes || index_size > kMaxIndexBytes ||
+      index_size > 8 * header_size + (std::uint64_t{1} << 20))
     return located(errc::bad_data, "file header",
-                   "field 'bundles_offset' does not follow the index section");
+                   "field 'index_size' (" + to_string(index_size) + ") is out of range");
   if (original_size_ < header_size)
     return located(errc::bad_data, "file header",
                    "field 'original_size' is smaller than the safetensors header");
-
-  const auto header_bytes = bytes_.subspan(header_offset, header_size);
-  const auto index_bytes = bytes_.subspan(index_offset, index_size);
-  if (!detail::all_zero(bytes_.subspan(header_offset + header_size,
-                                       index_offset - header_offset - header_size)) ||
-      !detail::all_zero(
-          bytes_.subspan(index_offset + index_size, bundles_offset - index_offset - index_size)))
-    return located(errc::bad_data, "file header", "padding between sections is not zero");
-  if (verify_checksums_ && detail::xxh3_64(header_bytes) != head.u64(48))
-    return located(errc::checksum_mismatch, "safetensors header section",
-                   "field 'header_checksum' mismatch");
-  if (verify_checksums_ && detail::xxh3_64(index_bytes) != head.u64(72))
-    return located(errc::checksum_mismatch, "index section", "field 'index_checksum' mismatch");
+  const auto stored_metadata = bytes_.subspan(metadata_offset, metadata_stored);
+  if (verify_checksums_ && detail::xxh3_64(stored_metadata) != head.u64(48))
+    return located(errc::checksum_mismatch, "metadata section",
+                   "field 'metadata_checksum' mismatch");
+  // Decoded only to the declared size, which the limits above bound; a frame that decodes to
+  // anything else is refused.
+  {
+    const unsigned long long content =
+        ZSTD_getFrameContentSize(stored_metadata.data(), stored_metadata.size());
+    if (content != header_size + index_size)
+      return located(errc::bad_data, "metadata section",
+                     "zstd frame does not declare 'header_size' + 'index_size' bytes");
+    metadata_.resize(header_size + index_size);
+    const std::size_t n = ZSTD_decompress(metadata_.data(), metadata_.size(),
+                                          stored_metadata.data(), stored_metadata.size());
+    if (ZSTD_isError(n) || n != metadata_.size())
+      return located(errc::bad_data, "metadata section",
+                     std::string("zstd frame does not decode: ") +
+                         (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size"));
+  }
+  if (verify_checksums_ && detail::xxh3_64(metadata_) != head.u64(72))
+    return located(errc::checksum_mismatch, "metadata section",
+                   "field 'metadata_decoded_checksum' mismatch");
+  const auto header_bytes = std::span<const std::byte>(metadata_).first(header_size);
+  const auto index_bytes = std::span<const std::byte>(metadata_).subspan(header_size, index_size);
 
   // ---- the verbatim safetensors header
   original_header_bytes_ = header_bytes;
@@ -326,7 +366,10 @@ inline error container_reader::validate(const reader_options& options) {
   const std::uint32_t gap_count = index.u32(8);
   const std::uint32_t dims_count = index.u32(12);
   const std::uint64_t names_bytes = index.u64(16);
-  if (index.u64(24) != 0) return located(errc::bad_data, "index", "reserved field is not zero");
+  if (index.u32(24) >= kGroupingKindCount)
+    return located(errc::bad_data, "index", "field 'grouping' is " + to_string(index.u32(24)));
+  grouping_ = static_cast<grouping_kind>(index.u32(24));
+  if (index.u32(28) != 0) return located(errc::bad_data, "index", "reserved field is not zero");
   const auto expected_index_size =
       detail::index_section_size(bundle_count, tensor_count, gap_count, dims_count, names_bytes);
   if (!expected_index_size || *expected_index_size != index_size)
@@ -352,7 +395,7 @@ inline error container_reader::validate(const reader_options& options) {
     const std::uint64_t at = bundles_at + std::uint64_t{b} * kBundleRecordBytes;
     auto& rec = bundles_[b];
     const std::uint32_t kind = index.u32(at + 64);
-    if (kind > 1) return located(errc::bad_data, section, "field 'kind' is " + to_string(kind));
+    if (kind > 2) return located(errc::bad_data, section, "field 'kind' is " + to_string(kind));
     rec.kind = static_cast<bundle_kind>(kind);
     rec.file_offset = index.u64(at + 0);
     rec.stored_bytes = index.u64(at + 8);
@@ -369,13 +412,13 @@ inline error container_reader::validate(const reader_options& options) {
       return located(errc::bad_data, section,
                      "field 'file_offset' is " + to_string(rec.file_offset) + ", expected " +
                          to_string(cursor));
-    if (rec.stored_bytes > size - rec.file_offset)
+    if (rec.file_offset > metadata_offset || rec.stored_bytes > metadata_offset - rec.file_offset)
       return located(errc::bad_data, section,
                      "field 'stored_bytes' (" + to_string(rec.stored_bytes) +
-                         ") reaches beyond the end of the file");
+                         ") reaches beyond the bundles' end (the metadata section)");
     if (!detail::all_zero(bytes_.subspan(
             rec.file_offset + rec.stored_bytes,
-            std::min(detail::align_container(rec.file_offset + rec.stored_bytes), size) -
+            std::min(detail::align_container(rec.file_offset + rec.stored_bytes), metadata_offset) -
                 rec.file_offset - rec.stored_bytes)))
       return located(errc::bad_data, section, "padding after the bundle is not zero");
     cursor = detail::align_container(rec.file_offset + rec.stored_bytes);
@@ -386,6 +429,16 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, section,
                        "fields of a raw bundle are inconsistent ('decoded_bytes', "
                        "'decoded_checksum', 'value_count', statistics or 'tensor_count')");
+    } else if (rec.kind == bundle_kind::bf16_raw) {
+      if (rec.decoded_bytes != rec.stored_bytes || rec.decoded_checksum != rec.stored_checksum ||
+          rec.decoded_bytes != 2 * rec.value_count || rec.tensor_count == 0)
+        return located(errc::bad_data, section,
+                       "fields of a verbatim BF16 bundle are inconsistent ('decoded_bytes', "
+                       "'decoded_checksum', 'value_count' or 'tensor_count')");
+      if (!(rec.exponent_entropy >= 0.0 && rec.exponent_entropy <= 8.0))
+        return located(errc::bad_data, section, "field 'exponent_entropy' is not in [0, 8]");
+      if (rec.huffman_ideal_bits > 8 * rec.value_count)
+        return located(errc::bad_data, section, "field 'huffman_ideal_bits' exceeds 8 per value");
     } else {
       // Each BF16 value keeps a raw sign/mantissa byte in the bundle, so a bundle cannot hold
       // more values than bytes: this bounds every decode buffer by the file's size.
@@ -404,10 +457,10 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, section, "field 'tensor_count' is 0");
     }
   }
-  if (cursor != size)
-    return located(
-        errc::bad_data, "index",
-        "bundles end at " + to_string(cursor) + " but the file ends at " + to_string(size));
+  if (cursor != metadata_offset)
+    return located(errc::bad_data, "index",
+                   "bundles end at " + to_string(cursor) + " but the metadata section starts at " +
+                       to_string(metadata_offset));
 
   // ---- tensor records
   tensors_.resize(tensor_count);
@@ -433,8 +486,7 @@ inline error container_reader::validate(const reader_options& options) {
     const std::uint16_t rank = index.u16(at + 44);
     const std::uint16_t type = index.u16(at + 46);
     t.header_order = index.u32(at + 48);
-    if (index.u32(at + 52) != 0)
-      return located(errc::bad_data, section, "reserved field is not zero");
+    t.bundle_count = index.u32(at + 52);
     if (std::uint64_t{dims_offset} + rank > dims_count)
       return located(errc::bad_data, section, "fields 'dims_offset'/'rank' outside the dims");
     if (!safetensors::is_known_dtype(type))
@@ -445,6 +497,10 @@ inline error container_reader::validate(const reader_options& options) {
       t.shape[d] = index.u64(dims_at + (std::uint64_t{dims_offset} + d) * 8);
     if (t.bundle >= bundle_count)
       return located(errc::bad_data, section, "field 'bundle' is " + to_string(t.bundle));
+    if (t.bundle_count == 0 || t.bundle_count > bundle_count - t.bundle)
+      return located(errc::bad_data, section,
+                     "field 'bundle_count' is " + to_string(t.bundle_count) + " from bundle " +
+                         to_string(t.bundle) + " of " + to_string(bundle_count));
     if (t.header_order >= tensor_count)
       return located(errc::bad_data, section, "field 'header_order' is out of range");
     if (header_slot[t.header_order] != std::numeric_limits<std::uint32_t>::max())
@@ -457,7 +513,24 @@ inline error container_reader::validate(const reader_options& options) {
                      "record disagrees with the safetensors header (name, dtype, shape or "
                      "data_offsets)");
     const auto& b = bundles_[t.bundle];
-    if (b.kind == bundle_kind::bf16_huffman) {
+    if (t.bundle_count > 1) {
+      // A BF16 tensor split into pieces: consecutive BF16 bundles holding it alone, whose
+      // values add up to it.
+      std::uint64_t values = 0;
+      for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) {
+        const auto& piece = bundles_[k];
+        if (t.type != safetensors::dtype::bf16 || !piece.is_bf16() || piece.tensor_count != 1 ||
+            piece.value_count == 0 || t.bundle_offset != 0 || t.bundle_tensor != 0)
+          return located(errc::bad_data, section,
+                         "field 'bundle_count': bundle " + to_string(k) +
+                             " is not a piece of this BF16 tensor");
+        values += piece.value_count;
+      }
+      if (values != t.size_bytes() / 2)
+        return located(errc::bad_data, section,
+                       "field 'bundle_count': its pieces hold " + to_string(values) +
+                           " values, the tensor " + to_string(t.size_bytes() / 2));
+    } else if (b.is_bf16()) {
       if (t.type != safetensors::dtype::bf16)
         return located(errc::bad_data, section, "a non-BF16 tensor in a BF16 bundle");
       if (t.bundle_tensor >= b.tensor_count)
@@ -519,7 +592,8 @@ inline error container_reader::validate(const reader_options& options) {
   //      offsets that are the running sum of their sizes
   bundle_tensor_first_.assign(std::size_t{bundle_count} + 1, 0);
   std::vector<std::uint32_t> uses(bundle_count, 0);
-  for (const auto& t : tensors_) ++uses[t.bundle];
+  for (const auto& t : tensors_)
+    for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) ++uses[k];
   for (const auto& g : gaps_) ++uses[g.bundle];
   for (std::uint32_t b = 0; b < bundle_count; ++b) {
     const auto& rec = bundles_[b];
@@ -533,16 +607,22 @@ inline error container_reader::validate(const reader_options& options) {
   }
   bundle_tensor_list_.assign(bundle_tensor_first_.back(),
                              std::numeric_limits<std::uint32_t>::max());
+  bundle_piece_first_.assign(bundle_count, 0);
   for (std::uint32_t i = 0; i < tensor_count; ++i) {
     const auto& t = tensors_[i];
-    auto& slot = bundle_tensor_list_[bundle_tensor_first_[t.bundle] + t.bundle_tensor];
-    if (slot != std::numeric_limits<std::uint32_t>::max())
-      return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
-                     "field 'bundle_tensor' is used twice in bundle " + to_string(t.bundle));
-    slot = i;
+    std::uint64_t piece_first = 0;
+    for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) {
+      auto& slot = bundle_tensor_list_[bundle_tensor_first_[k] + t.bundle_tensor];
+      if (slot != std::numeric_limits<std::uint32_t>::max())
+        return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
+                       "field 'bundle_tensor' is used twice in bundle " + to_string(k));
+      slot = i;
+      bundle_piece_first_[k] = piece_first;
+      piece_first += bundles_[k].value_count;
+    }
   }
   for (std::uint32_t b = 0; b < bundle_count; ++b) {
-    if (bundles_[b].kind != bundle_kind::bf16_huffman) continue;
+    if (!bundles_[b].is_bf16()) continue;
     std::uint64_t values = 0;
     for (std::uint32_t k = bundle_tensor_first_[b]; k < bundle_tensor_first_[b + 1]; ++k) {
       const auto& t = tensors_[bundle_tensor_list_[k]];
@@ -550,7 +630,7 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
                        "field 'bundle_offset' is " + to_string(t.bundle_offset) + ", expected " +
                            to_string(values));
-      values += t.size_bytes() / 2;
+      values += t.bundle_count > 1 ? bundles_[b].value_count : t.size_bytes() / 2;
     }
     if (values != bundles_[b].value_count)
       return located(errc::bad_data, "index: bundle " + to_string(b),
@@ -560,6 +640,12 @@ inline error container_reader::validate(const reader_options& options) {
 
   bundle_verified_ = std::make_unique<std::atomic<bool>[]>(bundle_count);
   return {};
+}
+
+inline container_reader::piece_range container_reader::tensor_piece(
+    std::uint32_t b, const container_tensor& t) const noexcept {
+  if (t.bundle_count <= 1) return {0, t.size_bytes() / 2};
+  return {bundle_piece_first_[b], bundles_[b].value_count};
 }
 
 inline const container_tensor* container_reader::find_tensor(std::string_view name) const noexcept {
@@ -609,7 +695,7 @@ inline result<bundle_view> container_reader::bundle(std::uint32_t b) const {
   const auto members = bundle_tensors(b);
   for (std::uint32_t k = 0; k < members.size(); ++k) {
     const auto& t = tensors_[members[k]];
-    if (view->tensor_value_count(k) != t.size_bytes() / 2)
+    if (view->tensor_value_count(k) != tensor_piece(b, t).values)
       return located(errc::bad_data, section,
                      "value count of tensor " + std::to_string(k) + " disagrees with the index (" +
                          safetensors::detail::quoted(t.name) + ")");
@@ -620,6 +706,17 @@ inline result<bundle_view> container_reader::bundle(std::uint32_t b) const {
 inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::uint16_t> out,
                                              const decode_options& options,
                                              bool check_decoded) const {
+  if (b < bundles_.size() && bundles_[b].kind == bundle_kind::bf16_raw) {
+    const auto& rec = bundles_[b];
+    if (out.size() < rec.value_count)
+      return {errc::insufficient_space, name_ + ": bundle " + std::to_string(b) + " needs " +
+                                            std::to_string(rec.value_count) +
+                                            " values of output, got " + std::to_string(out.size())};
+    auto bytes = bundle_bytes(b);  // checksum verified: the stored bytes are the decoded ones
+    if (!bytes) return bytes.error();
+    if (!bytes->empty()) std::memcpy(out.data(), bytes->data(), bytes->size());
+    return {};
+  }
   auto view = bundle(b);
   if (!view) return view.error();
   if (out.size() < view->value_count())
@@ -654,9 +751,15 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
     std::memcpy(out.data(), bytes->data(), out.size());
     return check_unchanged();  // zeros, not the tensor, if the file shrank meanwhile
   }
-  std::vector<std::uint16_t> values(rec.value_count);
-  if (error e = decode_bundle(tensor.bundle, values, options)) return e;
-  std::memcpy(out.data(), values.data() + tensor.bundle_offset, out.size());
+  // One bundle at a time (a tensor split into pieces decodes piece by piece).
+  std::vector<std::uint16_t> values;
+  for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b) {
+    values.resize(bundles_[b].value_count);
+    if (error e = decode_bundle(b, values, options)) return e;
+    const piece_range piece = tensor_piece(b, tensor);
+    std::memcpy(out.data() + 2 * piece.first, values.data() + tensor.bundle_offset,
+                2 * piece.values);
+  }
   return {};
 }
 

@@ -512,13 +512,12 @@ auto dispatch_table_bits(int table_bits, Fn&& fn) {
 
 }  // namespace detail
 
-inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
-                        const decode_options& options) {
+namespace detail {
+
+// Decodes one segment (or a bundle of one segment) into out[0 .. value_count()).
+inline error decompress_segment(const bundle_view& bundle, std::span<std::uint16_t> out,
+                                const decode_options& options) {
   const std::uint64_t value_count = bundle.value_count();
-  if (out.size() < value_count) {
-    return {errc::insufficient_space, "decompress: output holds " + std::to_string(out.size()) +
-                                          " values, the bundle has " + std::to_string(value_count)};
-  }
   if (value_count == 0) return {};
 
   const int table_bits = bundle.max_code_length();
@@ -580,6 +579,27 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
     }
   });
   return first_error;
+}
+
+}  // namespace detail
+
+inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
+                        const decode_options& options) {
+  const std::uint64_t value_count = bundle.value_count();
+  if (out.size() < value_count) {
+    return {errc::insufficient_space, "decompress: output holds " + std::to_string(out.size()) +
+                                          " values, the bundle has " + std::to_string(value_count)};
+  }
+  if (bundle.segment_count() == 1) return detail::decompress_segment(bundle, out, options);
+  std::uint32_t index = 0;
+  return bundle.for_each_segment([&](const bundle_view& segment) -> error {
+    const auto segment_out =
+        out.subspan(segment.first_value() - bundle.first_value(), segment.value_count());
+    if (error e = detail::decompress_segment(segment, segment_out, options))
+      return {e.code, "segment " + std::to_string(index) + ": " + e.message};
+    ++index;
+    return {};
+  });
 }
 
 }  // namespace floatzip

@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "floatzip/bf16.hpp"
 #include "floatzip/detail/parallel.hpp"
@@ -492,128 +493,94 @@ inline symbol_histogram exponent_histogram(std::span<const std::uint16_t> values
   return h;
 }
 
-inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>> tensors,
-                                    const encode_options& options) {
-  throw_if_error(validate(options));
-  encode_plan plan;
-  plan.tensors_ = tensors;
-  std::uint64_t value_count = 0;
-  for (const auto& t : tensors) value_count += t.size();
-  if (value_count > kMaxBundleValues) {
-    throw exception({errc::invalid_argument, "compress_bundle: more than 2^48 values"});
-  }
-  if (tensors.size() > kMaxTensorsPerBundle) {
-    throw exception({errc::invalid_argument, "compress_bundle: more than 2^24 tensors"});
-  }
+namespace detail {
 
-  // Parts: one per thread, but never so small that thread start-up dominates.
-  constexpr std::uint64_t kMinValuesPerPart = std::uint64_t{1} << 18;
-  plan.threads_ = detail::resolve_threads(options.threads);
-  const std::uint64_t part_count = std::max<std::uint64_t>(
-      1, std::min<std::uint64_t>(plan.threads_, value_count / kMinValuesPerPart));
-  auto part_begin = [&](std::uint64_t p) { return value_count * p / part_count; };
-
-  // Pass 1: exponent histograms.
-  std::vector<symbol_histogram> part_hist(part_count, symbol_histogram{});
-  detail::parallel_for(part_count, plan.threads_, [&](std::size_t p) {
-    detail::for_each_piece(tensors, part_begin(p), part_begin(p + 1),
-                           [&](std::span<const std::uint16_t> values, std::uint64_t) {
-                             detail::add_exponent_histogram(values, part_hist[p]);
-                           });
-  });
-  for (const auto& h : part_hist) {
-    for (int s = 0; s < kSymbolCount; ++s) plan.histogram_[s] += h[s];
-  }
-  plan.lengths_ = build_code_lengths(plan.histogram_, options.max_code_length).value();
-  plan.part_value_begin_.resize(part_count + 1);
-  plan.part_first_bit_.assign(part_count + 1, 0);
-  for (std::uint64_t p = 0; p <= part_count; ++p) plan.part_value_begin_[p] = part_begin(p);
-  for (std::uint64_t p = 0; p < part_count; ++p) {
-    plan.part_first_bit_[p + 1] =
-        plan.part_first_bit_[p] + encoded_bits(part_hist[p], plan.lengths_);
-  }
-
-  bundle_header& h = plan.header_;
-  h.max_code_length = static_cast<std::uint8_t>(options.max_code_length);
-  h.chunk_bytes = options.chunk_bytes;
-  h.chunks_per_group = options.chunks_per_group;
-  h.value_count = value_count;
-  h.stream_bits = plan.part_first_bit_[part_count];
-  h.tensor_count = static_cast<std::uint32_t>(tensors.size());
-  plan.layout_ = detail::compute_layout(h);
-  h.total_bytes = plan.layout_.total_bytes;
-  return plan;
+// Bytes a segment of `values` values, `stream_bits` bits and a code spanning `symbol_span`
+// symbols takes in a bundle: its record and its body.
+inline std::uint64_t segment_bytes(std::uint64_t values, std::uint64_t stream_bits,
+                                   unsigned symbol_span, const encode_options& o) {
+  return kSegmentRecordBytes + compute_segment_layout(0, values, stream_bits, symbol_span,
+                                                      o.chunk_bytes, o.chunks_per_group)
+                                   .end_offset;
 }
 
-inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
-  const bundle_header& h = plan.header_;
-  const bundle_layout& layout = plan.layout_;
-  if (out.size() < layout.total_bytes) {
-    return {errc::insufficient_space, "encode_bundle: output holds " + std::to_string(out.size()) +
-                                          " bytes, the bundle needs " +
-                                          std::to_string(layout.total_bytes)};
-  }
-  const auto tensors = plan.tensors_;
-  std::byte* base = out.data();
+struct segment_cost {
+  std::uint64_t bytes = 0;
+  code_lengths lengths{};
+};
+
+inline segment_cost cost_of_segment(const symbol_histogram& hist, std::uint64_t values,
+                                    const encode_options& o) {
+  segment_cost c;
+  c.lengths = build_code_lengths(hist, o.max_code_length).value();
+  const std::uint64_t bits = encoded_bits(hist, c.lengths);
+  c.bytes = segment_bytes(values, bits, code_symbol_range(c.lengths).second, o);
+  return c;
+}
+
+// Cuts tensors [0, n) into runs, each with a code of its own, so that the bundle is smallest:
+// a run pays for its record, code lengths, alignment and stream padding (about 100 bytes), and
+// gains where its tensors' exponents differ from their neighbours'. Exact sizes, by dynamic
+// programming over the cut points; runs are limited to kMaxRunTensors tensors so the cost stays
+// linear in the tensor count. Returns the first tensor of each run, then n.
+// Pass 2 for one segment: its code lengths, sign/mantissa bytes, exponent codewords, chunk gaps
+// and group positions, straight into place in the bundle at `base`.
+inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_tensors,
+                            unsigned threads, const bundle_header& h, const segment_plan& seg,
+                            std::byte* base) {
+  const bundle_layout& layout = seg.layout;
   auto put_le = [&](std::uint64_t offset, auto value) {
     std::memcpy(base + offset, &value, sizeof value);
   };
   // Everything but the sign/mantissa bytes and the stream's codewords, which are written whole
-  // below, starts as zero: reserved fields, alignment padding, the gap nibbles, stream padding.
-  std::memset(base, 0, layout.sign_mantissa_offset);
-  std::memset(base + layout.sign_mantissa_offset + h.value_count, 0,
-              layout.stream_offset - layout.sign_mantissa_offset - h.value_count);
-  std::memset(base + layout.stream_offset + h.stream_bits / 8, 0,
-              layout.stream_section_bytes - h.stream_bits / 8);
-  put_le(0, kBundleMagic);
-  put_le(4, kBundleFormatVersion);
-  put_le(6, h.max_code_length);
-  put_le(8, h.chunk_bytes);
-  put_le(12, h.chunks_per_group);
-  put_le(16, h.value_count);
-  put_le(24, h.stream_bits);
-  put_le(32, h.tensor_count);
-  put_le(40, h.total_bytes);
-  pack_code_lengths(plan.lengths_, std::span<std::uint8_t, kPackedCodeLengthsBytes>(
-                                       reinterpret_cast<std::uint8_t*>(base + kBundleHeaderBytes),
-                                       kPackedCodeLengthsBytes));
-  for (std::size_t t = 0; t < tensors.size(); ++t) {
-    put_le(layout.tensor_counts_offset + t * 8, std::uint64_t{tensors[t].size()});
+  // below, starts as zero: alignment padding, the gap nibbles, stream padding.
+  std::memset(base + layout.code_offset, 0, layout.sign_mantissa_offset - layout.code_offset);
+  std::memset(base + layout.sign_mantissa_offset + seg.value_count, 0,
+              layout.stream_offset - layout.sign_mantissa_offset - seg.value_count);
+  std::memset(base + layout.stream_offset + seg.stream_bits / 8, 0,
+              layout.stream_section_bytes - seg.stream_bits / 8);
+  auto* code_bytes = reinterpret_cast<std::uint8_t*>(base + layout.code_offset);
+  code_bytes[0] = static_cast<std::uint8_t>(seg.first_symbol);
+  code_bytes[1] = static_cast<std::uint8_t>(seg.symbol_span - 1);
+  for (unsigned i = 0; i < seg.symbol_span; ++i) {
+    const std::uint8_t length = seg.lengths[seg.first_symbol + i];
+    code_bytes[2 + i / 2] |= static_cast<std::uint8_t>((i & 1) != 0 ? length << 4 : length);
   }
-  if (h.value_count == 0) return {};
+  if (seg.value_count == 0) return {};
+  const auto tensors = all_tensors.subspan(seg.tensor_begin, seg.tensor_end - seg.tensor_begin);
 
-  const canonical_code code = make_canonical_code(plan.lengths_);
-  detail::encode_tables tables;
-  const detail::pair_table_lease lease(code, tables);
+  const canonical_code code = make_canonical_code(seg.lengths);
+  encode_tables tables;
+  const pair_table_lease lease(code, tables);
 
   // Pass 2: sign/mantissa bytes and exponent codewords straight into place.
-  const std::size_t part_count = plan.part_value_begin_.size() - 1;
+  const std::size_t part_count = seg.part_value_begin.size() - 1;
   auto* sign_mantissa = reinterpret_cast<std::uint8_t*>(base + layout.sign_mantissa_offset);
   auto* stream = reinterpret_cast<std::uint8_t*>(base + layout.stream_offset);
-  std::vector<detail::part_tail> part_tails(part_count);
-  std::vector<std::vector<detail::chunk_start_record>> part_records(part_count);
+  std::vector<part_tail> part_tails(part_count);
+  std::vector<std::vector<chunk_start_record>> part_records(part_count);
   const std::uint64_t chunk_bits = h.chunk_bits();
-  detail::parallel_for(part_count, plan.threads_, [&](std::size_t p) {
-    const std::uint64_t begin = plan.part_value_begin_[p];
-    const std::uint64_t end = plan.part_value_begin_[p + 1];
-    const std::uint64_t first_bit = plan.part_first_bit_[p];
-    const std::uint64_t end_bit = plan.part_first_bit_[p + 1];
+  parallel_for(part_count, threads, [&](std::size_t p) {
+    const std::uint64_t begin = seg.part_value_begin[p];
+    const std::uint64_t end = seg.part_value_begin[p + 1];
+    const std::uint64_t first_bit = seg.part_first_bit[p];
+    const std::uint64_t end_bit = seg.part_first_bit[p + 1];
     part_records[p].reserve((end_bit - first_bit) / chunk_bits + 2);
     const bool last = p + 1 == part_count;
     std::uint8_t* part_sign_mantissa = sign_mantissa + begin;
     if (h.max_code_length <= 14) {
-      detail::encode_part<2>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
-                             part_sign_mantissa, last, part_tails[p], part_records[p]);
+      encode_part<2>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+                     part_sign_mantissa, last, part_tails[p], part_records[p]);
     } else {
-      detail::encode_part<1>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
-                             part_sign_mantissa, last, part_tails[p], part_records[p]);
+      encode_part<1>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+                     part_sign_mantissa, last, part_tails[p], part_records[p]);
     }
   });
   // A tail's bytes are the part's own, except a final partial byte that the next part wrote
   // first (with zeros where this part's bits go).
   for (std::size_t p = 0; p < part_count; ++p) {
-    const detail::part_tail& tail = part_tails[p];
-    const bool shares_last_byte = plan.part_first_bit_[p + 1] % 8 != 0;
+    const part_tail& tail = part_tails[p];
+    const bool shares_last_byte = seg.part_first_bit[p + 1] % 8 != 0;
     for (std::uint64_t i = 0; i < tail.size; ++i) {
       if (i + 1 == tail.size && shares_last_byte) {
         stream[tail.offset + i] |= tail.bytes[i];
@@ -637,6 +604,191 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
   if (recorded != layout.chunk_count) {
     throw std::logic_error("floatzip encoder: recorded " + std::to_string(recorded) +
                            " chunk starts for " + std::to_string(layout.chunk_count) + " chunks");
+  }
+  return {};
+}
+
+inline constexpr std::size_t kMaxRunTensors = 64;
+
+inline std::vector<std::uint32_t> plan_segments(std::span<const symbol_histogram> tensor_hist,
+                                                std::span<const std::uint64_t> tensor_values,
+                                                const encode_options& o) {
+  const std::size_t n = tensor_hist.size();
+  if (!o.adaptive_codes || n <= 1) return {0, static_cast<std::uint32_t>(n)};
+  constexpr std::uint64_t kInfinite = ~std::uint64_t{0};
+  std::vector<std::uint64_t> best(n + 1, kInfinite);
+  std::vector<std::uint32_t> cut(n + 1, 0);
+  best[0] = 0;
+  for (std::size_t end = 1; end <= n; ++end) {
+    symbol_histogram hist{};
+    std::uint64_t values = 0;
+    const std::size_t lowest = end > kMaxRunTensors ? end - kMaxRunTensors : 0;
+    for (std::size_t begin = end; begin-- > lowest;) {
+      for (int s = 0; s < kSymbolCount; ++s) hist[s] += tensor_hist[begin][s];
+      values += tensor_values[begin];
+      if (best[begin] == kInfinite) continue;
+      const std::uint64_t total = best[begin] + cost_of_segment(hist, values, o).bytes;
+      if (total < best[end]) {
+        best[end] = total;
+        cut[end] = static_cast<std::uint32_t>(begin);
+      }
+    }
+  }
+  std::vector<std::uint32_t> starts;
+  for (std::size_t end = n; end > 0; end = cut[end]) starts.push_back(cut[end]);
+  std::reverse(starts.begin(), starts.end());
+  starts.push_back(static_cast<std::uint32_t>(n));
+  return starts;
+}
+
+}  // namespace detail
+
+inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>> tensors,
+                                    const encode_options& options) {
+  throw_if_error(validate(options));
+  encode_plan plan;
+  plan.tensors_ = tensors;
+  std::uint64_t value_count = 0;
+  for (const auto& t : tensors) value_count += t.size();
+  if (value_count > kMaxBundleValues) {
+    throw exception({errc::invalid_argument, "compress_bundle: more than 2^48 values"});
+  }
+  if (tensors.size() > kMaxTensorsPerBundle) {
+    throw exception({errc::invalid_argument, "compress_bundle: more than 2^24 tensors"});
+  }
+
+  // Parts: runs of one tensor's values encoded on one thread each; a tensor is cut into one part
+  // per thread, but never so small that thread start-up dominates.
+  constexpr std::uint64_t kMinValuesPerPart = std::uint64_t{1} << 18;
+  plan.threads_ = detail::resolve_threads(options.threads);
+  struct part {
+    std::uint32_t tensor;
+    std::uint64_t begin;  // in the tensor
+    std::uint64_t end;
+  };
+  std::vector<part> parts;
+  std::vector<std::size_t> tensor_first_part(tensors.size() + 1, 0);
+  for (std::uint32_t t = 0; t < tensors.size(); ++t) {
+    tensor_first_part[t] = parts.size();
+    const std::uint64_t n = tensors[t].size();
+    // An empty tensor has no part: a part writes the chunk start at its first bit.
+    const std::uint64_t count =
+        n == 0 ? 0
+               : std::max<std::uint64_t>(
+                     1, std::min<std::uint64_t>(plan.threads_, n / kMinValuesPerPart));
+    for (std::uint64_t k = 0; k < count; ++k)
+      parts.push_back({t, n * k / count, n * (k + 1) / count});
+  }
+  tensor_first_part[tensors.size()] = parts.size();
+
+  // Pass 1: exponent histograms per part, then per tensor.
+  std::vector<symbol_histogram> part_hist(parts.size(), symbol_histogram{});
+  detail::parallel_for(parts.size(), plan.threads_, [&](std::size_t p) {
+    const part& q = parts[p];
+    detail::add_exponent_histogram(tensors[q.tensor].subspan(q.begin, q.end - q.begin),
+                                   part_hist[p]);
+  });
+  std::vector<symbol_histogram> tensor_hist(tensors.size(), symbol_histogram{});
+  std::vector<std::uint64_t> tensor_values(tensors.size());
+  for (std::uint32_t t = 0; t < tensors.size(); ++t) {
+    tensor_values[t] = tensors[t].size();
+    for (std::size_t p = tensor_first_part[t]; p < tensor_first_part[t + 1]; ++p)
+      for (int s = 0; s < kSymbolCount; ++s) tensor_hist[t][s] += part_hist[p][s];
+    for (int s = 0; s < kSymbolCount; ++s) plan.histogram_[s] += tensor_hist[t][s];
+    plan.tensor_ideal_bits_ += unlimited_huffman_bits(tensor_hist[t]);
+  }
+
+  const std::vector<std::uint32_t> starts =
+      detail::plan_segments(tensor_hist, tensor_values, options);
+  bundle_header& h = plan.header_;
+  h.max_code_length = static_cast<std::uint8_t>(options.max_code_length);
+  h.chunk_bytes = options.chunk_bytes;
+  h.chunks_per_group = options.chunks_per_group;
+  h.value_count = value_count;
+  h.tensor_count = static_cast<std::uint32_t>(tensors.size());
+  h.segment_count = static_cast<std::uint32_t>(starts.size() - 1);
+  std::uint64_t body = detail::first_segment_offset(h.tensor_count, h.segment_count);
+  for (std::uint32_t s = 0; s < h.segment_count; ++s) {
+    detail::segment_plan seg;
+    seg.tensor_begin = starts[s];
+    seg.tensor_end = starts[s + 1];
+    symbol_histogram hist{};
+    for (std::uint32_t t = seg.tensor_begin; t < seg.tensor_end; ++t) {
+      seg.value_count += tensor_values[t];
+      for (int k = 0; k < kSymbolCount; ++k) hist[k] += tensor_hist[t][k];
+    }
+    seg.lengths = build_code_lengths(hist, options.max_code_length).value();
+    std::tie(seg.first_symbol, seg.symbol_span) = detail::code_symbol_range(seg.lengths);
+    // Parts of the segment, with values counted from the segment's first.
+    std::uint64_t first_value = 0;
+    std::uint64_t first_bit = 0;
+    // Pieces of tensors join into parts of at least kMinValuesPerPart values (all but the
+    // last): the writer's tail handling assumes a part spans more than a few words.
+    for (std::uint32_t t = seg.tensor_begin; t < seg.tensor_end; ++t) {
+      for (std::size_t p = tensor_first_part[t]; p < tensor_first_part[t + 1]; ++p) {
+        const std::uint64_t piece_begin = first_value + parts[p].begin;
+        if (seg.part_value_begin.empty() ||
+            piece_begin - seg.part_value_begin.back() >= kMinValuesPerPart) {
+          seg.part_value_begin.push_back(piece_begin);
+          seg.part_first_bit.push_back(first_bit);
+        }
+        first_bit += encoded_bits(part_hist[p], seg.lengths);
+      }
+      first_value += tensor_values[t];
+    }
+    if (seg.part_value_begin.empty()) {  // only empty tensors
+      seg.part_value_begin.push_back(0);
+      seg.part_first_bit.push_back(0);
+    }
+    seg.part_value_begin.push_back(first_value);
+    seg.part_first_bit.push_back(first_bit);
+    seg.stream_bits = first_bit;
+    seg.layout = detail::compute_segment_layout(body, seg.value_count, seg.stream_bits,
+                                                seg.symbol_span, h.chunk_bytes, h.chunks_per_group);
+    body = seg.layout.end_offset;
+    plan.segments_.push_back(std::move(seg));
+  }
+  h.stream_bits = plan.segments_.front().stream_bits;
+  h.total_bytes = body;
+  plan.layout_ = plan.segments_.front().layout;
+  plan.layout_.tensor_counts_offset = kBundleHeaderBytes;
+  plan.layout_.segment_records_offset = kBundleHeaderBytes + std::uint64_t{h.tensor_count} * 8;
+  plan.layout_.total_bytes = body;
+  return plan;
+}
+
+inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
+  const bundle_header& h = plan.header_;
+  if (out.size() < h.total_bytes) {
+    return {errc::insufficient_space, "encode_bundle: output holds " + std::to_string(out.size()) +
+                                          " bytes, the bundle needs " +
+                                          std::to_string(h.total_bytes)};
+  }
+  std::byte* base = out.data();
+  auto put_le = [&](std::uint64_t offset, auto value) {
+    std::memcpy(base + offset, &value, sizeof value);
+  };
+  const std::uint64_t bodies = detail::first_segment_offset(h.tensor_count, h.segment_count);
+  std::memset(base, 0, bodies);
+  put_le(0, kBundleMagic);
+  put_le(4, kBundleFormatVersion);
+  put_le(6, h.max_code_length);
+  put_le(8, h.chunk_bytes);
+  put_le(12, h.chunks_per_group);
+  put_le(16, h.value_count);
+  put_le(24, h.tensor_count);
+  put_le(28, h.segment_count);
+  put_le(32, h.total_bytes);
+  for (std::size_t t = 0; t < plan.tensors_.size(); ++t) {
+    put_le(kBundleHeaderBytes + t * 8, std::uint64_t{plan.tensors_[t].size()});
+  }
+  const std::uint64_t records = kBundleHeaderBytes + std::uint64_t{h.tensor_count} * 8;
+  for (std::size_t s = 0; s < plan.segments_.size(); ++s) {
+    const auto& seg = plan.segments_[s];
+    put_le(records + s * kSegmentRecordBytes, seg.value_count);
+    put_le(records + s * kSegmentRecordBytes + 8, seg.stream_bits);
+    put_le(records + s * kSegmentRecordBytes + 16, seg.layout.code_offset);
+    if (error e = detail::encode_segment(plan.tensors_, plan.threads_, h, seg, base)) return e;
   }
   return {};
 }
