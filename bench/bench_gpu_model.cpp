@@ -233,6 +233,7 @@ struct model_run {
   std::string input;
   encode_options options;
   std::uint64_t bundles = 0;
+  std::uint64_t segments = 0;  // launches: a bundle has one per code it holds
   std::uint64_t values = 0;
   std::uint64_t bundle_bytes = 0;
   std::uint64_t groups = 0;
@@ -246,21 +247,43 @@ struct model_run {
     const std::vector<std::byte> bytes = compress_bundle(tensors, options);
     const bundle_view view = parse_bundle(bytes).value();
     if (view.value_count() == 0) return;
-    const int bits = floatzip::detail::gpu_table_bits(view.max_code_length());
-    const auto table = floatzip::detail::build_kernel_tables(view, bits).value();
-    unsigned long long status = floatzip::detail::kNoFault;
-    const device_bundle_view v =
-        floatzip::detail::make_device_bundle_view(view, bytes.data(), table.data(), bits, &status);
-    const floatzip::detail::launch_shape shape =
-        floatzip::detail::launch_shape_for(v, kHopperShared, 0).value();
     std::vector<std::uint16_t> out(view.value_count() + 8);
     std::uint16_t* aligned =
         out.data() + (8 - (reinterpret_cast<std::uintptr_t>(out.data()) / 2) % 8) % 8;
-    const error e = bits == kGpuTableBitsSmall
-                        ? floatzip::detail::execute_kernel<kGpuTableBitsSmall>(
-                              v, aligned, shape.stage_slots, kGpuThreadsPerBlock, observer)
-                        : floatzip::detail::execute_kernel<kGpuTableBitsLarge>(
-                              v, aligned, shape.stage_slots, kGpuThreadsPerBlock, observer);
+    // A bundle whose tensors the encoder gave codes of their own is several segments: one launch
+    // each, as the GPU runs it (gpu.hpp), each into its part of the output.
+    const error e = view.for_each_segment([&](const bundle_view& segment) -> error {
+      if (segment.value_count() == 0) return {};
+      const int bits = floatzip::detail::gpu_table_bits(segment.max_code_length());
+      const auto table = floatzip::detail::build_kernel_tables(segment, bits).value();
+      unsigned long long status = floatzip::detail::kNoFault;
+      const device_bundle_view v = floatzip::detail::make_device_bundle_view(
+          segment, segment.bytes().data(), table.data(), bits, &status);
+      const floatzip::detail::launch_shape shape =
+          floatzip::detail::launch_shape_for(v, kHopperShared, 0).value();
+      // Keep each segment's output at the alignment it has in the bundle's buffer.
+      std::uint16_t* const segment_out = aligned + (segment.first_value() - view.first_value());
+      if (error run = bits == kGpuTableBitsSmall
+                          ? floatzip::detail::execute_kernel<kGpuTableBitsSmall>(
+                                v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)
+                          : floatzip::detail::execute_kernel<kGpuTableBitsLarge>(
+                                v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)) {
+        return run;
+      }
+      groups += segment.group_count();
+      const std::uint64_t lead = (segment.first_value() - view.first_value()) % 8;
+      for (std::uint64_t g = 0; g < segment.group_count(); ++g) {
+        const std::uint64_t n = segment.group_end_value(g) - segment.group_value_position(g);
+        // slot_end = lead + n with lead < 8 (the output's lead in its aligned 8-value unit).
+        const std::uint64_t slot_end = (lead + segment.group_value_position(g)) % 8 + n;
+        tiles += (slot_end + shape.stage_slots - 1) / shape.stage_slots;
+      }
+      max_shared_bytes = std::max(max_shared_bytes, shape.shared_bytes);
+      max_stage_slots = std::max(max_stage_slots, shape.stage_slots);
+      table_bits = std::max(table_bits, bits);
+      ++segments;
+      return {};
+    });
     if (!e.ok()) {
       std::fprintf(stderr, "gpu model: %s: %s\n", input.c_str(), e.message.c_str());
       std::exit(1);
@@ -279,16 +302,6 @@ struct model_run {
     ++bundles;
     values += view.value_count();
     bundle_bytes += bytes.size();
-    groups += view.group_count();
-    for (std::uint64_t g = 0; g < view.group_count(); ++g) {
-      const std::uint64_t n = view.group_end_value(g) - view.group_value_position(g);
-      // slot_end = lead + n with lead < 8 (aligned output: lead = first value % 8).
-      const std::uint64_t slot_end = view.group_value_position(g) % 8 + n;
-      tiles += (slot_end + shape.stage_slots - 1) / shape.stage_slots;
-    }
-    max_shared_bytes = std::max(max_shared_bytes, shape.shared_bytes);
-    max_stage_slots = std::max(max_stage_slots, shape.stage_slots);
-    table_bits = std::max(table_bits, bits);
   }
 
   nlohmann::json to_json() const {
@@ -299,6 +312,7 @@ struct model_run {
             {"table_bits", table_bits},
             {"threads_per_block", kGpuThreadsPerBlock},
             {"bundles", bundles},
+            {"segments", segments},
             {"values", values},
             {"bundle_bytes", bundle_bytes},
             {"groups", groups},

@@ -145,7 +145,17 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
 
 
 def test_tensors_of_a_block_share_one_decoded_buffer(tmp_path):
-    _, path = save_every_dtype(tmp_path)
+    # Two compressible tensors of one transformer block: one coded bundle. (A block of
+    # incompressible values, such as every BF16 pattern, is stored verbatim instead.)
+    rng = np.random.default_rng(11)
+    path = tmp_path / "block.fzip"
+    floatzip.save_file(
+        {
+            "model.layers.0.a.weight": rng.standard_normal((64, 32)).astype(ml_dtypes.bfloat16),
+            "model.layers.0.b.weight": rng.standard_t(4, size=(33, 7)).astype(ml_dtypes.bfloat16),
+        },
+        path,
+    )
     loaded = floatzip.numpy.load_file(path)
     a, b = loaded["model.layers.0.a.weight"], loaded["model.layers.0.b.weight"]
 
