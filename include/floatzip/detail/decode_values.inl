@@ -1,0 +1,38 @@
+// floatzip internals: decompress_values, decoding into memory of its own (see decoder.hpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace floatzip {
+namespace detail {
+
+// `policy` picks how the output's pages are obtained (detail/page_memory.hpp); the benchmark
+// compares them, decompress_values uses the measured best.
+inline result<value_buffer> decompress_values(const bundle_view& bundle,
+                                              const decode_options& options, page_policy policy) {
+  const std::uint64_t count = bundle.value_count();
+  if (count > SIZE_MAX / sizeof(std::uint16_t)) {
+    return error{errc::too_large,
+                 "decompress: " + std::to_string(count) + " values do not fit in memory"};
+  }
+  auto memory = page_memory::allocate(static_cast<std::size_t>(count) * sizeof(std::uint16_t),
+                                      policy);
+  if (!memory) return memory.error();
+  value_buffer buffer;
+  buffer.memory_ = std::move(*memory);
+  buffer.count_ = static_cast<std::size_t>(count);
+  if (error e = decompress(bundle, buffer.values(), options)) return e;
+  return buffer;
+}
+
+}  // namespace detail
+
+inline result<value_buffer> decompress_values(const bundle_view& bundle,
+                                              const decode_options& options) {
+  // Measured (bench/RESULTS.md, issue 14): with 2 MiB pages the faults cost a tenth of the
+  // decode, with 4 KiB pages (first touch or MAP_POPULATE alike) more than the decode itself.
+  return detail::decompress_values(bundle, options, detail::page_policy::huge_pages);
+}
+
+}  // namespace floatzip

@@ -1,0 +1,105 @@
+// floatzip internals: output memory whose pages the decoding threads fault in themselves.
+//
+// Why: a fresh std::vector of decoded values is zeroed by the thread that creates it, so every
+// page of the output is faulted in (and cleared twice, by the kernel and by the vector) on one
+// thread before decoding starts; that is about half of a fresh-buffer decode. An anonymous
+// mapping that nobody touches before the decoder writes it moves each fault to the thread that
+// writes the page, spread over the decoding threads, and skips the user-space clearing.
+//
+// How pages are obtained is a measured choice (bench/bench_user_paths.cpp, bench/RESULTS.md):
+//   first_touch  4 KiB pages faulted by the decoding threads as they write
+//   huge_pages   the same mapping with MADV_HUGEPAGE: one fault per 2 MiB (the default of
+//                decompress_values: the kernel clears a huge page far faster than it takes 512
+//                faults; a tail under 2 MiB stays in 4 KiB pages)
+//   populate     MAP_POPULATE: the kernel faults everything in inside mmap(), on the caller
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "floatzip/error.hpp"
+
+namespace floatzip::detail {
+
+enum class page_policy { first_touch, huge_pages, populate };
+
+inline constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;  // x86-64 and arm64 (4K base)
+
+// An owning, page-aligned anonymous mapping of `size()` bytes, untouched (except under
+// page_policy::populate), reading as zeros until written.
+class page_memory {
+ public:
+  page_memory() = default;
+  page_memory(page_memory&& other) noexcept
+      : base_(std::exchange(other.base_, nullptr)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        mapped_(std::exchange(other.mapped_, 0)) {}
+  page_memory& operator=(page_memory&& other) noexcept {
+    if (this != &other) {
+      release();
+      base_ = std::exchange(other.base_, nullptr);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      mapped_ = std::exchange(other.mapped_, 0);
+    }
+    return *this;
+  }
+  page_memory(const page_memory&) = delete;
+  page_memory& operator=(const page_memory&) = delete;
+  ~page_memory() { release(); }
+
+  // errc::too_large when the system refuses the mapping.
+  static result<page_memory> allocate(std::size_t size, page_policy policy) {
+    page_memory m;
+    if (size == 0) return m;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+    if (policy == page_policy::populate) flags |= MAP_POPULATE;
+    // Huge pages need 2 MiB alignment: the mapping gets one huge page of slack (address space
+    // only, never touched) and the data starts at the first 2 MiB boundary in it.
+    const bool huge = policy == page_policy::huge_pages && size >= kHugePageBytes;
+    const std::size_t mapped = huge ? size + kHugePageBytes : size;
+    void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (p == MAP_FAILED) {
+      return error{errc::too_large, "cannot map " + std::to_string(size) +
+                                        " bytes of output memory: " + std::strerror(errno)};
+    }
+    m.base_ = p;
+    m.mapped_ = mapped;
+    m.data_ = static_cast<std::byte*>(p);
+    m.size_ = size;
+    if (huge) {
+      const auto address = reinterpret_cast<std::uintptr_t>(p);
+      m.data_ += (kHugePageBytes - address % kHugePageBytes) % kHugePageBytes;
+      // Whole huge pages only; a tail under 2 MiB stays in 4 KiB pages rather than waste up to
+      // 2 MiB. Advice only: a kernel without transparent huge pages keeps 4 KiB pages.
+      (void)::madvise(m.data_, size / kHugePageBytes * kHugePageBytes, MADV_HUGEPAGE);
+    }
+    return m;
+  }
+
+  [[nodiscard]] std::byte* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+ private:
+  void release() noexcept {
+    if (base_ != nullptr) ::munmap(base_, mapped_);
+    base_ = nullptr;
+    data_ = nullptr;
+    size_ = 0;
+    mapped_ = 0;
+  }
+
+  void* base_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t mapped_ = 0;
+};
+
+}  // namespace floatzip::detail
