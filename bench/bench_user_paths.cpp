@@ -121,8 +121,8 @@ int main(int argc, char** argv) {
   using namespace floatzip;
   const options opt = parse(argc, argv);
   require(!opt.cli.empty(), "name the floatzip CLI with --cli");
-  const fs::path dir = opt.dir.empty() ? fs::temp_directory_path() / "floatzip_bench_user_paths"
-                                       : opt.dir;
+  const fs::path dir =
+      opt.dir.empty() ? fs::temp_directory_path() / "floatzip_bench_user_paths" : opt.dir;
   fs::create_directories(dir);
 
   // ---- inputs -----------------------------------------------------------------------------------
@@ -189,7 +189,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  // ---- contenders ---------------------------------------------------------------------------------
+  // ---- contenders
+  // ---------------------------------------------------------------------------------
   struct contender {
     std::string name;
     std::function<double()> run;  // seconds
@@ -254,8 +255,8 @@ int main(int argc, char** argv) {
     require(fs::file_size(out) == fs::file_size(st), "wrong output size from: " + command);
     return s;
   };
-  const std::string cli_command = shell_quote(opt.cli) + " decompress " + shell_quote(fz) +
-                                  " -o " + shell_quote(out) + " --threads 1 --force >/dev/null";
+  const std::string cli_command = shell_quote(opt.cli) + " decompress " + shell_quote(fz) + " -o " +
+                                  shell_quote(out) + " --threads 1 --force >/dev/null";
   const std::string zstd_command =
       "zstd -d -q -f " + shell_quote(zs) + " -o " + shell_quote(out) + " 2>/dev/null";
   contenders.push_back({"cli_decompress/t1", [&] { return timed_child(cli_command); }});
@@ -265,7 +266,8 @@ int main(int argc, char** argv) {
   require(run_shell("cmp -s " + shell_quote(st) + " " + shell_quote(out)) == 0,
           "floatzip decompress output differs from the original");
 
-  // ---- interleaved repetitions --------------------------------------------------------------------
+  // ---- interleaved repetitions
+  // --------------------------------------------------------------------
   std::map<std::string, std::vector<double>> gbps;
   std::vector<std::string> order;
   for (const auto& c : contenders) order.push_back(c.name);
@@ -289,10 +291,12 @@ int main(int argc, char** argv) {
   }
   fs::remove(out);
 
-  // ---- report -------------------------------------------------------------------------------------
-  fmt::print("checkpoint: {} tensors in {} bundles, {:.1f} MB BF16; .fzip {:.1f} MB, .zst {:.1f} MB\n",
-             ckpt.blocks.size(), views.size(), gb * 1e3, double(fs::file_size(fz)) / 1e6,
-             double(fs::file_size(zs)) / 1e6);
+  // ---- report
+  // -------------------------------------------------------------------------------------
+  fmt::print(
+      "checkpoint: {} tensors in {} bundles, {:.1f} MB BF16; .fzip {:.1f} MB, .zst {:.1f} MB\n",
+      ckpt.blocks.size(), views.size(), gb * 1e3, double(fs::file_size(fz)) / 1e6,
+      double(fs::file_size(zs)) / 1e6);
   fmt::print("{:<24} {:>8}  per repetition (GB/s)\n", "contender", "median");
   for (const auto& n : order) {
     std::string reps;

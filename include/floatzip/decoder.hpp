@@ -74,4 +74,5 @@ result<value_buffer> decompress_values(const bundle_view& bundle,
 }  // namespace floatzip
 
 #include "floatzip/detail/decoder.inl"
+//
 #include "floatzip/detail/decode_values.inl"

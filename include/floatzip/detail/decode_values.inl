@@ -16,8 +16,8 @@ inline result<value_buffer> decompress_values(const bundle_view& bundle,
     return error{errc::too_large,
                  "decompress: " + std::to_string(count) + " values do not fit in memory"};
   }
-  auto memory = page_memory::allocate(static_cast<std::size_t>(count) * sizeof(std::uint16_t),
-                                      policy);
+  auto memory =
+      page_memory::allocate(static_cast<std::size_t>(count) * sizeof(std::uint16_t), policy);
   if (!memory) return memory.error();
   value_buffer buffer;
   buffer.memory_ = std::move(*memory);

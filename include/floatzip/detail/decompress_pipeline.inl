@@ -43,10 +43,10 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
   std::vector<std::uint16_t> buffers[2];
   std::mutex mutex;
   std::condition_variable changed;
-  std::optional<job> pending;   // handed to the writer, not yet taken
-  bool buffer_busy[2] = {};     // owned by the writer until it has written it
-  bool finished = false;        // no more jobs
-  error writer_error;           // the writer's first error; it stops at it
+  std::optional<job> pending;  // handed to the writer, not yet taken
+  bool buffer_busy[2] = {};    // owned by the writer until it has written it
+  bool finished = false;       // no more jobs
+  error writer_error;          // the writer's first error; it stops at it
   bool writer_failed = false;
 
   auto write_job = [&](const job& j) -> error {
