@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
       }
     };
     for (auto policy : {detail::page_policy::first_touch, detail::page_policy::huge_pages,
-                        detail::page_policy::populate}) {
+                        detail::page_policy::populate, detail::page_policy::populate_parallel}) {
       auto v = detail::decompress_values(views[b], {2}, policy);
       require(v.has_value(), "decompress_values failed");
       check(v->values(), "decompress_values");
@@ -232,7 +232,8 @@ int main(int argc, char** argv) {
     const std::pair<const char*, detail::page_policy> policies[] = {
         {"decode_values", detail::page_policy::first_touch},
         {"values_huge", detail::page_policy::huge_pages},
-        {"values_populate", detail::page_policy::populate}};
+        {"values_populate", detail::page_policy::populate},
+        {"values_madv_pop", detail::page_policy::populate_parallel}};
     for (const auto& [name, policy] : policies) {
       contenders.push_back({name + t, [&, dopt, policy = policy] {
                               std::vector<value_buffer> kept;
@@ -316,7 +317,8 @@ int main(int argc, char** argv) {
   };
   fmt::print("\nratio (median, then per repetition)\n");
   for (const char* t : {"/t1", "/t2"}) {
-    for (const char* n : {"decode_values", "values_huge", "values_populate", "decode_vector"})
+    for (const char* n :
+         {"decode_values", "values_huge", "values_populate", "values_madv_pop", "decode_vector"})
       ratio(std::string(n) + t, std::string("decode_reused") + t);
   }
   ratio("decode_values/t2", "decode_values/t1");

@@ -190,8 +190,9 @@ TEST(decompress_values, equals_decompress_for_every_page_policy) {
       auto plain = decompress_values(view, {.threads = threads});
       ASSERT_TRUE(plain.has_value()) << plain.error().message;
       EXPECT_TRUE(std::equal(v.begin(), v.end(), plain->values().begin(), plain->values().end()));
-      for (const auto policy : {detail::page_policy::first_touch, detail::page_policy::huge_pages,
-                                detail::page_policy::populate}) {
+      for (const auto policy :
+           {detail::page_policy::first_touch, detail::page_policy::huge_pages,
+            detail::page_policy::populate, detail::page_policy::populate_parallel}) {
         auto got = detail::decompress_values(view, {.threads = threads}, policy);
         ASSERT_TRUE(got.has_value()) << got.error().message;
         value_buffer moved = std::move(*got);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "floatzip/detail/parallel.hpp"
+
 namespace floatzip {
 namespace detail {
 
@@ -22,6 +24,14 @@ inline result<value_buffer> decompress_values(const bundle_view& bundle,
   value_buffer buffer;
   buffer.memory_ = std::move(*memory);
   buffer.count_ = static_cast<std::size_t>(count);
+  if (policy == page_policy::populate_parallel) {
+    // The decoding threads' share of the faults, taken in bulk before they decode.
+    const std::size_t bytes = buffer.memory_.size();
+    const std::size_t slices = (bytes + kHugePageBytes - 1) / kHugePageBytes;
+    parallel_for(slices, resolve_threads(options.threads), [&](std::size_t i) {
+      buffer.memory_.populate(i * kHugePageBytes, kHugePageBytes);
+    });
+  }
   if (error e = decompress(bundle, buffer.values(), options)) return e;
   return buffer;
 }

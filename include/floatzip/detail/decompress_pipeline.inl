@@ -22,6 +22,7 @@
 namespace floatzip::detail {
 
 inline constexpr std::size_t kWriteSliceBytes = std::size_t{1} << 18;  // fits L2 with room
+inline constexpr std::uint32_t kVerifyAhead = 2;  // bundles whose checksums the writer checks ahead
 
 // Writes every bundle of `reader` to `out`, the data section starting at data_start. With
 // check_decoded, each BF16 bundle's output is checked against its decoded checksum before the
@@ -96,15 +97,38 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
     return {};
   };
 
+  // While it has nothing to write, the writer checks ahead the stored checksums of the next
+  // bundles the caller will decode (bundle_bytes remembers a verified bundle), which also faults
+  // their mapped pages in and leaves their bytes in the shared cache for the decoder.
+  std::uint32_t handed = 0;   // bundles handed over; the caller decodes bundle `handed` next
+  std::uint32_t checked = 0;  // the writer has checked ahead every bundle below this
+  const auto count = static_cast<std::uint32_t>(bundles.size());
+  auto check_ahead_limit = [&] { return std::min(count, handed + 1 + kVerifyAhead); };
   std::thread writer([&] {
     for (;;) {
       job j;
+      std::optional<std::uint32_t> check;
       {
         std::unique_lock lock(mutex);
-        changed.wait(lock, [&] { return pending.has_value() || finished; });
-        if (!pending || writer_failed) return;
-        j = *pending;
-        pending.reset();
+        changed.wait(lock, [&] {
+          return pending.has_value() || finished ||
+                 std::max(checked, handed + 1) < check_ahead_limit();
+        });
+        if (writer_failed) return;
+        if (pending) {
+          j = *pending;
+          pending.reset();
+        } else if (finished) {
+          return;
+        } else {
+          checked = std::max(checked, handed + 1);
+          check = checked++;
+        }
+      }
+      if (check) {
+        // An error is the caller's to report when it reaches the bundle.
+        if (bundles[*check].kind == bundle_kind::bf16_huffman) (void)reader.bundle_bytes(*check);
+        continue;
       }
       changed.notify_all();
       error e = write_job(j);
@@ -124,6 +148,7 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
     changed.wait(lock, [&] { return !pending.has_value() || writer_failed; });
     if (writer_failed) return false;
     pending = j;
+    handed = j.bundle + 1;
     changed.notify_all();
     return true;
   };
