@@ -645,7 +645,13 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
     std::memcpy(out.data(), bytes->data(), out.size());
     return {};
   }
-  std::vector<std::uint16_t> values(rec.value_count);
+  // The bundle's values in memory whose pages the decoding threads fault in (decoder.hpp's
+  // decompress_values), not a zeroed vector faulted in by this thread first.
+  auto memory = detail::page_memory::allocate(
+      static_cast<std::size_t>(rec.value_count) * sizeof(std::uint16_t), detail::kValuesPagePolicy);
+  if (!memory) return memory.error();
+  const std::span<std::uint16_t> values(reinterpret_cast<std::uint16_t*>(memory->data()),
+                                        static_cast<std::size_t>(rec.value_count));
   if (error e = decode_bundle(tensor.bundle, values, options)) return e;
   std::memcpy(out.data(), values.data() + tensor.bundle_offset, out.size());
   return {};

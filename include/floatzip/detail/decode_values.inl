@@ -9,6 +9,10 @@
 namespace floatzip {
 namespace detail {
 
+// How decompress_values (and container_reader::read_tensor's scratch) get their pages.
+// Measured (bench/RESULTS.md, issue 14): see there for the policies' figures on this machine.
+inline constexpr page_policy kValuesPagePolicy = page_policy::huge_pages;
+
 // `policy` picks how the output's pages are obtained (detail/page_memory.hpp); the benchmark
 // compares them, decompress_values uses the measured best.
 inline result<value_buffer> decompress_values(const bundle_view& bundle,
@@ -40,9 +44,7 @@ inline result<value_buffer> decompress_values(const bundle_view& bundle,
 
 inline result<value_buffer> decompress_values(const bundle_view& bundle,
                                               const decode_options& options) {
-  // Measured (bench/RESULTS.md, issue 14): with 2 MiB pages the faults cost a tenth of the
-  // decode, with 4 KiB pages (first touch or MAP_POPULATE alike) more than the decode itself.
-  return detail::decompress_values(bundle, options, detail::page_policy::huge_pages);
+  return detail::decompress_values(bundle, options, detail::kValuesPagePolicy);
 }
 
 }  // namespace floatzip
