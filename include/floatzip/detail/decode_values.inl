@@ -11,7 +11,7 @@ namespace detail {
 
 // How decompress_values (and container_reader::read_tensor's scratch) get their pages.
 // Measured (bench/RESULTS.md, issue 14): see there for the policies' figures on this machine.
-inline constexpr page_policy kValuesPagePolicy = page_policy::huge_pages;
+inline constexpr page_policy kValuesPagePolicy = page_policy::populate;
 
 // `policy` picks how the output's pages are obtained (detail/page_memory.hpp); the benchmark
 // compares them, decompress_values uses the measured best.
