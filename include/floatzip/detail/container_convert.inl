@@ -264,6 +264,7 @@ inline error decompress_file_impl(const std::filesystem::path& input,
   atomic_output_file& out = *created;
   if (error e = out.write(header_bytes)) return e;
   if (error e = out.resize(reader->original_size())) return e;
+  if (error e = out.preallocate(reader->original_size())) return e;
 
   // Decoded by this thread, hashed and written by another (detail/decompress_pipeline.inl).
   if (error e = write_decoded_data(*reader, out, data_start, options, /*check_decoded=*/true))
