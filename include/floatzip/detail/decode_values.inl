@@ -9,9 +9,13 @@
 namespace floatzip {
 namespace detail {
 
-// How decompress_values (and container_reader::read_tensor's scratch) get their pages.
-// Measured (bench/RESULTS.md, issue 14): see there for the policies' figures on this machine.
-inline constexpr page_policy kValuesPagePolicy = page_policy::populate;
+// How decompress_values (and container_reader::read_tensor's scratch) get their pages. Measured
+// on the 2-vCPU VM of bench/RESULTS.md (issue 14, 24 interleaved repetitions, fresh-buffer decode
+// over the reused-buffer ceiling): 2 MiB pages 0.40 at 1 thread and 0.66 at 2, 4 KiB pages
+// (first touch, MAP_POPULATE or MADV_POPULATE_WRITE) 0.39-0.44 at both. 2 MiB pages are
+// bimodal there (0.12-0.75: the hypervisor backs memory the guest returned to it anew), while
+// 4 KiB faults cost about 2 us each however many threads take them.
+inline constexpr page_policy kValuesPagePolicy = page_policy::huge_pages;
 
 // `policy` picks how the output's pages are obtained (detail/page_memory.hpp); the benchmark
 // compares them, decompress_values uses the measured best.
