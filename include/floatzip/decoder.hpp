@@ -63,9 +63,10 @@ class value_buffer {
 };
 
 // decompress() into memory it allocates: what a caller without a buffer of its own should use.
-// The output's pages are faulted in by the decoding threads as they write them, spread over the
-// threads, instead of by a zeroing constructor on the calling thread before decoding starts
-// (about half of the time of `std::vector<std::uint16_t> out(n); decompress(bundle, out);`).
+// The output is an anonymous mapping in 2 MiB pages (transparent huge pages, where the kernel
+// grants them) that the decoding threads fault in as they write, instead of a vector zeroed page
+// by page on the calling thread before decoding starts: faulting fresh pages is most of the time
+// of `std::vector<std::uint16_t> out(n); decompress(bundle, out);` (detail/decode_values.inl).
 //   errc::too_large  the system refuses the memory
 //   errc::bad_data   as decompress()
 result<value_buffer> decompress_values(const bundle_view& bundle,
