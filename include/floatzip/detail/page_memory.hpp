@@ -2,15 +2,15 @@
 //
 // Why: a fresh std::vector of decoded values is zeroed by the thread that creates it, so every
 // page of the output is faulted in (and cleared twice, by the kernel and by the vector) on one
-// thread before decoding starts; that is about half of a fresh-buffer decode. An anonymous
-// mapping that nobody touches before the decoder writes it moves each fault to the thread that
-// writes the page, spread over the decoding threads, and skips the user-space clearing.
+// thread before decoding starts; that is most of a fresh-buffer decode (bench/RESULTS.md). An
+// anonymous mapping that nobody touches before the decoder writes it moves each fault to the thread
+// that writes the page, spread over the decoding threads, and skips the user-space clearing.
 //
 // How pages are obtained is a measured choice (bench/bench_user_paths.cpp, bench/RESULTS.md):
 //   first_touch  4 KiB pages faulted by the decoding threads as they write
 //   huge_pages   the same mapping with MADV_HUGEPAGE: one fault per 2 MiB (the default of
-//                decompress_values: the kernel clears a huge page far faster than it takes 512
-//                faults; a tail under 2 MiB stays in 4 KiB pages)
+//                decompress_values: where the host backs the memory, the kernel clears a huge
+//                page far faster than it takes 512 faults; a tail under 2 MiB stays in 4 KiB)
 //   populate     MAP_POPULATE: the kernel faults everything in inside mmap(), on the caller
 //   populate_parallel  MADV_POPULATE_WRITE on 2 MiB slices spread over the decoding threads
 //                before they decode: one system call per slice instead of 512 page faults
