@@ -736,6 +736,51 @@ TEST(ContainerHostile, FailedDecompressionLeavesNoOutput) {
   EXPECT_EQ(out.entries(), std::vector<std::string>{"bad.fzip"});
 }
 
+// decompress_file checks each BF16 bundle's decoded checksum on the thread that writes it
+// (detail/decompress_pipeline.inl): a wrong value still fails the file and leaves nothing.
+TEST(ContainerHostile, DecompressFileChecksDecodedValuesAndLeavesNoOutput) {
+  temp_dir dir;
+  auto fzip = compress_image(dir, mixed_checkpoint());
+  const auto l = testing::layout_of(fzip);
+  const std::uint64_t bundle0 = testing::get_u64(fzip, l.bundle_record(0));
+  auto view = parse_bundle(std::span(fzip).subspan(bundle0)).value();
+  fzip[bundle0 + view.layout().sign_mantissa_offset + 3] ^= std::byte{0x01};
+  testing::fix_checksums(fzip, /*bundles_too=*/true);
+  temp_dir out;
+  testing::write_file(out / "bad.fzip", fzip);
+  for (unsigned threads : {1u, 2u}) {
+    decompress_options options;
+    options.codec.threads = threads;
+    const error e = decompress_file(out / "bad.fzip", out / "bad.safetensors", options);
+    EXPECT_EQ(e.code, errc::checksum_mismatch) << e.message;
+    EXPECT_NE(e.message.find("decoded_checksum"), std::string::npos) << e.message;
+    EXPECT_EQ(out.entries(), std::vector<std::string>{"bad.fzip"});
+  }
+}
+
+// Bundles larger than the pipeline's write slices, with tensors (one empty, one of a single
+// value) and a gap straddling slice boundaries, restore byte for byte.
+TEST(ContainerLayouts, TensorsStraddlingWriteSlices) {
+  const std::uint64_t counts[] = {200'003, 0, 1, 150'001, 131'072};
+  std::string json = "{";
+  std::uint64_t at = 0;
+  for (int layer = 0; layer < 2; ++layer) {
+    for (std::size_t i = 0; i < std::size(counts); ++i) {
+      if (json.size() > 1) json += ",";
+      json += "\"model.layers." + std::to_string(layer) + ".t" + std::to_string(i) +
+              "\":{\"dtype\":\"BF16\",\"shape\":[" + std::to_string(counts[i]) +
+              "],\"data_offsets\":[" + std::to_string(at) + "," +
+              std::to_string(at + 2 * counts[i]) + "]}";
+      at += 2 * counts[i];
+    }
+    at += 6;  // a gap between the blocks
+  }
+  json += "}";
+  const auto image = testing::safetensors_image(json, testing::weight_like_bytes(at - 6, 11));
+  temp_dir dir;
+  EXPECT_EQ(round_trip(dir, image), image);
+}
+
 TEST(ContainerHostile, CompressRefusesBadSafetensorsAndLeavesNothing) {
   const std::vector<std::pair<std::string, errc>> cases = {
       {R"({"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]})", errc::bad_data},  // JSON

@@ -178,5 +178,43 @@ TEST(lone_group_hostile, stream_byte_flips_stay_in_bounds) {
   }
 }
 
+// decompress_values: the same values as decompress() into a vector, whatever way its memory's
+// pages are obtained, for a bundle with whole huge pages and a tail, one under a huge page, and
+// an empty one; the buffer moves without losing or duplicating its memory.
+TEST(decompress_values, equals_decompress_for_every_page_policy) {
+  for (const std::size_t n : {std::size_t{1'500'000}, std::size_t{70'001}, std::size_t{0}}) {
+    const values v = heavy_tailed(n, 0.02f, n);
+    const auto bytes = encode(v, {});
+    const auto view = parse_bundle(bytes).value();
+    for (const unsigned threads : {1u, 2u}) {
+      auto plain = decompress_values(view, {.threads = threads});
+      ASSERT_TRUE(plain.has_value()) << plain.error().message;
+      EXPECT_TRUE(std::equal(v.begin(), v.end(), plain->values().begin(), plain->values().end()));
+      for (const auto policy :
+           {detail::page_policy::first_touch, detail::page_policy::huge_pages,
+            detail::page_policy::populate, detail::page_policy::populate_parallel}) {
+        auto got = detail::decompress_values(view, {.threads = threads}, policy);
+        ASSERT_TRUE(got.has_value()) << got.error().message;
+        value_buffer moved = std::move(*got);
+        EXPECT_EQ(got->size(), 0u);
+        ASSERT_EQ(moved.size(), n);
+        EXPECT_TRUE(std::equal(v.begin(), v.end(), moved.values().begin()));
+      }
+    }
+  }
+}
+
+// A corrupt stream is reported as by decompress(), not returned as values.
+TEST(decompress_values, corrupt_stream_is_an_error) {
+  const values v = heavy_tailed(300'000, 0.02f, 5);
+  auto bytes = encode(v, {});
+  const auto view0 = parse_bundle(bytes).value();
+  const std::uint64_t stream = view0.layout().stream_offset;
+  for (std::uint64_t i = 0; i < 64; ++i) bytes[stream + 100 + i] = std::byte{0xFF};
+  auto got = decompress_values(parse_bundle(bytes).value(), {.threads = 1});
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code, errc::bad_data);
+}
+
 }  // namespace
 }  // namespace floatzip

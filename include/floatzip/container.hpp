@@ -376,7 +376,8 @@ result<container_totals> compress_file(const std::filesystem::path& input,
                                        const std::filesystem::path& output,
                                        const compress_options& options = {});
 
-// .fzip -> safetensors, byte for byte. Same streaming and atomicity.
+// .fzip -> safetensors, byte for byte. Same atomicity; streams with two bundles' outputs in
+// memory, one being decoded while the other is checked against its checksum and written.
 error decompress_file(const std::filesystem::path& input, const std::filesystem::path& output,
                       const decompress_options& options = {});
 
@@ -411,5 +412,7 @@ error validate_shard_index(const std::filesystem::path& directory);
 
 // Definitions: the format and the reader first, then the conversions built on them.
 #include "floatzip/detail/container_format.inl"
+//
+#include "floatzip/detail/decompress_pipeline.inl"
 //
 #include "floatzip/detail/container_convert.inl"

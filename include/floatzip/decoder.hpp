@@ -11,11 +11,20 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "floatzip/bundle_format.hpp"
+#include "floatzip/detail/page_memory.hpp"
 #include "floatzip/error.hpp"
 
 namespace floatzip {
+
+struct decode_options;
+class value_buffer;
+namespace detail {
+result<value_buffer> decompress_values(const bundle_view& bundle, const decode_options& options,
+                                       page_policy policy);
+}  // namespace detail
 
 struct decode_options {
   // Decoder threads; 0 = all cores. Small bundles use one thread whatever is asked.
@@ -30,6 +39,41 @@ struct decode_options {
 error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
                  const decode_options& options = {});
 
+// Decoded values in memory of their own (an anonymous mapping, freed with the buffer).
+class value_buffer {
+ public:
+  value_buffer() = default;
+  value_buffer(value_buffer&& other) noexcept
+      : memory_(std::move(other.memory_)), count_(std::exchange(other.count_, 0)) {}
+  value_buffer& operator=(value_buffer&& other) noexcept {
+    memory_ = std::move(other.memory_);
+    count_ = std::exchange(other.count_, 0);
+    return *this;
+  }
+  [[nodiscard]] std::span<std::uint16_t> values() const noexcept {
+    return {reinterpret_cast<std::uint16_t*>(memory_.data()), count_};
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+
+ private:
+  friend result<value_buffer> detail::decompress_values(const bundle_view&, const decode_options&,
+                                                        detail::page_policy);
+  detail::page_memory memory_;
+  std::size_t count_ = 0;
+};
+
+// decompress() into memory it allocates: what a caller without a buffer of its own should use.
+// The output is an anonymous mapping in 2 MiB pages (transparent huge pages, where the kernel
+// grants them) that the decoding threads fault in as they write, instead of a vector zeroed page
+// by page on the calling thread before decoding starts: faulting fresh pages is most of the time
+// of `std::vector<std::uint16_t> out(n); decompress(bundle, out);` (detail/decode_values.inl).
+//   errc::too_large  the system refuses the memory
+//   errc::bad_data   as decompress()
+result<value_buffer> decompress_values(const bundle_view& bundle,
+                                       const decode_options& options = {});
+
 }  // namespace floatzip
 
 #include "floatzip/detail/decoder.inl"
+//
+#include "floatzip/detail/decode_values.inl"

@@ -420,47 +420,17 @@ inline error decompress_file_impl(const std::filesystem::path& input,
   if (!reader) return reader.error();
   const auto header_bytes = reader->original_header_bytes();
   const std::uint64_t data_start = header_bytes.size();
-  const std::uint64_t data_size = reader->original_header().data_size;
-  const auto gap_of_bundle = gap_bundle_map(*reader);
 
   auto created = atomic_output_file::create(output, options.replace_existing);
   if (!created) return created.error();
   atomic_output_file& out = *created;
   if (error e = out.write(header_bytes)) return e;
   if (error e = out.resize(reader->original_size())) return e;
+  if (error e = out.preallocate(reader->original_size())) return e;
 
-  std::vector<std::uint16_t> values;
-  std::uint64_t done = 0;
-  for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
-    if (cancel_requested(options.cancel))
-      return {errc::cancelled, input.string() + ": interrupted"};
-    const auto& rec = reader->bundles()[b];
-    if (rec.kind == bundle_kind::raw) {
-      auto bytes = reader->bundle_bytes(b);
-      if (!bytes) return bytes.error();
-      const auto members = reader->bundle_tensors(b);
-      const safetensors::byte_range r = members.empty() ? reader->gaps()[gap_of_bundle[b]].original
-                                                        : reader->tensors()[members[0]].original;
-      if (error e = out.write_at(data_start + r.begin, *bytes)) return e;
-    } else {
-      // Grow only: the largest bundle bounds memory, and smaller ones reuse the buffer.
-      if (values.size() < rec.value_count) values.resize(rec.value_count);
-      const auto block = std::span<std::uint16_t>(values).first(rec.value_count);
-      if (error e = reader->decode_bundle(b, block, options.codec)) return e;
-      for (std::uint32_t m : reader->bundle_tensors(b)) {
-        const auto& t = reader->tensors()[m];
-        const auto piece = reader->tensor_piece(b, t);
-        const auto tensor_values = block.subspan(t.bundle_offset, piece.values);
-        if (error e = out.write_at(data_start + t.original.begin + 2 * piece.first,
-                                   std::as_bytes(tensor_values)))
-          return e;
-      }
-    }
-    reader->release_bundle(b);
-    done += rec.decoded_bytes;
-    if (options.progress) options.progress(done, data_size);
-  }
-  if (error e = reader->check_unchanged()) return e;
+  // Decoded by this thread, hashed and written by another (detail/decompress_pipeline.inl).
+  if (error e = write_decoded_data(*reader, out, data_start, options, /*check_decoded=*/true))
+    return e;
   return out.commit(options.sync);
 }
 

@@ -751,10 +751,18 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
     std::memcpy(out.data(), bytes->data(), out.size());
     return check_unchanged();  // zeros, not the tensor, if the file shrank meanwhile
   }
-  // One bundle at a time (a tensor split into pieces decodes piece by piece).
-  std::vector<std::uint16_t> values;
+  // One bundle at a time (a tensor split into pieces decodes piece by piece), into memory whose
+  // pages the decoding threads fault in (decoder.hpp's decompress_values), not a zeroed vector
+  // faulted in by this thread first.
+  std::uint64_t largest = 0;
+  for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b)
+    largest = std::max(largest, bundles_[b].value_count);
+  auto memory = detail::page_memory::allocate(
+      static_cast<std::size_t>(largest) * sizeof(std::uint16_t), detail::kValuesPagePolicy);
+  if (!memory) return memory.error();
   for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b) {
-    values.resize(bundles_[b].value_count);
+    const std::span<std::uint16_t> values(reinterpret_cast<std::uint16_t*>(memory->data()),
+                                          static_cast<std::size_t>(bundles_[b].value_count));
     if (error e = decode_bundle(b, values, options)) return e;
     const piece_range piece = tensor_piece(b, tensor);
     std::memcpy(out.data() + 2 * piece.first, values.data() + tensor.bundle_offset,

@@ -599,6 +599,17 @@ class atomic_output_file {
     return {};
   }
 
+  // Reserves the disk blocks of bytes [0, size) (growing the file to `size`), to be written in
+  // place later: a file system then writes them at about twice the speed of blocks it allocates
+  // write by write (ext4, measured for issue 14), and a full disk is reported here, before
+  // anything is written. A file system without fallocate allocates as it writes, as before.
+  error preallocate(std::uint64_t size) {
+    if (fd_ < 0) return {errc::io_error, "preallocate of a closed output file"};
+    if (size == 0 || ::fallocate(fd_, 0, 0, static_cast<off_t>(size)) == 0) return {};
+    if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) return {};
+    return io_failure("cannot allocate space for", temporary_path_, errno);
+  }
+
   [[nodiscard]] std::uint64_t position() const noexcept { return position_; }
   [[nodiscard]] const std::filesystem::path& final_path() const noexcept { return final_path_; }
   [[nodiscard]] const std::filesystem::path& temporary_path() const noexcept {
