@@ -403,14 +403,6 @@ inline error compress_file_impl(const std::filesystem::path& input,
   return out.commit(options.sync);
 }
 
-// For each bundle, the gap it stores (meaningful only for the raw bundles of gaps).
-inline std::vector<std::uint32_t> gap_bundle_map(const container_reader& reader) {
-  std::vector<std::uint32_t> gap_of_bundle(reader.bundles().size(), 0);
-  for (std::uint32_t g = 0; g < reader.gaps().size(); ++g)
-    gap_of_bundle[reader.gaps()[g].bundle] = g;
-  return gap_of_bundle;
-}
-
 inline error decompress_file_impl(const std::filesystem::path& input,
                                   const std::filesystem::path& output,
                                   const decompress_options& options) {

@@ -24,6 +24,14 @@ namespace floatzip::detail {
 inline constexpr std::size_t kWriteSliceBytes = std::size_t{1} << 18;  // fits L2 with room
 inline constexpr std::uint32_t kVerifyAhead = 2;  // bundles whose checksums the writer checks ahead
 
+// For each bundle, the gap it stores (meaningful only for the raw bundles of gaps).
+inline std::vector<std::uint32_t> gap_bundle_map(const container_reader& reader) {
+  std::vector<std::uint32_t> gap_of_bundle(reader.bundles().size(), 0);
+  for (std::uint32_t g = 0; g < reader.gaps().size(); ++g)
+    gap_of_bundle[reader.gaps()[g].bundle] = g;
+  return gap_of_bundle;
+}
+
 // Writes every bundle of `reader` to `out`, the data section starting at data_start. With
 // check_decoded, each BF16 bundle's output is checked against its decoded checksum before the
 // caller may commit: a mismatch is an error, and the caller discards the file.
@@ -31,9 +39,7 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
                                 std::uint64_t data_start, const decompress_options& options,
                                 bool check_decoded) {
   const auto bundles = reader.bundles();
-  std::vector<std::uint32_t> gap_of_bundle(bundles.size(), 0);
-  for (std::uint32_t g = 0; g < reader.gaps().size(); ++g)
-    gap_of_bundle[reader.gaps()[g].bundle] = g;
+  const std::vector<std::uint32_t> gap_of_bundle = gap_bundle_map(reader);
 
   // One job for the writer: bundle b's bytes, decoded into buffers[buffer] or raw in the mapping.
   struct job {
