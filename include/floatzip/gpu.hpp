@@ -13,10 +13,11 @@
 // `gpu_stream` is a `cudaStream_t` (both are `CUstream_st*`); nullptr is the default stream.
 //
 // decompress() allocates nothing, never synchronises the host and is a kernel launch per segment
-// (a device_bundle_view is one segment), so it may be captured in a CUDA graph. What it cannot check before the launch - the codewords of
-// the exponent stream - the kernel checks per sync group: a group whose codewords disagree with
-// its metadata is not written, and the first such group is recorded in a status word of the
-// bundle that check_decode_status() reads back (that call does synchronise).
+// (a device_bundle_view is one segment), so it may be captured in a CUDA graph. What it cannot
+// check before the launch - the codewords of the exponent stream - the kernel checks per sync
+// group: a group whose codewords disagree with its metadata is not written, and the first such
+// group is recorded in a status word of the bundle that check_decode_status() reads back (that call
+// does synchronise).
 #pragma once
 
 #include <cstddef>
