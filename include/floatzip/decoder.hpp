@@ -32,8 +32,9 @@ struct decode_options {
 };
 
 // Writes the bundle's value_count() BF16 values to out[0 .. value_count()). Allocates nothing on
-// the heap except the worker threads' stacks. Stack: about 260 KiB on the calling thread (decode
-// tables sized for 15-bit codes, exponent buffers), 64 KiB on each worker.
+// the heap except the worker threads' stacks.
+// Stack: about 260 KiB on the calling thread (decode tables sized for 15-bit codes, exponent
+// buffers), 64 KiB on each worker.
 //   errc::insufficient_space  out is smaller than value_count()
 //   errc::bad_data            the exponent stream does not decode to exactly the declared values
 error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,

@@ -3,19 +3,21 @@
 //   auto host = floatzip::parse_bundle(bytes).value();            // validates every field
 //   auto bundle = floatzip::device_bundle::upload(host, stream).value();   // once
 //   ...
-//   // before the transformer block runs, on the engine's stream: one kernel launch
-//   if (auto err = floatzip::decompress(bundle.view(), weights, capacity, stream)) { ... }
+//   // before the transformer block runs, on the engine's stream: one kernel launch per code
+//   // segment of the bundle (see bundle_format.hpp; most bundles have one or a few)
+//   if (auto err = floatzip::decompress(bundle, weights, capacity, stream)) { ... }
 //   // tensor i is weights[bundle.tensor_offset(i) .. + bundle.tensor_value_count(i))
 //
 // This header is plain C++: it declares the functions that floatzip::cuda (cuda/*.cu) defines and
 // includes no CUDA header, so code that never calls them builds without the toolkit. A
 // `gpu_stream` is a `cudaStream_t` (both are `CUstream_st*`); nullptr is the default stream.
 //
-// decompress() allocates nothing, never synchronises the host and is a single kernel launch, so
-// it may be captured in a CUDA graph. What it cannot check before the launch - the codewords of
-// the exponent stream - the kernel checks per sync group: a group whose codewords disagree with
-// its metadata is not written, and the first such group is recorded in a status word of the
-// bundle that check_decode_status() reads back (that call does synchronise).
+// decompress() allocates nothing, never synchronises the host and is a kernel launch per segment
+// (a device_bundle_view is one segment), so it may be captured in a CUDA graph. What it cannot
+// check before the launch - the codewords of the exponent stream - the kernel checks per sync
+// group: a group whose codewords disagree with its metadata is not written, and the first such
+// group is recorded in a status word of the bundle that check_decode_status() reads back (that call
+// does synchronise).
 #pragma once
 
 #include <cstddef>

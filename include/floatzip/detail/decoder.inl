@@ -591,15 +591,37 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
                                           " values, the bundle has " + std::to_string(value_count)};
   }
   if (bundle.segment_count() == 1) return detail::decompress_segment(bundle, out, options);
-  std::uint32_t index = 0;
-  return bundle.for_each_segment([&](const bundle_view& segment) -> error {
+  auto decode_one = [&](const bundle_view& segment, std::uint32_t s) -> error {
     const auto segment_out =
         out.subspan(segment.first_value() - bundle.first_value(), segment.value_count());
     if (error e = detail::decompress_segment(segment, segment_out, options))
-      return {e.code, "segment " + std::to_string(index) + ": " + e.message};
-    ++index;
+      return {e.code, "segment " + std::to_string(s) + ": " + e.message};
     return {};
-  });
+  };
+  // Segments are independent: up to kConcurrentSegments of them are decoded concurrently, each
+  // on the pool as well, so that idle threads help a big segment and the many small ones do not
+  // each wait for a join. (segment(s) walks s records: quadratic, hence the bound; beyond it,
+  // one after the other.) Nothing is allocated on the heap either way.
+  constexpr std::uint32_t kConcurrentSegments = 256;
+  if (bundle.segment_count() > kConcurrentSegments || bundle.is_segment()) {
+    std::uint32_t index = 0;
+    return bundle.for_each_segment(
+        [&](const bundle_view& segment) -> error { return decode_one(segment, index++); });
+  }
+  std::atomic<bool> failed{false};
+  error first_error;
+  std::atomic_flag error_taken;
+  detail::parallel_for(bundle.segment_count(), detail::resolve_threads(options.threads),
+                       [&](std::size_t s) {
+                         if (failed.load(std::memory_order_relaxed)) return;
+                         const auto index = static_cast<std::uint32_t>(s);
+                         error e = decode_one(bundle.segment(index), index);
+                         if (e && !error_taken.test_and_set()) {
+                           first_error = std::move(e);
+                           failed.store(true);
+                         }
+                       });
+  return first_error;
 }
 
 }  // namespace floatzip

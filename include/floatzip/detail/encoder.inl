@@ -504,26 +504,24 @@ inline std::uint64_t segment_bytes(std::uint64_t values, std::uint64_t stream_bi
                                    .end_offset;
 }
 
-struct segment_cost {
-  std::uint64_t bytes = 0;
-  code_lengths lengths{};
-};
-
-inline segment_cost cost_of_segment(const symbol_histogram& hist, std::uint64_t values,
-                                    const encode_options& o) {
-  segment_cost c;
-  c.lengths = build_code_lengths(hist, o.max_code_length).value();
-  const std::uint64_t bits = encoded_bits(hist, c.lengths);
-  c.bytes = segment_bytes(values, bits, code_symbol_range(c.lengths).second, o);
-  return c;
+// Estimated size of a candidate segment: its stream under an unlimited Huffman code (the length
+// limit changes trained weights' streams by < 0.001 bits per value, and package-merge for every
+// candidate run would cost more time than the encoding) plus its exact fixed costs.
+inline std::uint64_t cost_of_segment(const symbol_histogram& hist, std::uint64_t values,
+                                     const encode_options& o) {
+  unsigned first = 0;
+  while (first + 1 < kSymbolCount && hist[first] == 0) ++first;
+  unsigned last = kSymbolCount - 1;
+  while (last > first && hist[last] == 0) --last;
+  return segment_bytes(values, unlimited_huffman_bits(hist), last - first + 1, o);
 }
 
 // Cuts tensors [0, n) into runs, each with a code of its own, so that the bundle is smallest:
 // a run pays for its record, code lengths, alignment and stream padding (about 100 bytes), and
-// gains where its tensors' exponents differ from their neighbours'. Exact sizes, by dynamic
-// programming over the cut points; runs are limited to kMaxRunTensors tensors so the cost stays
-// linear in the tensor count. Returns the first tensor of each run, then n.
-// Pass 2 for one segment: its code lengths, sign/mantissa bytes, exponent codewords, chunk gaps
+// gains where its tensors' exponents differ from their neighbours'. Sizes as cost_of_segment
+// estimates them, by dynamic programming over the cut points; runs are limited to kMaxRunTensors
+// tensors so the cost stays linear in the tensor count. Returns the first tensor of each run, then
+// n. Pass 2 for one segment: its code lengths, sign/mantissa bytes, exponent codewords, chunk gaps
 // and group positions, straight into place in the bundle at `base`.
 inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_tensors,
                             unsigned threads, const bundle_header& h, const segment_plan& seg,
@@ -601,9 +599,10 @@ inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_
       ++recorded;
     }
   }
-  if (recorded != layout.chunk_count) {
-    throw std::logic_error("floatzip encoder: recorded " + std::to_string(recorded) +
-                           " chunk starts for " + std::to_string(layout.chunk_count) + " chunks");
+  if (recorded != layout.chunk_count) {  // an encoder bug, thrown by encode_bundle
+    return {errc::bad_data, "floatzip encoder: recorded " + std::to_string(recorded) +
+                                " chunk starts for " + std::to_string(layout.chunk_count) +
+                                " chunks"};
   }
   return {};
 }
@@ -627,7 +626,7 @@ inline std::vector<std::uint32_t> plan_segments(std::span<const symbol_histogram
       for (int s = 0; s < kSymbolCount; ++s) hist[s] += tensor_hist[begin][s];
       values += tensor_values[begin];
       if (best[begin] == kInfinite) continue;
-      const std::uint64_t total = best[begin] + cost_of_segment(hist, values, o).bytes;
+      const std::uint64_t total = best[begin] + cost_of_segment(hist, values, o);
       if (total < best[end]) {
         best[end] = total;
         cut[end] = static_cast<std::uint32_t>(begin);
@@ -788,8 +787,15 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
     put_le(records + s * kSegmentRecordBytes, seg.value_count);
     put_le(records + s * kSegmentRecordBytes + 8, seg.stream_bits);
     put_le(records + s * kSegmentRecordBytes + 16, seg.layout.code_offset);
-    if (error e = detail::encode_segment(plan.tensors_, plan.threads_, h, seg, base)) return e;
   }
+  // Segments write disjoint sections: they are encoded concurrently, each on the pool as well,
+  // so that idle threads help a big segment and small ones do not each wait for a join.
+  std::vector<error> failures(plan.segments_.size());
+  detail::parallel_for(plan.segments_.size(), plan.threads_, [&](std::size_t s) {
+    failures[s] = detail::encode_segment(plan.tensors_, plan.threads_, h, plan.segments_[s], base);
+  });
+  for (const error& e : failures)
+    if (e) throw std::logic_error(e.message);
   return {};
 }
 
