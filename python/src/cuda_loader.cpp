@@ -59,14 +59,28 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
   // Nothing below touches a Python object: the caller's reference keeps the reader alive.
   nb::gil_scoped_release unlocked;
   const container_reader& file = r.get();
-  if (file.bundles()[b].kind != bundle_kind::bf16_huffman)
-    throw_if_error({errc::invalid_argument,
-                    file.name() + ": bundle " + std::to_string(b) + " is stored raw, not BF16"});
+  const container_bundle& rec = file.bundles()[b];
+  const std::string where = file.name() + ": bundle " + std::to_string(b) + ": ";
+  if (rec.kind == bundle_kind::bf16_raw) {
+    // Stored verbatim (coding would not have shrunk it): the stored bytes are the values.
+    if (out_capacity < rec.value_count)
+      throw_if_error({errc::insufficient_space, where + "needs " + std::to_string(rec.value_count) +
+                                                    " values of output, got " +
+                                                    std::to_string(out_capacity)});
+    const result<std::span<const std::byte>> bytes = file.bundle_bytes(b);  // checksum checked
+    if (!bytes) throw_if_error(bytes.error());
+    set_device(device);
+    check_cuda(cudaMemcpyAsync(reinterpret_cast<void*>(out), bytes->data(), bytes->size(),
+                               cudaMemcpyHostToDevice, reinterpret_cast<cudaStream_t>(stream)),
+               "upload of verbatim bundle " + std::to_string(b));
+    return;
+  }
+  if (rec.kind != bundle_kind::bf16_huffman)
+    throw_if_error({errc::invalid_argument, where + "stored raw, not BF16"});
   const result<bundle_view> view = file.bundle(b);  // checks the stored checksum on first use
   if (!view) throw_if_error(view.error());
   set_device(device);
   const auto cuda_stream = reinterpret_cast<gpu_stream>(stream);
-  const std::string where = file.name() + ": bundle " + std::to_string(b) + ": ";
   // From pageable memory (the mapped file) the copies have taken their source when
   // stage_bundle returns.
   const result<staged_bundle> staged =
@@ -89,14 +103,22 @@ void copy_raw_tensor_cuda(const reader& r, std::uint32_t i, std::uintptr_t out,
   if (i >= file.tensors().size())
     throw_if_error({errc::invalid_argument, file.name() + ": no tensor " + std::to_string(i)});
   const container_tensor& t = file.tensors()[i];
-  if (file.bundles()[t.bundle].kind != bundle_kind::raw)
-    throw_if_error({errc::invalid_argument,
-                    file.name() + ": tensor '" + t.name + "' is BF16: decode its bundle"});
   if (out_bytes != t.size_bytes())
     throw_if_error({errc::insufficient_space, file.name() + ": tensor '" + t.name + "' has " +
                                                   std::to_string(t.size_bytes()) + " bytes, got " +
                                                   std::to_string(out_bytes)});
   if (out_bytes == 0) return;
+  if (file.bundles()[t.bundle].kind != bundle_kind::raw) {
+    // A BF16 tensor split across bundles (larger than a bundle may be): decoded on the host,
+    // piece by piece, then copied (synchronously: the host buffer goes away).
+    std::vector<std::byte> host(out_bytes);
+    throw_if_error(file.read_tensor(t, host));
+    set_device(device);
+    check_cuda(
+        cudaMemcpy(reinterpret_cast<void*>(out), host.data(), out_bytes, cudaMemcpyHostToDevice),
+        "upload of tensor '" + t.name + "'");
+    return;
+  }
   const result<std::span<const std::byte>> bytes = file.bundle_bytes(t.bundle);
   if (!bytes) throw_if_error(bytes.error());
   set_device(device);

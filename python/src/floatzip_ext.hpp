@@ -104,12 +104,25 @@ class reader {
     return list;
   }
 
-  // (is_bf16, value_count, decoded_bytes) per bundle.
+  // (is_bf16, value_count, decoded_bytes) per bundle. is_bf16: the bundle decodes into one BF16
+  // buffer whose tensors are views of it (coded or stored verbatim), every tensor whole. A bundle
+  // holding a piece of a split tensor is not: its tensors are read one by one (read_tensor).
   [[nodiscard]] std::vector<std::tuple<bool, std::uint64_t, std::uint64_t>> bundles() const {
+    std::vector<bool> has_piece(reader_->bundles().size(), false);
+    for (const container_tensor& t : reader_->tensors()) {
+      if (t.bundle_count <= 1) continue;
+      for (std::uint32_t b = t.bundle; b < t.bundle + t.bundle_count; ++b) has_piece[b] = true;
+    }
     std::vector<std::tuple<bool, std::uint64_t, std::uint64_t>> list;
-    for (const container_bundle& b : reader_->bundles())
-      list.emplace_back(b.kind == bundle_kind::bf16_huffman, b.value_count, b.decoded_bytes);
+    for (std::uint32_t i = 0; i < reader_->bundles().size(); ++i) {
+      const container_bundle& b = reader_->bundles()[i];
+      list.emplace_back(is_bf16_kind(b.kind) && !has_piece[i], b.value_count, b.decoded_bytes);
+    }
     return list;
+  }
+
+  static bool is_bf16_kind(bundle_kind kind) {
+    return kind == bundle_kind::bf16_huffman || kind == bundle_kind::bf16_raw;
   }
 
   // The safetensors "__metadata__" pairs, in file order; None when the file has none.
@@ -123,7 +136,7 @@ class reader {
 
   void decode_bundle(std::uint32_t b, const host_array& out, unsigned threads) const {
     check_bundle(b);
-    if (reader_->bundles()[b].kind != bundle_kind::bf16_huffman)
+    if (!is_bf16_kind(reader_->bundles()[b].kind))
       throw_if_error({errc::invalid_argument, reader_->name() + ": bundle " + std::to_string(b) +
                                                   " is stored raw, not BF16"});
     const std::span<std::uint16_t> values = bf16_span(out, "decode_bundle");
