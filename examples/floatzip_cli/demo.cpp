@@ -211,7 +211,7 @@ int demo_command(const std::vector<std::string>& tokens) {
   fmt::print("  {:<34} {:>12.3f}\n", "bits per BF16 weight", bits);
   fmt::print("  {:<34} {:>12.3f}   (exponent entropy {:.3f} bits + 8 raw bits)\n",
              "  entropy bound", bound, bound - 8);
-  fmt::print("  {:<34} {:>12.3f}   (exponents Huffman-coded per bundle, no metadata)\n",
+  fmt::print("  {:<34} {:>12.3f}   (exponents Huffman-coded per tensor, no metadata)\n",
              "  unlimited-Huffman ideal", ideal);
   fmt::print("  {:<34} {:>+12.3f}   bits per weight (length limit, sync metadata, headers)\n",
              "  floatzip over the ideal", bits - ideal);

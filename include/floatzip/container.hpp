@@ -172,7 +172,7 @@ struct container_bundle {
   std::uint64_t value_count = 0;  // BF16 values (0 for raw bundles)
   [[nodiscard]] bool is_bf16() const noexcept { return kind != bundle_kind::raw; }
   double exponent_entropy = 0;           // bits per value of the exponent histogram
-  std::uint64_t huffman_ideal_bits = 0;  // exponent bits under an unlimited Huffman code
+  std::uint64_t huffman_ideal_bits = 0;  // exponent bits, an unlimited Huffman code per tensor
   std::uint32_t tensor_count = 0;        // tensors in the bundle (0 for a gap's bundle)
 
   // Bits per BF16 value as stored, everything in the bundle counted.
