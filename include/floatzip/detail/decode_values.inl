@@ -1,7 +1,9 @@
 // floatzip internals: decompress_values, decoding into memory of its own (see decoder.hpp).
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
