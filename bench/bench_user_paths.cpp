@@ -2,7 +2,7 @@
 // every contender interleaved in each repetition (issue 14).
 //
 //   floatzip_bench_user_paths [--size-mb N] [--reps N] [--dir DIR] [--cli PATH] [--json FILE]
-//                             [--peer "COMMAND"]
+//                             [--peer "COMMAND"] [--cold-pause-s S]
 //
 // Input: a synthetic Llama-shaped checkpoint (llama_synth.hpp) of at least N MB (default 256),
 // written as a safetensors file, compressed with `floatzip compress` (the library's
@@ -13,10 +13,18 @@
 //     decode_reused      decompress() into one buffer reused for every bundle (the ceiling)
 //     decode_vector      std::vector<uint16_t> out(n); decompress(view, out) (a user's first try)
 //     decode_values      decompress_values(view), the library's allocating decode, as shipped
+//                        (page_policy::adaptive)
 //     values_first_touch the same with each page policy of detail/page_memory.hpp: 4 KiB pages
 //     values_huge          first touched by the decoding threads, MADV_HUGEPAGE, MAP_POPULATE,
 //     values_populate      MADV_POPULATE_WRITE on the decoding threads before they decode
 //     values_madv_pop
+//     cold_values        decode_values, values_huge and values_madv_pop again, each after an
+//     cold_huge          untimed pause of S seconds (default 3; 0 leaves them out) in which the
+//     cold_madv_pop      memory the previous contender freed stays free: on a VM with free page
+//                        reporting the host takes it back, as it has the memory a process gets
+//                        when it loads a model (the contenders above reuse memory freed just
+//                        before them). The process's huge-page gauge (page_memory.hpp) is reset
+//                        before every contender, so each measures its own memory state.
 //   file to file (child processes, output in DIR, page cache warm, no fsync):
 //     cli_decompress     floatzip decompress X.fzip -o Y --threads 1
 //     zstd_d             zstd -d -q X.safetensors.zst -o Y
@@ -28,6 +36,7 @@
 // against the original values once before timing.
 #include <fmt/core.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -85,6 +94,7 @@ struct options {
   std::string cli;
   std::string json;
   std::string peer;
+  double cold_pause_s = 3;
 };
 
 options parse(int argc, char** argv) {
@@ -108,6 +118,8 @@ options parse(int argc, char** argv) {
       o.json = v;
     } else if (a == "--peer") {
       o.peer = v;
+    } else if (a == "--cold-pause-s") {
+      o.cold_pause_s = std::stod(v);
     } else {
       require(false, "unknown option " + a);
     }
@@ -183,7 +195,8 @@ int main(int argc, char** argv) {
       }
     };
     for (auto policy : {detail::page_policy::first_touch, detail::page_policy::huge_pages,
-                        detail::page_policy::populate, detail::page_policy::populate_parallel}) {
+                        detail::page_policy::populate, detail::page_policy::populate_parallel,
+                        detail::page_policy::adaptive}) {
       auto v = detail::decompress_values(views[b], {2}, policy);
       require(v.has_value(), "decompress_values failed");
       check(v->values(), "decompress_values");
@@ -195,6 +208,7 @@ int main(int argc, char** argv) {
   struct contender {
     std::string name;
     std::function<double()> run;  // seconds
+    bool cold = false;            // run after an untimed pause of --cold-pause-s
   };
   std::vector<contender> contenders;
   for (unsigned threads : {1u, 2u}) {
@@ -246,8 +260,18 @@ int main(int argc, char** argv) {
         {"values_huge", detail::page_policy::huge_pages},
         {"values_populate", detail::page_policy::populate},
         {"values_madv_pop", detail::page_policy::populate_parallel}};
-    for (const auto& [name, policy] : policies) {
-      contenders.push_back({name + t, [&, dopt, policy = policy] {
+    const std::pair<const char*, detail::page_policy> cold_policies[] = {
+        {"cold_values", detail::kValuesPagePolicy},
+        {"cold_huge", detail::page_policy::huge_pages},
+        {"cold_madv_pop", detail::page_policy::populate_parallel}};
+    std::vector<std::pair<std::string, detail::page_policy>> runs;
+    for (const auto& [name, policy] : policies) runs.emplace_back(name + t, policy);
+    if (opt.cold_pause_s > 0) {
+      for (const auto& [name, policy] : cold_policies) runs.emplace_back(name + t, policy);
+    }
+    for (const auto& [name, policy] : runs) {
+      contenders.push_back({name,
+                            [&, dopt, policy = policy] {
                               std::vector<value_buffer> kept;
                               kept.reserve(views.size());
                               const auto t0 = clock_type::now();
@@ -257,7 +281,8 @@ int main(int argc, char** argv) {
                                 kept.push_back(std::move(*values));
                               }
                               return seconds_since(t0);
-                            }});
+                            },
+                            name.rfind("cold_", 0) == 0});
     }
   }
   auto timed_child = [&](const std::string& command) {
@@ -286,7 +311,11 @@ int main(int argc, char** argv) {
   for (const auto& c : contenders) order.push_back(c.name);
   const fs::path peer_out = dir / "peer.txt";
   for (int r = 0; r < opt.reps; ++r) {
-    for (const auto& c : contenders) gbps[c.name].push_back(gb / c.run());
+    for (const auto& c : contenders) {
+      detail::huge_page_gauge::process().reset();
+      if (c.cold) ::usleep(static_cast<useconds_t>(opt.cold_pause_s * 1e6));
+      gbps[c.name].push_back(gb / c.run());
+    }
     if (!opt.peer.empty()) {
       require(run_shell(opt.peer + " > " + shell_quote(peer_out)) == 0, "peer command failed");
       std::FILE* f = std::fopen(peer_out.c_str(), "r");
@@ -329,8 +358,9 @@ int main(int argc, char** argv) {
   };
   fmt::print("\nratio (median, then per repetition)\n");
   for (const char* t : {"/t1", "/t2"}) {
-    for (const char* n : {"decode_values", "values_first_touch", "values_huge", "values_populate",
-                          "values_madv_pop", "decode_vector"})
+    for (const char* n :
+         {"decode_values", "values_first_touch", "values_huge", "values_populate",
+          "values_madv_pop", "decode_vector", "cold_values", "cold_huge", "cold_madv_pop"})
       ratio(std::string(n) + t, std::string("decode_reused") + t);
   }
   ratio("decode_values/t2", "decode_values/t1");
@@ -340,7 +370,10 @@ int main(int argc, char** argv) {
   for (const auto& n : order) {
     if (n.rfind("peer:", 0) != 0) continue;
     const std::string t = n.substr(n.size() - 3);
-    if (n.find("decompress") != std::string::npos) ratio("decode_values" + t, n);
+    if (n.find("decompress") != std::string::npos) {
+      ratio("decode_values" + t, n);
+      ratio("cold_values" + t, n);
+    }
     if (n.find("compress") != std::string::npos && n.find("decompress") == std::string::npos)
       ratio("encode" + t, n);
   }

@@ -192,7 +192,8 @@ TEST(decompress_values, equals_decompress_for_every_page_policy) {
       EXPECT_TRUE(std::equal(v.begin(), v.end(), plain->values().begin(), plain->values().end()));
       for (const auto policy :
            {detail::page_policy::first_touch, detail::page_policy::huge_pages,
-            detail::page_policy::populate, detail::page_policy::populate_parallel}) {
+            detail::page_policy::populate, detail::page_policy::populate_parallel,
+            detail::page_policy::adaptive}) {
         auto got = detail::decompress_values(view, {.threads = threads}, policy);
         ASSERT_TRUE(got.has_value()) << got.error().message;
         value_buffer moved = std::move(*got);
@@ -202,6 +203,44 @@ TEST(decompress_values, equals_decompress_for_every_page_policy) {
       }
     }
   }
+}
+
+// The adaptive policy after a slow huge page: the buffer that found it still decodes right, the
+// process's next mappings ask for 4 KiB pages only until kRetryBytes of them were mapped, then
+// huge pages are tried again.
+TEST(decompress_values, adaptive_policy_turns_to_small_pages_after_a_slow_huge_page) {
+  using gauge_type = detail::huge_page_gauge;
+  gauge_type gauge;
+  EXPECT_TRUE(gauge.want_huge(std::size_t{64} << 20));
+  EXPECT_FALSE(gauge.record(gauge_type::kSlowSeconds / 2));
+  EXPECT_TRUE(gauge.want_huge(std::size_t{64} << 20));
+  EXPECT_TRUE(gauge.record(gauge_type::kSlowSeconds * 2));
+  std::int64_t small = 0;
+  while (!gauge.want_huge(std::size_t{48} << 20)) small += std::int64_t{48} << 20;
+  EXPECT_GE(small, gauge_type::kRetryBytes);
+  EXPECT_LT(small, gauge_type::kRetryBytes + (std::int64_t{48} << 20));
+  EXPECT_TRUE(gauge.record(1.0));
+  gauge.reset();
+  EXPECT_TRUE(gauge.want_huge(1));
+
+  // The process's gauge, as decompress_values sees it: slow, then a buffer of whole huge pages
+  // gets none (huge_bytes() == 0) and decodes right; after a reset it asks for them again.
+  const values v = heavy_tailed(3'000'000, 0.02f, 11);
+  const auto bytes = encode(v, {});
+  const auto view = parse_bundle(bytes).value();
+  auto& process = gauge_type::process();
+  process.reset();
+  ASSERT_TRUE(process.record(1.0));
+  auto memory = detail::page_memory::allocate(v.size() * 2, detail::page_policy::adaptive);
+  ASSERT_TRUE(memory.has_value());
+  EXPECT_EQ(memory->huge_bytes(), 0u);
+  auto got = decompress_values(view, {.threads = 2});
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_TRUE(std::equal(v.begin(), v.end(), got->values().begin(), got->values().end()));
+  process.reset();
+  auto again = detail::page_memory::allocate(v.size() * 2, detail::page_policy::adaptive);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->huge_bytes(), v.size() * 2 / detail::kHugePageBytes * detail::kHugePageBytes);
 }
 
 // A corrupt stream is reported as by decompress(), not returned as values.

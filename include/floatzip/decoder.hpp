@@ -90,10 +90,12 @@ class value_buffer {
 };
 
 // decompress() into memory it allocates: what a caller without a buffer of its own should use.
-// The output is an anonymous mapping in 2 MiB pages (transparent huge pages, where the kernel
-// grants them) that the decoding threads fault in as they write, instead of a vector zeroed page
-// by page on the calling thread before decoding starts: faulting fresh pages is most of the time
-// of `std::vector<std::uint16_t> out(n); decompress(bundle, out);` (detail/decode_values.inl).
+// The output is an anonymous mapping that the decoding threads fault in, in 2 MiB slices, before
+// they decode, instead of a vector zeroed page by page on the calling thread: faulting fresh pages
+// is most of the time of `std::vector<std::uint16_t> out(n); decompress(bundle, out);`. It asks
+// for 2 MiB pages (transparent huge pages, where the kernel grants them) while they fault in
+// fast, and for 4 KiB pages while they do not (on VMs whose host takes back free memory, a huge
+// page can cost 5-10x its 512 small pages: detail/page_memory.hpp, detail/decode_values.inl).
 //   errc::too_large  the system refuses the memory
 //   errc::bad_data   as decompress()
 result<value_buffer> decompress_values(const bundle_view& bundle,

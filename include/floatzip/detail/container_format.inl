@@ -760,6 +760,7 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
   auto memory = detail::page_memory::allocate(
       static_cast<std::size_t>(largest) * sizeof(std::uint16_t), detail::kValuesPagePolicy);
   if (!memory) return memory.error();
+  detail::fault_in(*memory, detail::resolve_threads(options.threads), detail::kValuesPagePolicy);
   for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b) {
     const std::span<std::uint16_t> values(reinterpret_cast<std::uint16_t*>(memory->data()),
                                           static_cast<std::size_t>(bundles_[b].value_count));

@@ -1,6 +1,9 @@
 // floatzip internals: decompress_values, decoding into memory of its own (see decoder.hpp).
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -9,13 +12,36 @@
 namespace floatzip {
 namespace detail {
 
-// How decompress_values (and container_reader::read_tensor's scratch) get their pages. Measured
-// on the 2-vCPU VM of bench/RESULTS.md (issue 14, 24 interleaved repetitions, fresh-buffer decode
-// over the reused-buffer ceiling): 2 MiB pages 0.40 at 1 thread and 0.66 at 2, 4 KiB pages
-// (first touch, MAP_POPULATE or MADV_POPULATE_WRITE) 0.39-0.44 at both. 2 MiB pages are
-// bimodal there (0.12-0.75: the hypervisor backs memory the guest returned to it anew), while
-// 4 KiB faults cost about 2 us each however many threads take them.
-inline constexpr page_policy kValuesPagePolicy = page_policy::huge_pages;
+// How decompress_values (and container_reader::read_tensor's scratch) get their pages: 2 MiB
+// pages while they are cheap, 4 KiB ones while they are not (detail/page_memory.hpp). Measured on
+// the 2-vCPU VM of bench/RESULTS.md (issue 14): 2 MiB pages fault in at 12-24 GB/s per thread
+// when the memory was freed just before and at 0.3-0.6 GB/s when it was free for seconds (the
+// host took it back); 4 KiB pages at about 3 GB/s per thread either way.
+inline constexpr page_policy kValuesPagePolicy = page_policy::adaptive;
+
+// Faults in `memory` for writing, in 2 MiB slices spread over `threads` threads, before the
+// decoder writes it (populate_parallel and adaptive). Under adaptive, each huge page is timed: a
+// slow one turns the rest of the buffer to 4 KiB pages and tells the process's gauge.
+inline void fault_in(const page_memory& memory, unsigned threads, page_policy policy) {
+  using clock = std::chrono::steady_clock;
+  const std::size_t bytes = memory.size();
+  const std::size_t slices = (bytes + kHugePageBytes - 1) / kHugePageBytes;
+  const std::size_t huge_slices =
+      policy == page_policy::adaptive ? memory.huge_bytes() / kHugePageBytes : 0;
+  std::atomic<bool> small{huge_slices == 0};
+  parallel_for(slices, threads, [&](std::size_t i) {
+    if (i >= huge_slices || small.load(std::memory_order_relaxed)) {
+      memory.populate(i * kHugePageBytes, kHugePageBytes);
+      return;
+    }
+    const auto t0 = clock::now();
+    memory.populate(i * kHugePageBytes, kHugePageBytes);
+    const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    if (huge_page_gauge::process().record(seconds) && !small.exchange(true)) {
+      memory.prefer_small_pages();
+    }
+  });
+}
 
 // `policy` picks how the output's pages are obtained (detail/page_memory.hpp); the benchmark
 // compares them, decompress_values uses the measured best.
@@ -33,13 +59,9 @@ inline result<value_buffer> decompress_values(const bundle_view& bundle,
   buffer.memory_ = std::move(*memory);
   buffer.count_ = static_cast<std::size_t>(count);
   buffer.format_ = bundle.format();
-  if (policy == page_policy::populate_parallel) {
+  if (policy == page_policy::populate_parallel || policy == page_policy::adaptive) {
     // The decoding threads' share of the faults, taken in bulk before they decode.
-    const std::size_t bytes = buffer.memory_.size();
-    const std::size_t slices = (bytes + kHugePageBytes - 1) / kHugePageBytes;
-    parallel_for(slices, resolve_threads(options.threads), [&](std::size_t i) {
-      buffer.memory_.populate(i * kHugePageBytes, kHugePageBytes);
-    });
+    fault_in(buffer.memory_, resolve_threads(options.threads), policy);
   }
   if (error e = decompress(bundle, buffer.bytes(), options)) return e;
   return buffer;

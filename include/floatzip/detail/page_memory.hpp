@@ -14,11 +14,27 @@
 //   populate     MAP_POPULATE: the kernel faults everything in inside mmap(), on the caller
 //   populate_parallel  MADV_POPULATE_WRITE on 2 MiB slices spread over the decoding threads
 //                before they decode: one system call per slice instead of 512 page faults
+//   adaptive     2 MiB pages while they are cheap, else 4 KiB ones (the default of
+//                decompress_values): the decoding threads fault the output in 2 MiB slices
+//                before they decode (as populate_parallel) and time each; a huge page that takes
+//                longer than huge_page_gauge::kSlowSeconds turns the rest of the buffer, and the
+//                process's next kRetryBytes of output, to 4 KiB pages.
+//
+// Why adaptive: on a VM whose free memory is handed back to the host (virtio-balloon free page
+// reporting), a huge page carved from memory the guest freed seconds ago costs 3.5-7 ms to clear
+// (0.3-0.6 GB/s), against 0.1-0.2 ms when the memory was freed just before (12-24 GB/s) and
+// 0.7 ms as 512 small faults (3 GB/s, however long the memory was free): measured on the 2-vCPU
+// VM of bench/RESULTS.md (issue 14, "Fresh memory"). Neither fixed choice is right there: huge
+// pages are 6-10x slower than small ones when a model is loaded into memory that was free for
+// long, and 4-8x faster when it reuses memory freed just before. The kernel hands out unreported
+// free blocks before reported ones, so once one huge page is slow the next ones are too, until
+// memory is freed again: hence a retry after kRetryBytes rather than a probe per buffer.
 #pragma once
 
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -30,9 +46,50 @@
 
 namespace floatzip::detail {
 
-enum class page_policy { first_touch, huge_pages, populate, populate_parallel };
+enum class page_policy { first_touch, huge_pages, populate, populate_parallel, adaptive };
 
 inline constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;  // x86-64 and arm64 (4K base)
+
+// Whether 2 MiB pages are cheap to fault in, as the adaptive policy last found them. One per
+// process (process()); tests make their own.
+class huge_page_gauge {
+ public:
+  // A huge page that takes longer than this to fault in is slower than 512 small faults
+  // wherever they were measured (0.7 ms on the VM above, about 0.1 ms on bare metal); the cheap
+  // huge pages of that VM take 0.1-0.2 ms.
+  static constexpr double kSlowSeconds = 1e-3;
+  // Output mapped in 4 KiB pages after a slow huge page before huge pages are tried again: one
+  // slow probe (at most ~7 ms) per 256 MiB costs a few percent of faulting them in small pages.
+  static constexpr std::int64_t kRetryBytes = std::int64_t{256} << 20;
+
+  static huge_page_gauge& process() noexcept {
+    static huge_page_gauge gauge;
+    return gauge;
+  }
+
+  // Whether a new mapping of `bytes` should ask for huge pages; a mapping that does not counts
+  // towards the retry.
+  bool want_huge(std::size_t bytes) noexcept {
+    if (small_left_.load(std::memory_order_relaxed) <= 0) return true;
+    small_left_.fetch_sub(static_cast<std::int64_t>(std::min<std::size_t>(bytes, kRetryBytes)),
+                          std::memory_order_relaxed);
+    return false;
+  }
+
+  // One huge page took `seconds` to fault in. Returns whether that was slow (and then the next
+  // kRetryBytes of mappings get small pages).
+  bool record(double seconds) noexcept {
+    if (seconds <= kSlowSeconds) return false;
+    small_left_.store(kRetryBytes, std::memory_order_relaxed);
+    return true;
+  }
+
+  // Forgets a slow huge page: the next mapping tries huge pages again.
+  void reset() noexcept { small_left_.store(0, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::int64_t> small_left_{0};
+};
 
 // An owning, page-aligned anonymous mapping of `size()` bytes, untouched (except under
 // page_policy::populate), reading as zeros until written.
@@ -43,7 +100,8 @@ class page_memory {
       : base_(std::exchange(other.base_, nullptr)),
         data_(std::exchange(other.data_, nullptr)),
         size_(std::exchange(other.size_, 0)),
-        mapped_(std::exchange(other.mapped_, 0)) {}
+        mapped_(std::exchange(other.mapped_, 0)),
+        huge_bytes_(std::exchange(other.huge_bytes_, 0)) {}
   page_memory& operator=(page_memory&& other) noexcept {
     if (this != &other) {
       release();
@@ -51,6 +109,7 @@ class page_memory {
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
       mapped_ = std::exchange(other.mapped_, 0);
+      huge_bytes_ = std::exchange(other.huge_bytes_, 0);
     }
     return *this;
   }
@@ -66,7 +125,10 @@ class page_memory {
     if (policy == page_policy::populate) flags |= MAP_POPULATE;
     // Huge pages need 2 MiB alignment: the mapping gets one huge page of slack (address space
     // only, never touched) and the data starts at the first 2 MiB boundary in it.
-    const bool huge = policy == page_policy::huge_pages && size >= kHugePageBytes;
+    const bool huge =
+        size >= kHugePageBytes &&
+        (policy == page_policy::huge_pages ||
+         (policy == page_policy::adaptive && huge_page_gauge::process().want_huge(size)));
     const std::size_t mapped = huge ? size + kHugePageBytes : size;
     void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (p == MAP_FAILED) {
@@ -82,7 +144,8 @@ class page_memory {
       m.data_ += (kHugePageBytes - address % kHugePageBytes) % kHugePageBytes;
       // Whole huge pages only; a tail under 2 MiB stays in 4 KiB pages rather than waste up to
       // 2 MiB. Advice only: a kernel without transparent huge pages keeps 4 KiB pages.
-      (void)::madvise(m.data_, size / kHugePageBytes * kHugePageBytes, MADV_HUGEPAGE);
+      m.huge_bytes_ = size / kHugePageBytes * kHugePageBytes;
+      (void)::madvise(m.data_, m.huge_bytes_, MADV_HUGEPAGE);
     }
     return m;
   }
@@ -102,7 +165,15 @@ class page_memory {
 #endif
   }
 
+  // Asks for 4 KiB pages from now on in the part that asked for huge pages; those already faulted
+  // in stay.
+  void prefer_small_pages() const noexcept {
+    if (huge_bytes_ != 0) (void)::madvise(data_, huge_bytes_, MADV_NOHUGEPAGE);
+  }
+
   [[nodiscard]] std::byte* data() const noexcept { return data_; }
+  // The leading bytes that asked for 2 MiB pages (whole huge pages; 0 for 4 KiB pages only).
+  [[nodiscard]] std::size_t huge_bytes() const noexcept { return huge_bytes_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
  private:
@@ -112,12 +183,14 @@ class page_memory {
     data_ = nullptr;
     size_ = 0;
     mapped_ = 0;
+    huge_bytes_ = 0;
   }
 
   void* base_ = nullptr;
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::size_t mapped_ = 0;
+  std::size_t huge_bytes_ = 0;
 };
 
 }  // namespace floatzip::detail
