@@ -263,11 +263,12 @@ struct model_run {
           floatzip::detail::launch_shape_for(v, kHopperShared, 0).value();
       // Keep each segment's output at the alignment it has in the bundle's buffer.
       std::uint16_t* const segment_out = aligned + (segment.first_value() - view.first_value());
-      if (error run = bits == kGpuTableBitsSmall
-                          ? floatzip::detail::execute_kernel<kGpuTableBitsSmall>(
-                                v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)
-                          : floatzip::detail::execute_kernel<kGpuTableBitsLarge>(
-                                v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)) {
+      if (error run =
+              bits == kGpuTableBitsSmall
+                  ? floatzip::detail::execute_kernel<value_format::bf16, kGpuTableBitsSmall>(
+                        v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)
+                  : floatzip::detail::execute_kernel<value_format::bf16, kGpuTableBitsLarge>(
+                        v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)) {
         return run;
       }
       groups += segment.group_count();

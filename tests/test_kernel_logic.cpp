@@ -47,8 +47,8 @@ void expect_executor_decodes(std::span<const std::byte> bytes,
   ASSERT_TRUE(view.has_value()) << view.error().message;
   ASSERT_EQ(view->value_count(), expected.size());
   std::vector<std::uint16_t> buffer(expected.size() + 2 * kGuardValues + 8, kCanary);
-  const std::size_t misalignment =
-      (reinterpret_cast<std::uintptr_t>(buffer.data()) / 2) % detail::kSlotsPerStore;
+  const std::size_t misalignment = (reinterpret_cast<std::uintptr_t>(buffer.data()) / 2) %
+                                   detail::slots_per_store(value_format::bf16);
   const std::size_t begin = kGuardValues + (shift + 8 - misalignment) % 8;
   std::uint16_t* out = buffer.data() + begin;
   ASSERT_EQ((reinterpret_cast<std::uintptr_t>(out) / 2) % 8, shift);
@@ -74,7 +74,7 @@ void expect_executor_decodes(std::span<const std::byte> bytes,
 
 void expect_all_shifts(std::span<const std::byte> bytes, const std::vector<std::uint16_t>& expected,
                        const cpu_executor_options& options = {}) {
-  for (unsigned shift = 0; shift < detail::kSlotsPerStore; ++shift) {
+  for (unsigned shift = 0; shift < detail::slots_per_store(value_format::bf16); ++shift) {
     SCOPED_TRACE("output shift " + std::to_string(shift));
     expect_executor_decodes(bytes, expected, shift, options);
     if (testing::Test::HasFatalFailure()) return;
@@ -101,11 +101,11 @@ TEST(KernelLogic, MergeTwoValuesMatchesBf16MergeForEveryPattern) {
   }
 }
 
-TEST(KernelLogic, LoadSignMantissa8AtEveryMisalignment) {
+TEST(KernelLogic, LoadSection8AtEveryMisalignment) {
   alignas(16) std::array<std::uint8_t, 48> bytes;
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 37 + 5);
   for (std::uint64_t pos = 0; pos + 8 <= 32; ++pos) {
-    const std::uint64_t got = detail::load_sign_mantissa8(bytes.data(), pos);
+    const std::uint64_t got = detail::load_section8(bytes.data(), pos);
     for (unsigned k = 0; k < 8; ++k) {
       ASSERT_EQ((got >> (8 * k)) & 0xFF, bytes[pos + k]) << "pos " << pos << " byte " << k;
     }
@@ -360,8 +360,10 @@ TEST(KernelExecutor, LaunchChecks) {
 
   EXPECT_EQ(execute_kernel_on_cpu(b->device_view, aligned, values.size() - 1).code,
             errc::insufficient_space);
-  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, nullptr, values.size()).code,
-            errc::invalid_argument);
+  EXPECT_EQ(
+      execute_kernel_on_cpu(b->device_view, static_cast<std::uint16_t*>(nullptr), values.size())
+          .code,
+      errc::invalid_argument);
   auto* odd = reinterpret_cast<std::uint16_t*>(reinterpret_cast<char*>(aligned) + 1);
   EXPECT_EQ(execute_kernel_on_cpu(b->device_view, odd, values.size()).code, errc::invalid_argument);
 
@@ -374,7 +376,7 @@ TEST(KernelExecutor, LaunchChecks) {
   expect_invalid([](device_bundle_view& v) { v.table_bits = 13; }, "table bits not compiled");
   expect_invalid([](device_bundle_view& v) { v.max_code_length = 16; }, "code longer than table");
   expect_invalid([](device_bundle_view& v) { v.exponent_stream = nullptr; }, "null stream");
-  expect_invalid([](device_bundle_view& v) { v.sign_mantissa += 1; }, "misaligned section");
+  expect_invalid([](device_bundle_view& v) { v.raw_bytes += 1; }, "misaligned section");
   expect_invalid([](device_bundle_view& v) { v.chunk_count += 1; }, "chunk count");
   expect_invalid([](device_bundle_view& v) { v.group_count -= 1; }, "group count");
   expect_invalid([](device_bundle_view& v) { v.stream_bits = v.value_count * 20; }, "stream bits");
@@ -433,7 +435,7 @@ TEST(KernelLogic, LaunchShapeOnHopperLimits) {
   const std::uint32_t fixed = detail::kernel_fixed_shared_bytes(b->device_view.table_bits);
   EXPECT_EQ(fixed % 128, 0u);
   EXPECT_EQ(shape->shared_bytes, fixed + shape->stage_slots);
-  EXPECT_EQ(shape->stage_slots % detail::kSlotsPerStore, 0u);
+  EXPECT_EQ(shape->stage_slots % detail::slots_per_store(value_format::bf16), 0u);
   EXPECT_LE(shape->shared_bytes + detail::kReservedSharedPerBlock,
             hopper.per_multiprocessor / detail::kMinBlocksPerMultiprocessor);
   // The largest group in one tile.

@@ -440,7 +440,10 @@ def main():
         f"schedulers, copy {v['copy_bytes_per_s'] / 1e12:.1f} TB/s" for k, v in DEVICES.items()))
     results = []
     for rs in runs:
-        pattern = f"decode_bundle_kernelILi{rs['table_bits']}E"
+        # decode_bundle_kernel<value_format F, int TableBits, int Threads>: the run's format
+        # (its number, value_format.hpp; BF16 = 0 for runs that do not say) and table width.
+        pattern = (f"decode_bundle_kernelILNS_12value_formatE{rs.get('format_id', 0)}E"
+                   f"Li{rs['table_bits']}E")
         names = [k for k in kernels if pattern in k]
         if not names:
             raise SystemExit(f"kernel_model: no kernel matching {pattern} in the cubin")
