@@ -724,9 +724,9 @@ enum class merge_shape {
   per_value,    // anything else: format_traits<F>::merge, one value at a time
 };
 
-template <value_format F>
+template <class Traits>
 constexpr bool merge_is(merge_shape shape, unsigned symbol, unsigned raw, unsigned low) {
-  using traits = format_traits<F>;
+  using traits = Traits;
   const auto s = static_cast<std::uint8_t>(symbol);
   const auto r = static_cast<std::uint8_t>(raw);
   const auto l = static_cast<std::uint16_t>(low);
@@ -745,30 +745,31 @@ constexpr bool merge_is(merge_shape shape, unsigned symbol, unsigned raw, unsign
   return true;
 }
 
-template <value_format F>
+template <class Traits>
 constexpr bool merge_has_shape(merge_shape shape) {
   constexpr unsigned kProbes[] = {0x00, 0xFF, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80};
   constexpr unsigned kLows[] = {0x0000, 0xFFFF, 0x8001, 0x1234};
   for (unsigned x = 0; x < 256; ++x) {
     for (const unsigned probe : kProbes) {
       const unsigned low = kLows[(x + probe) % 4];
-      if (!merge_is<F>(shape, x, probe, low) || !merge_is<F>(shape, probe, x, low)) return false;
+      if (!merge_is<Traits>(shape, x, probe, low) || !merge_is<Traits>(shape, probe, x, low))
+        return false;
     }
   }
   for (unsigned bit = 0; bit < 16; ++bit) {
-    if (!merge_is<F>(shape, 0x5A, 0xA5, 1u << bit)) return false;
+    if (!merge_is<Traits>(shape, 0x5A, 0xA5, 1u << bit)) return false;
   }
   return true;
 }
 
-template <value_format F>
+template <class Traits>
 constexpr merge_shape merge_shape_of() {
-  if (!format_traits<F>::has_raw_byte) {
-    return merge_has_shape<F>(merge_shape::symbol_only) ? merge_shape::symbol_only
-                                                        : merge_shape::per_value;
+  if (!Traits::has_raw_byte) {
+    return merge_has_shape<Traits>(merge_shape::symbol_only) ? merge_shape::symbol_only
+                                                             : merge_shape::per_value;
   }
-  if (merge_has_shape<F>(merge_shape::bf16_split)) return merge_shape::bf16_split;
-  if (merge_has_shape<F>(merge_shape::byte_concat)) return merge_shape::byte_concat;
+  if (merge_has_shape<Traits>(merge_shape::bf16_split)) return merge_shape::bf16_split;
+  if (merge_has_shape<Traits>(merge_shape::byte_concat)) return merge_shape::byte_concat;
   return merge_shape::per_value;
 }
 
@@ -781,11 +782,11 @@ constexpr merge_shape merge_shape_of() {
 //   32-bit formats, 4 values: one 4-byte stage load, 4 raw bytes, (FP32) 8 bytes of low halves;
 //     the BF16 merge gives the high halves two at a time, a PRMT each joins one with its low half.
 //   FP8, 16 values: the stage's 16 bytes as they are.
-template <value_format F>
+template <class Traits>
 struct unit_merge {
-  using traits = format_traits<F>;
+  using traits = Traits;
   using value_type = typename traits::value_type;
-  static constexpr merge_shape kShape = merge_shape_of<F>();
+  static constexpr merge_shape kShape = merge_shape_of<Traits>();
 
   // Two values of the units' bytes i and i + 1, as one 32-bit word, through the traits.
   FLOATZIP_HD static std::uint32_t merge_two_by_traits(std::uint64_t e8, std::uint64_t s8,
@@ -879,8 +880,8 @@ template <value_format F, bool Aligned>
 FLOATZIP_HD void merge_whole_unit(const block_output<F>& b, const std::uint8_t* stage,
                                   std::uint32_t tile_begin_slot, std::uint64_t base,
                                   std::uint32_t unit) {
-  unit_merge<F>::template store<Aligned>(b.out, stage + (unit - tile_begin_slot), b.raw_bytes,
-                                         b.low_halves, base + unit);
+  unit_merge<format_traits<F>>::template store<Aligned>(b.out, stage + (unit - tile_begin_slot),
+                                                        b.raw_bytes, b.low_halves, base + unit);
 }
 
 // The loops over whole units, units thread, thread + threads, ... so that a warp's stores cover
