@@ -3,17 +3,10 @@
 //
 //   floatzip_bench_gpu_formats [--mib N] [--runs R] [--json PATH]
 //
-// Per format, one bundle holding about N MiB of output values (default 256: several times the
-// L2 cache of an H100/H200, so neither the decode nor the copy is served from it), made from the
-// Llama-shaped block the other GPU benchmarks use (bench_gpu_inputs.hpp: Student-t weights at
-// per-matrix scales, as BF16):
-//   bf16           the block's values
-//   fp32           the BF16 values as high halves, with pseudo-random low halves (the low
-//                  mantissa bits of trained FP32 weights are close to uniform)
-//   fp16           those FP32 weights converted to FP16 (round to nearest even)
-//   bf16-in-fp32   the BF16 values widened (zero low halves)
-//   fp8-e4m3/e5m2  the FP32 weights quantised per tensor (largest magnitude to the largest
-//                  finite value, round to nearest even), as FP8 checkpoints are made
+// Per format, one bundle holding as many values as N MiB of BF16 (default 256: the output is
+// several times the L2 cache of an H100/H200 for every format, so neither the decode nor the
+// copy is served from it), made from the Llama-shaped block the other GPU benchmarks use, in
+// each format as bench_gpu_inputs.hpp's make_format_input makes it.
 // Correctness first: the output is poisoned, decoded by the GPU (device_bundle, std::byte API),
 // read back and compared with the CPU decoder's output and with the original values; the
 // kernel's status word must be clean. A format that fails makes the program exit 1 after the
@@ -53,85 +46,6 @@ void check_cuda(cudaError_t status, const char* what) {
   }
 }
 
-// One format's input: its values' little-endian bytes per tensor.
-struct format_input {
-  value_format format;
-  std::vector<std::vector<std::byte>> tensors;
-};
-
-template <class T>
-std::vector<std::byte> bytes_of(const std::vector<T>& values) {
-  std::vector<std::byte> bytes(values.size() * sizeof(T));
-  std::memcpy(bytes.data(), values.data(), bytes.size());
-  return bytes;
-}
-
-// The FP32 weights behind every format's input: the block's BF16 values as high halves and
-// pseudo-random low halves (the low mantissa bits of trained FP32 weights are close to uniform).
-std::vector<std::uint32_t> fp32_weights(std::span<const std::uint16_t> bf16, std::uint64_t seed) {
-  std::vector<std::uint32_t> v(bf16.size());
-  parallel_slices(v.size(), [&](std::uint64_t first, std::uint64_t count) {
-    for (std::uint64_t i = first; i < first + count; ++i) {
-      const std::uint64_t h = splitmix64_mix(seed + (i + 1) * kGoldenGamma);
-      v[i] = std::uint32_t{bf16[i]} << 16 | static_cast<std::uint32_t>(h & 0xFFFF);
-    }
-  });
-  return v;
-}
-
-// The block's tensors in format f (see the file comment). The block holds the same number of
-// values whatever the format, so every format's output is about values * value_bytes(f).
-format_input make_input(value_format f, const llama_block& block) {
-  format_input in{f, {}};
-  std::uint64_t seed = 1;
-  for (const std::span<const std::uint16_t> t : block.tensors) {
-    const std::size_t n = t.size();
-    const std::vector<std::uint32_t> wide = fp32_weights(t, ++seed);
-    switch (f) {
-      case value_format::bf16:
-        in.tensors.push_back(bytes_of(std::vector<std::uint16_t>(t.begin(), t.end())));
-        break;
-      case value_format::fp16: {
-        std::vector<std::uint16_t> v(n);
-        parallel_slices(n, [&](std::uint64_t first, std::uint64_t count) {
-          for (std::uint64_t i = first; i < first + count; ++i) {
-            v[i] = test::float_to_fp16(std::bit_cast<float>(wide[i]));
-          }
-        });
-        in.tensors.push_back(bytes_of(v));
-        break;
-      }
-      case value_format::fp32: in.tensors.push_back(bytes_of(wide)); break;
-      case value_format::bf16_in_fp32: {
-        std::vector<std::uint32_t> v(n);
-        for (std::size_t i = 0; i < n; ++i) v[i] = std::uint32_t{t[i]} << 16;
-        in.tensors.push_back(bytes_of(v));
-        break;
-      }
-      case value_format::fp8_e4m3:
-      case value_format::fp8_e5m2: {
-        // quantise_fp8's per-tensor scale, the rounding on every core.
-        const auto kind = f == value_format::fp8_e4m3 ? test::fp8_kind::e4m3 : test::fp8_kind::e5m2;
-        float largest = 0;
-        for (const std::uint32_t x : wide) {
-          const float value = std::fabs(std::bit_cast<float>(x));
-          if (std::isfinite(value)) largest = std::max(largest, value);
-        }
-        const double scale = largest > 0 ? test::fp8_max(kind) / largest : 1.0;
-        std::vector<std::uint8_t> v(n);
-        parallel_slices(n, [&](std::uint64_t first, std::uint64_t count) {
-          for (std::uint64_t i = first; i < first + count; ++i) {
-            v[i] = test::float_to_fp8(scale * std::bit_cast<float>(wide[i]), kind);
-          }
-        });
-        in.tensors.push_back(bytes_of(v));
-        break;
-      }
-    }
-  }
-  return in;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
@@ -152,8 +66,7 @@ struct format_result {
 format_result measure(const format_input& in, int runs, cudaStream_t stream) {
   format_result r;
   r.format = in.format;
-  std::vector<std::span<const std::byte>> spans(in.tensors.begin(), in.tensors.end());
-  const std::vector<std::byte> bundle = compress_bundle(in.format, spans);
+  const std::vector<std::byte> bundle = compress_bundle(in.format, in.spans());
   const bundle_view host = parse_bundle(bundle).value();
   r.values = host.value_count();
   r.output_bytes = r.values * value_bytes(in.format);
@@ -286,7 +199,7 @@ int run_main(int argc, char** argv) {
   std::vector<format_result> results;
   for (unsigned f = 0; f < kValueFormatCount; ++f) {
     const auto format = static_cast<value_format>(f);
-    results.push_back(measure(make_input(format, block), runs, stream));
+    results.push_back(measure(make_format_input(format, block), runs, stream));
     const format_result& r = results.back();
     std::fprintf(stderr, "bench_gpu_formats: %s %s\n", to_string(format).data(),
                  r.correct ? "correct" : r.problem.c_str());
