@@ -18,16 +18,17 @@
 #          GPU benchmark on bundles of 256 and 1024 MiB (decode of the Llama-shaped block with
 #          12-bit codes, with 15-bit codes and with 128-byte chunks, the real-model statistics,
 #          the stage sweep, device-to-device copy and plain BF16 loads of the same output; a
-#          missing real-model figure fails the check), every value format (floatzip_bench_gpu_formats:
-#          per format a bundle of about 256 MiB of BF16's value count, decoded by the GPU and
-#          compared byte for byte with the CPU decoder, then decode and a device-to-device copy
-#          of the same output bytes timed with CUDA events, 50 interleaved rounds, medians; a
-#          missing or incorrect format fails the check) and Nsight Compute on one decode launch.
-#          Everything lands in $OUT (or OUT_DIR, default build-device/out): gpu_check.json
-#          (device, driver, every GB/s and ratio, per format its correctness, GB/s and time over
-#          the copy's, the ncu metrics, each step's verdict), the
-#          benchmark's and ncu's own output, and the log. Commit gpu_check.json under
-#          bench/results/. Sized to finish within 6 minutes on an H200 (16 cores).
+#          missing real-model figure fails the check), every value format
+#          (floatzip_bench_gpu_formats: per format a bundle of as many values as 256 MiB of BF16,
+#          decoded by the GPU and compared byte for byte with the CPU decoder, then the decode
+#          and a device-to-device copy of the same output bytes timed with CUDA events, 50
+#          interleaved rounds, medians; a missing or incorrect format fails the check) and
+#          Nsight Compute on one decode launch. Everything lands in $OUT (or OUT_DIR, default
+#          build-device/out): gpu_check.json (device, driver, every GB/s and ratio, per format
+#          its correctness, GB/s and time over the copy's, the ncu metrics, each step's
+#          verdict), the benchmarks' and ncu's own output, and the log. Commit gpu_check.json under
+#          bench/results/. Sized to finish within 6 minutes on an H200 (16 cores) before the
+#          formats step and the per-format tests were added (their time is not measured yet).
 # sanitize builds test_gpu if needed and runs compute-sanitizer memcheck, racecheck and synccheck
 #          on a narrow filter (SANITIZER_GTEST_FILTER) into the same folder.
 # rehearse runs device's configure and build here with the system's -dev packages out of reach:

@@ -120,7 +120,8 @@ std::uint64_t staging_bytes(const bundle_view& bundle);
 
 // Copies the bundle and its decode tables (built here, on the host) into
 // device_memory[0 .. staging_bytes(bundle)) on `stream`, on the current device, and returns the
-// views to launch with. `status` is one word of device memory that receives the kernel's first
+// views to launch with (and the bundle's value format, which decompress() checks the output
+// against). `status` is one word of device memory that receives the kernel's first
 // fault record (the caller sets it to all ones beforehand), or null. Copies from pageable memory
 // have taken their source when the call returns; from pinned memory the bytes must stay unchanged
 // until the stream has passed the copy. Errors: errc::insufficient_space (capacity too small),
