@@ -15,9 +15,10 @@
 //
 //   floatzip_gpu_model [--llama-mib N] [--models DIR] [--quick]
 //
-// prints one JSON object per line, one per input and encoder option set; kernel_model.py joins
-// them with the SASS instruction counts of the built kernel. --quick: only the default options on
-// the Llama-shaped block and the real models (what CI runs, on a small block).
+// prints one JSON object per line, one per input, value format and encoder option set;
+// kernel_model.py joins them with the SASS instruction counts of the built kernel of that format.
+// --quick: only the default options on the Llama-shaped block and the real models (what CI runs, on
+// a small block).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -36,6 +37,7 @@
 #include "floatzip/cpu_executor.hpp"
 #include "floatzip/detail/kernel_logic.hpp"
 #include "floatzip/encoder.hpp"
+#include "floatzip/value_format.hpp"
 
 namespace floatzip::bench {
 namespace {
@@ -231,6 +233,7 @@ constexpr floatzip::detail::device_shared_limits kHopperShared{228 * 1024, 227 *
 
 struct model_run {
   std::string input;
+  value_format format = value_format::bf16;
   encode_options options;
   std::uint64_t bundles = 0;
   std::uint64_t segments = 0;  // launches: a bundle has one per code it holds
@@ -244,12 +247,22 @@ struct model_run {
   lockstep_observer observer{kGpuThreadsPerBlock};
 
   void add_bundle(std::span<const std::span<const std::uint16_t>> tensors) {
-    const std::vector<std::byte> bytes = compress_bundle(tensors, options);
+    std::vector<std::span<const std::byte>> bytes;
+    for (const auto& t : tensors) bytes.push_back(std::as_bytes(t));
+    add_bundle(bytes);
+  }
+
+  // The tensors' values in `format`, as little-endian bytes.
+  void add_bundle(std::span<const std::span<const std::byte>> tensors) {
+    const std::vector<std::byte> bytes = compress_bundle(format, tensors, options);
     const bundle_view view = parse_bundle(bytes).value();
     if (view.value_count() == 0) return;
-    std::vector<std::uint16_t> out(view.value_count() + 8);
-    std::uint16_t* aligned =
-        out.data() + (8 - (reinterpret_cast<std::uintptr_t>(out.data()) / 2) % 8) % 8;
+    const std::uint64_t width = value_bytes(format);
+    const std::uint64_t unit = floatzip::detail::slots_per_store(format);
+    // The output 16-byte aligned, as a cudaMalloc'ed buffer is.
+    std::vector<std::uint64_t> storage((view.value_count() * width + 31) / 8);
+    std::byte* const aligned = reinterpret_cast<std::byte*>(storage.data()) +
+                               (16 - reinterpret_cast<std::uintptr_t>(storage.data()) % 16) % 16;
     // A bundle whose tensors the encoder gave codes of their own is several segments: one launch
     // each, as the GPU runs it (gpu.hpp), each into its part of the output.
     const error e = view.for_each_segment([&](const bundle_view& segment) -> error {
@@ -262,20 +275,22 @@ struct model_run {
       const floatzip::detail::launch_shape shape =
           floatzip::detail::launch_shape_for(v, kHopperShared, 0).value();
       // Keep each segment's output at the alignment it has in the bundle's buffer.
-      std::uint16_t* const segment_out = aligned + (segment.first_value() - view.first_value());
-      if (error run = bits == kGpuTableBitsSmall
-                          ? floatzip::detail::execute_kernel<kGpuTableBitsSmall>(
-                                v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)
-                          : floatzip::detail::execute_kernel<kGpuTableBitsLarge>(
-                                v, segment_out, shape.stage_slots, kGpuThreadsPerBlock, observer)) {
-        return run;
-      }
+      std::byte* const segment_out = aligned + (segment.first_value() - view.first_value()) * width;
+      const error run = visit_format(format, [&]<value_format F>() -> error {
+        auto* const out = reinterpret_cast<typename format_traits<F>::value_type*>(segment_out);
+        return bits == kGpuTableBitsSmall
+                   ? floatzip::detail::execute_kernel<F, kGpuTableBitsSmall>(
+                         v, out, shape.stage_slots, kGpuThreadsPerBlock, observer)
+                   : floatzip::detail::execute_kernel<F, kGpuTableBitsLarge>(
+                         v, out, shape.stage_slots, kGpuThreadsPerBlock, observer);
+      });
+      if (run) return run;
       groups += segment.group_count();
-      const std::uint64_t lead = (segment.first_value() - view.first_value()) % 8;
+      const std::uint64_t lead = (segment.first_value() - view.first_value()) % unit;
       for (std::uint64_t g = 0; g < segment.group_count(); ++g) {
         const std::uint64_t n = segment.group_end_value(g) - segment.group_value_position(g);
-        // slot_end = lead + n with lead < 8 (the output's lead in its aligned 8-value unit).
-        const std::uint64_t slot_end = (lead + segment.group_value_position(g)) % 8 + n;
+        // slot_end = lead + n with lead < unit (the output's lead in its aligned store unit).
+        const std::uint64_t slot_end = (lead + segment.group_value_position(g)) % unit + n;
         tiles += (slot_end + shape.stage_slots - 1) / shape.stage_slots;
       }
       max_shared_bytes = std::max(max_shared_bytes, shape.shared_bytes);
@@ -289,15 +304,13 @@ struct model_run {
       std::exit(1);
     }
     // The replay must have decoded the bundle: the model describes a correct run only.
-    std::uint64_t index = 0;
+    std::uint64_t offset = 0;
     for (const auto& t : tensors) {
-      for (const std::uint16_t x : t) {
-        if (aligned[index++] != x) {
-          std::fprintf(stderr, "gpu model: %s: value %llu decoded wrong\n", input.c_str(),
-                       static_cast<unsigned long long>(index - 1));
-          std::exit(1);
-        }
+      if (!std::equal(t.begin(), t.end(), aligned + offset)) {
+        std::fprintf(stderr, "gpu model: %s: a tensor decoded wrong\n", input.c_str());
+        std::exit(1);
       }
+      offset += t.size();
     }
     ++bundles;
     values += view.value_count();
@@ -306,6 +319,9 @@ struct model_run {
 
   nlohmann::json to_json() const {
     return {{"input", input},
+            {"format", to_string(format)},
+            {"format_id", static_cast<unsigned>(format)},
+            {"value_bytes", value_bytes(format)},
             {"max_code_length", options.max_code_length},
             {"chunk_bytes", options.chunk_bytes},
             {"chunks_per_group", options.chunks_per_group},
@@ -338,6 +354,16 @@ void run_llama(const llama_block& block, const encode_options& options, const st
   run.input = name;
   run.options = options;
   run.add_bundle(block.tensors);
+  std::printf("%s\n", run.to_json().dump().c_str());
+  std::fflush(stdout);
+}
+
+// The block in another value format (bench_gpu_inputs.hpp's make_format_input), default options.
+void run_llama_format(const llama_block& block, value_format format, const std::string& name) {
+  model_run run;
+  run.input = name;
+  run.format = format;
+  run.add_bundle(make_format_input(format, block).spans());
   std::printf("%s\n", run.to_json().dump().c_str());
   std::fflush(stdout);
 }
@@ -394,6 +420,10 @@ int run_main(int argc, char** argv) {
     encode_options long_codes = defaults;
     long_codes.max_code_length = 15;
     run_llama(block, long_codes, llama);
+    // The block in every other value format: the kernel of each format (its merge differs).
+    for (unsigned f = 1; f < kValueFormatCount; ++f) {
+      run_llama_format(block, static_cast<value_format>(f), llama);
+    }
   }
   // Last: the default options on the Llama-shaped block, the line kernel_model.sh summarises.
   run_llama(block, defaults, llama);

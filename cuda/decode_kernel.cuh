@@ -9,7 +9,7 @@
 //   decode_shared:  the decode tables (24 KiB for 12-bit codes, 64 KiB for 15-bit ones)
 //                   cub::BlockScan's temporary storage (at most kScanStorageBytes)
 //   stage:          at kernel_fixed_shared_bytes(TableBits), a multiple of 128: stage_slots bytes
-//   of decoded exponents, the block's output in tiles
+//   of decoded symbols, the block's output in tiles
 #pragma once
 
 #include <cstddef>
@@ -71,16 +71,19 @@ static_assert(sizeof(decode_shared<kGpuTableBitsLarge, kGpuThreadsPerBlock>) <=
                   kernel_fixed_shared_bytes(kGpuTableBitsLarge),
               "cub's scan storage outgrew kScanStorageBytes");
 
-// One block per sync group. See kernel_logic.hpp for the phases. Every barrier is reached by all
+// One block per sync group, writing values of format F (instantiated per format by
+// floatzip_cuda.cu; everything before the merge is the same code for all). See kernel_logic.hpp
+// for the phases. Every barrier is reached by all
 // threads: the fault decision is block-uniform (it follows the scan aggregate and
 // __syncthreads_and), and the tile loop's bounds are block-uniform.
 // Register budget: at least this many blocks per multiprocessor (64 registers a thread at 256
 // threads). Without it ptxas aims for full occupancy on sm_80 and spills at 32 registers.
 inline constexpr int kRegisterBudgetBlocks = 4;
 
-template <int TableBits, int Threads>
+template <value_format F, int TableBits, int Threads>
 __global__ void __launch_bounds__(Threads, kRegisterBudgetBlocks)
-    decode_bundle_kernel(const device_bundle_view v, std::uint16_t* const out,
+    decode_bundle_kernel(const device_bundle_view v,
+                         typename format_traits<F>::value_type* const out,
                          const std::uint32_t out_shift, const std::uint32_t stage_slots) {
   extern __shared__ uint4 shared_words[];
   using shared_type = decode_shared<TableBits, Threads>;
@@ -111,8 +114,8 @@ __global__ void __launch_bounds__(Threads, kRegisterBudgetBlocks)
   }
 
   // Phase 2: decode into the stage, merge into the output, one tile at a time.
-  const block_output b = block_output_of(out, out_shift, v, values);
-  thread_output o = start_output(v.exponent_stream, segment, b, first_value, walk.count);
+  const block_output<F> b = block_output_of<F>(out, out_shift, v, values);
+  thread_output o = start_output(v.exponent_stream, segment, b.lead, first_value, walk.count);
   for (std::uint32_t tile = 0; tile < b.slot_end; tile += stage_slots) {
     decode_to_stage<TableBits>(o, tables, stage, tile, tile + stage_slots);
     __syncthreads();  // every whole word is in the stage: the partial ones can go in byte by byte

@@ -1,6 +1,6 @@
 // floatzip::cuda: the definitions behind floatzip/gpu.hpp. The kernel lives in decode_kernel.cuh;
-// this file instantiates it for the compiled table widths, sizes its shared memory for the
-// device, checks every argument before launching, and owns device bundles.
+// this file instantiates it for every value format and both compiled table widths, sizes its
+// shared memory for the device, checks every argument before launching, and owns device bundles.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -44,9 +44,9 @@ struct prepared_device {
 std::mutex g_devices_mutex;
 std::vector<prepared_device> g_devices;
 
-template <int TableBits>
+template <value_format F, int TableBits>
 error allow_max_dynamic_shared(int per_block_optin) {
-  auto* const kernel = &detail::decode_bundle_kernel<TableBits, kGpuThreadsPerBlock>;
+  auto* const kernel = &detail::decode_bundle_kernel<F, TableBits, kGpuThreadsPerBlock>;
   cudaFuncAttributes attributes{};
   FLOATZIP_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
   const int dynamic = per_block_optin - static_cast<int>(attributes.sharedSizeBytes);
@@ -70,8 +70,16 @@ error prepare_device(int device, detail::device_shared_limits& limits) {
         &per_multiprocessor, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
     FLOATZIP_CUDA_CHECK(
         cudaDeviceGetAttribute(&per_block_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    if (error e = allow_max_dynamic_shared<kGpuTableBitsSmall>(per_block_optin)) return e;
-    if (error e = allow_max_dynamic_shared<kGpuTableBitsLarge>(per_block_optin)) return e;
+    // Every format's kernels: a format's first launch must not need the attribute call either.
+    for (unsigned f = 0; f < kValueFormatCount; ++f) {
+      const error e = visit_format(static_cast<value_format>(f), [&]<value_format F>() -> error {
+        if (error small = allow_max_dynamic_shared<F, kGpuTableBitsSmall>(per_block_optin)) {
+          return small;
+        }
+        return allow_max_dynamic_shared<F, kGpuTableBitsLarge>(per_block_optin);
+      });
+      if (e) return e;
+    }
     d.limits.per_multiprocessor = static_cast<std::uint32_t>(per_multiprocessor);
     d.limits.per_block_optin = static_cast<std::uint32_t>(per_block_optin);
     d.ready = true;
@@ -80,19 +88,19 @@ error prepare_device(int device, detail::device_shared_limits& limits) {
   return {};
 }
 
-template <int TableBits>
-error launch_decode(const device_bundle_view& v, std::uint16_t* out, cudaStream_t stream,
-                    const gpu_decode_options& options, int device,
+template <value_format F, int TableBits>
+error launch_decode(const device_bundle_view& v, typename format_traits<F>::value_type* out,
+                    cudaStream_t stream, const gpu_decode_options& options, int device,
                     const detail::device_shared_limits& limits) {
   constexpr unsigned kThreads = kGpuThreadsPerBlock;
-  auto* const kernel = &detail::decode_bundle_kernel<TableBits, kThreads>;
+  auto* const kernel = &detail::decode_bundle_kernel<F, TableBits, kThreads>;
   auto shape = detail::launch_shape_for(v, limits, options.stage_bytes);
   if (!shape) {
     return error{shape.error().code,
                  shape.error().message + " (device " + std::to_string(device) + ")"};
   }
-  const auto out_shift = static_cast<std::uint32_t>((reinterpret_cast<std::uintptr_t>(out) >> 1) &
-                                                    (detail::kSlotsPerStore - 1));
+  const auto out_shift = static_cast<std::uint32_t>(
+      (reinterpret_cast<std::uintptr_t>(out) / value_bytes(F)) & (detail::slots_per_store(F) - 1));
   // An error left by earlier asynchronous work (or an earlier failed call on this thread) would
   // otherwise surface from the cudaGetLastError below as this launch's.
   if (const cudaError_t earlier = cudaGetLastError(); earlier != cudaSuccess) {
@@ -112,19 +120,22 @@ constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n +
 
 }  // namespace
 
-error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
+error decompress(const device_bundle_view& view, std::byte* out, std::uint64_t out_bytes,
                  gpu_stream stream, const gpu_decode_options& options) {
-  if (error e = detail::validate_launch(view, out, out_capacity)) return e;
+  if (error e = detail::validate_launch(view, out, out_bytes)) return e;
   if (view.value_count == 0) return {};
   int device = 0;
   FLOATZIP_CUDA_CHECK(cudaGetDevice(&device));
   if (error e = detail::validate_launch_device(view, device)) return e;
   detail::device_shared_limits limits;
   if (error e = prepare_device(device, limits)) return e;
-  if (view.table_bits == kGpuTableBitsSmall) {
-    return launch_decode<kGpuTableBitsSmall>(view, out, stream, options, device, limits);
-  }
-  return launch_decode<kGpuTableBitsLarge>(view, out, stream, options, device, limits);
+  return visit_format(view.format, [&]<value_format F>() -> error {
+    auto* const values = reinterpret_cast<typename format_traits<F>::value_type*>(out);
+    if (view.table_bits == kGpuTableBitsSmall) {
+      return launch_decode<F, kGpuTableBitsSmall>(view, values, stream, options, device, limits);
+    }
+    return launch_decode<F, kGpuTableBitsLarge>(view, values, stream, options, device, limits);
+  });
 }
 
 int device_count() noexcept {
@@ -142,6 +153,7 @@ int device_count() noexcept {
 device_bundle::device_bundle(device_bundle&& other) noexcept
     : device_memory_(std::exchange(other.device_memory_, nullptr)),
       device_bytes_(std::exchange(other.device_bytes_, 0)),
+      format_(std::exchange(other.format_, value_format::bf16)),
       view_(std::exchange(other.view_, device_bundle_view{})),
       segment_views_(std::exchange(other.segment_views_, {})),
       segment_first_(std::exchange(other.segment_first_, {})),
@@ -152,6 +164,7 @@ device_bundle& device_bundle::operator=(device_bundle&& other) noexcept {
     device_bundle old(std::move(*this));
     device_memory_ = std::exchange(other.device_memory_, nullptr);
     device_bytes_ = std::exchange(other.device_bytes_, 0);
+    format_ = std::exchange(other.format_, value_format::bf16);
     view_ = std::exchange(other.view_, device_bundle_view{});
     segment_views_ = std::exchange(other.segment_views_, {});
     segment_first_ = std::exchange(other.segment_first_, {});
@@ -233,6 +246,7 @@ result<staged_bundle> stage_bundle(const bundle_view& bundle, void* device_memor
   FLOATZIP_CUDA_CHECK(cudaMemcpyAsync(base, bundle.bytes().data(), bundle.size_bytes(),
                                       cudaMemcpyHostToDevice, cuda_stream));
   staged_bundle staged;
+  staged.format = bundle.format();
   staged.value_count = bundle.value_count();
   for (std::size_t s = 0; s < plan.segments.size(); ++s) {
     auto* device_tables = reinterpret_cast<std::uint32_t*>(base + plan.table_offsets[s]);
@@ -275,6 +289,7 @@ result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_strea
   }
   FLOATZIP_CUDA_CHECK(
       cudaMemsetAsync(status, 0xFF, sizeof *status, static_cast<cudaStream_t>(stream)));
+  owner.format_ = staged->format;
   owner.segment_views_ = std::move(staged->segment_views);
   owner.segment_first_ = std::move(staged->segment_first_values);
   if (!owner.segment_views_.empty()) owner.view_ = owner.segment_views_.front();

@@ -1,11 +1,14 @@
 // Inputs shared by the kernel-logic tests (CPU executor) and the GPU tests: generated BF16 data,
 // bundle geometries, and the real models in FLOATZIP_MODELS_DIR grouped into bundles the way the
-// container groups them.
+// container groups them; the same for every value format (value_format.hpp): every bit pattern,
+// FP32 specials, generated weights, and real weights in each format.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -15,9 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "float_conversions.hpp"
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/encoder.hpp"
 #include "floatzip/safetensors.hpp"
+#include "floatzip/value_format.hpp"
+#include "format_test_data.hpp"
 #include "test_paths.hpp"
 
 namespace floatzip::test {
@@ -88,8 +94,9 @@ inline std::vector<std::byte> compress(const tensor_list& tensors, const encode_
   return compress_bundle(spans, options);
 }
 
-inline std::vector<std::uint16_t> concatenated(const tensor_list& tensors) {
-  std::vector<std::uint16_t> all;
+template <class T>
+std::vector<T> concatenated(const std::vector<std::vector<T>>& tensors) {
+  std::vector<T> all;
   for (const auto& t : tensors) all.insert(all.end(), t.begin(), t.end());
   return all;
 }
@@ -189,6 +196,134 @@ inline std::vector<model_bundle> model_bundles(std::string& skip_reason) {
       result.push_back({file_name + ": " + key, std::move(tensors)});
     }
     result.push_back({file_name + ": <whole file>", std::move(whole_file)});
+  }
+  return result;
+}
+
+// ---- every value format -------------------------------------------------------------------------
+
+template <value_format F>
+using value_of = typename format_traits<F>::value_type;
+template <value_format F>
+using format_tensors = std::vector<std::vector<value_of<F>>>;
+
+template <value_format F>
+std::vector<std::byte> compress_format(const format_tensors<F>& tensors,
+                                       const encode_options& options) {
+  std::vector<std::span<const std::byte>> spans;
+  spans.reserve(tensors.size());
+  for (const auto& t : tensors) spans.push_back(std::as_bytes(std::span<const value_of<F>>(t)));
+  return compress_bundle(F, spans, options);
+}
+
+// Every bit pattern of a 1- or 2-byte format (all 256 or 65,536); for BF16-in-FP32 every high
+// half with a zero low half, for FP32 every high half with a pseudo-random low half. In order or
+// shuffled.
+template <value_format F>
+std::vector<value_of<F>> all_patterns_of(bool shuffled) {
+  using T = value_of<F>;
+  std::vector<T> v(sizeof(T) == 1 ? 256 : 65536);
+  std::mt19937 rng(5);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if constexpr (sizeof(T) == 4) {
+      v[i] = static_cast<T>(i << 16 | (format_traits<F>::has_low_half ? rng() & 0xFFFFu : 0u));
+    } else {
+      v[i] = static_cast<T>(i);
+    }
+  }
+  if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
+  return v;
+}
+
+// FP32 values that must come back bit for bit: both zeros and infinities, NaNs with payloads
+// (quiet and signalling, both signs), subnormals, the normal extremes; then random subnormals and
+// random NaN payloads.
+inline std::vector<std::uint32_t> fp32_specials() {
+  std::vector<std::uint32_t> v = {
+      0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7FC00001,
+      0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0xFF800001, 0x7FBFFFFF, 0x7FA5A5A5, 0xFFD00BAD,
+      0x00000001, 0x80000001, 0x007FFFFF, 0x807FFFFF, 0x00400000, 0x00012345, 0x00800000,
+      0x80800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x3F800000, 0xBF800000, 0x3F800001, 0x34000000};
+  std::mt19937 rng(23);
+  for (int i = 0; i < 400; ++i) {
+    const std::uint32_t payload = rng() & 0x807FFFFFu;
+    // Subnormals (exponent 0) and, with an all-ones exponent, NaNs (or infinity for payload 0).
+    v.push_back(i % 2 == 0 ? payload : payload | 0x7F800000u);
+  }
+  return v;
+}
+
+// Student-t weights at a per-tensor scale in FP32 (full 23-bit mantissas).
+inline std::vector<std::uint32_t> heavy_tailed_fp32(std::size_t n, std::uint64_t seed,
+                                                    float scale = 0.02f) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> t(3.0f);
+  std::vector<std::uint32_t> v(n);
+  for (auto& x : v) x = std::bit_cast<std::uint32_t>(scale * t(rng));
+  return v;
+}
+
+// Generated weights of format F: BF16 heavy_tailed patterns for the 16-bit formats (as FP16 bit
+// patterns they give the same symbol statistics, which is what the kernel sees), FP32 Student-t
+// weights, BF16 weights widened for BF16-in-FP32, and Student-t weights rounded to FP8 at a scale
+// that uses the format's range.
+template <value_format F>
+std::vector<value_of<F>> weights_of(std::size_t n, std::uint64_t seed, float scale = 0.02f) {
+  if constexpr (F == value_format::bf16 || F == value_format::fp16) {
+    return heavy_tailed(n, seed, scale);
+  } else if constexpr (F == value_format::fp32) {
+    return heavy_tailed_fp32(n, seed, scale);
+  } else if constexpr (F == value_format::bf16_in_fp32) {
+    const std::vector<std::uint16_t> high = heavy_tailed(n, seed, scale);
+    std::vector<std::uint32_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = std::uint32_t{high[i]} << 16;
+    return v;
+  } else {
+    std::mt19937_64 rng(seed);
+    std::student_t_distribution<float> t(3.0f);
+    std::vector<float> wide(n);
+    for (auto& x : wide) x = scale * t(rng);
+    return quantise_fp8(wide, F == value_format::fp8_e4m3 ? fp8_kind::e4m3 : fp8_kind::e5m2);
+  }
+}
+
+template <value_format F>
+struct format_model_bundle {
+  std::string name;  // model: bundle key
+  format_tensors<F> tensors;
+};
+
+// The real weights of format F (format_test_data.hpp: the models as they are, BF16 widened for
+// BF16-in-FP32, FP32 and BF16 quantised per tensor for FP8), one bundle per transformer block
+// and every other tensor alone, plus each model's tensors together as one more bundle; as typed
+// values. Sets `skip_reason` when there are none.
+template <value_format F>
+std::vector<format_model_bundle<F>> format_model_bundles(std::string& skip_reason) {
+  using T = value_of<F>;
+  std::vector<format_model_bundle<F>> result;
+  if (!models_present()) {
+    skip_reason = models_absent_message();
+    return result;
+  }
+  for (const format_model& model : real_models(F)) {
+    format_tensors<F> whole_model;
+    for (const format_bundle& bundle : model.bundles) {
+      format_tensors<F> tensors;
+      for (const auto& bytes : bundle.tensors) {
+        std::vector<T> values(bytes.size() / sizeof(T));
+        std::memcpy(values.data(), bytes.data(), values.size() * sizeof(T));
+        whole_model.push_back(values);
+        tensors.push_back(std::move(values));
+      }
+      result.push_back({model.label + ": " + bundle.name, std::move(tensors)});
+    }
+    if (!whole_model.empty()) {
+      result.push_back({model.label + ": <whole file>", std::move(whole_model)});
+    }
+  }
+  if (result.empty()) {
+    skip_reason = "no models in " + models_dir().string() + " to make " +
+                  std::string(to_string(F)) + " weights from";
   }
   return result;
 }

@@ -2,11 +2,13 @@
 // the kernel tests' inputs plus fresh random data, into outputs poisoned with the complement of
 // the expected values and guarded by canaries; every store alignment; staging in tiles; corrupt
 // device data reported; a bundle of more than 2 GiB of output; back-to-back bundles into one
-// buffer; CUDA graph capture and replay; asynchronous upload from pinned memory.
+// buffer; CUDA graph capture and replay; asynchronous upload from pinned memory; every value
+// format (value_format.hpp) through the typed and the byte API, uploaded and staged.
 // Every test skips when no CUDA device is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -22,6 +25,7 @@
 #include "floatzip/decoder.hpp"
 #include "floatzip/encoder.hpp"
 #include "floatzip/gpu.hpp"
+#include "floatzip/value_format.hpp"
 #include "kernel_test_inputs.hpp"
 
 namespace floatzip {
@@ -65,7 +69,8 @@ class device_array {
 };
 
 constexpr std::size_t kGuardValues = 64;
-constexpr std::uint16_t kCanary = 0xC0DE;
+template <class T>
+constexpr T kCanary = static_cast<T>(0x5EC0C0DEu);  // 0xC0DE for 16-bit values
 
 // The host view of a bundle plus its device copy.
 struct uploaded {
@@ -85,43 +90,52 @@ void upload(std::vector<std::byte> bytes, uploaded& u, cudaStream_t stream = nul
 }
 
 // Decodes on the GPU into a buffer whose first value lies `shift` values past a 16-byte boundary,
-// poisoned with ~expected, and checks every value, the canaries and the status word.
-void expect_gpu_decodes(const std::vector<std::byte>& bytes,
-                        const std::vector<std::uint16_t>& expected, unsigned shift,
-                        const gpu_decode_options& options = {}) {
+// poisoned with ~expected, and checks every value, the canaries and the status word. T: the
+// bundle's value type; through_bytes: through the std::byte API instead of the typed one.
+template <class T>
+void expect_gpu_decodes(const std::vector<std::byte>& bytes, const std::vector<T>& expected,
+                        unsigned shift, const gpu_decode_options& options = {},
+                        bool through_bytes = false) {
   uploaded u;
   upload(bytes, u);  // a copy: the caller's bytes stay
   if (testing::Test::HasFatalFailure()) return;
   ASSERT_EQ(u.device.value_count(), expected.size());
+  ASSERT_EQ(value_bytes(u.device.format()), sizeof(T));
 
   const std::size_t n = expected.size();
-  std::vector<std::uint16_t> host(n + 2 * kGuardValues + 8, kCanary);
+  const std::size_t unit = 16 / sizeof(T);
+  std::vector<T> host(n + 2 * kGuardValues + unit, kCanary<T>);
   const std::size_t begin = kGuardValues + shift;  // cudaMalloc memory is 256-byte aligned
-  for (std::size_t i = 0; i < n; ++i) host[begin + i] = static_cast<std::uint16_t>(~expected[i]);
-  device_array<std::uint16_t> buffer(host.size());
+  for (std::size_t i = 0; i < n; ++i) host[begin + i] = static_cast<T>(~expected[i]);
+  device_array<T> buffer(host.size());
   ASSERT_NE(buffer.get(), nullptr);
-  ASSERT_CUDA(cudaMemcpy(buffer.get(), host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(
+      cudaMemcpy(buffer.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
 
-  const error e = decompress(u.device, buffer.get() + begin, n, nullptr, options);
+  const error e = through_bytes
+                      ? decompress(u.device, reinterpret_cast<std::byte*>(buffer.get() + begin),
+                                   n * sizeof(T), nullptr, options)
+                      : decompress(u.device, buffer.get() + begin, n, nullptr, options);
   ASSERT_TRUE(e.ok()) << e.message;
   ASSERT_CUDA(cudaDeviceSynchronize());
   const error status = u.device.check_decode_status();
   ASSERT_TRUE(status.ok()) << status.message;
-  ASSERT_CUDA(cudaMemcpy(host.data(), buffer.get(), host.size() * 2, cudaMemcpyDeviceToHost));
+  ASSERT_CUDA(
+      cudaMemcpy(host.data(), buffer.get(), host.size() * sizeof(T), cudaMemcpyDeviceToHost));
 
   std::size_t mismatches = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint16_t got = host[begin + i];
+    const T got = host[begin + i];
     if (got != expected[i] && ++mismatches <= 5) {
-      ADD_FAILURE() << "value " << i << " of " << n << ": got " << std::hex << got << " expected "
-                    << expected[i]
-                    << (got == static_cast<std::uint16_t>(~expected[i]) ? " (never written)" : "");
+      ADD_FAILURE() << to_string(u.device.format()) << " value " << i << " of " << n << ": got "
+                    << std::hex << std::uint32_t{got} << " expected " << std::uint32_t{expected[i]}
+                    << (got == static_cast<T>(~expected[i]) ? " (never written)" : "");
     }
   }
   EXPECT_EQ(mismatches, 0u) << "shift " << shift;
-  for (std::size_t i = 0; i < begin; ++i) ASSERT_EQ(host[i], kCanary) << "before output " << i;
+  for (std::size_t i = 0; i < begin; ++i) ASSERT_EQ(host[i], kCanary<T>) << "before output " << i;
   for (std::size_t i = begin + n; i < host.size(); ++i) {
-    ASSERT_EQ(host[i], kCanary) << "after output " << i;
+    ASSERT_EQ(host[i], kCanary<T>) << "after output " << i;
   }
 }
 
@@ -178,7 +192,7 @@ TEST(Gpu, OneValue) {
   SKIP_WITHOUT_GPU();
   for (const std::uint16_t v : {std::uint16_t{0}, std::uint16_t{0x8000}, std::uint16_t{0x7FC1}}) {
     for (unsigned shift = 0; shift < 8; ++shift) {
-      expect_gpu_decodes(compress({{v}}, {}), {v}, shift);
+      expect_gpu_decodes(compress({{v}}, {}), std::vector<std::uint16_t>{v}, shift);
     }
   }
 }
@@ -554,6 +568,175 @@ TEST(Gpu, AsyncUploadFromPinnedMemory) {
   }
   (void)cudaStreamDestroy(stream);
   (void)cudaFreeHost(pinned);
+}
+
+// ---- every value format -------------------------------------------------------------------------
+// The kernel instantiated per format (cuda/floatzip_cuda.cu), against the CPU decoder and the
+// original values, through the typed and the byte API, uploaded and staged.
+
+using test::compress_format;
+using test::format_tensors;
+using test::value_of;
+using test::weights_of;
+
+template <value_format F>
+using format_constant = std::integral_constant<value_format, F>;
+using all_formats =
+    testing::Types<format_constant<value_format::bf16>, format_constant<value_format::fp16>,
+                   format_constant<value_format::fp32>, format_constant<value_format::bf16_in_fp32>,
+                   format_constant<value_format::fp8_e4m3>,
+                   format_constant<value_format::fp8_e5m2>>;
+struct format_name {
+  template <class C>
+  static std::string GetName(int /*index*/) {
+    std::string name(to_string(C::value));
+    std::replace(name.begin(), name.end(), '-', '_');
+    return name;
+  }
+};
+
+template <class C>
+class GpuFormats : public testing::Test {};
+TYPED_TEST_SUITE(GpuFormats, all_formats, format_name);
+
+// The kernel of the bundle's format against the CPU decoder and the original values.
+template <class T>
+void expect_gpu_matches_cpu_decoder(const std::vector<std::byte>& bytes,
+                                    const std::vector<T>& expected, unsigned shift,
+                                    const gpu_decode_options& options = {}) {
+  std::vector<T> cpu(expected.size());
+  const error e = decompress(parse_bundle(bytes).value(), std::span<T>(cpu));
+  ASSERT_TRUE(e.ok()) << e.message;
+  ASSERT_TRUE(cpu == expected) << "the CPU decoder disagrees";
+  expect_gpu_decodes(bytes, expected, shift, options);
+}
+
+TYPED_TEST(GpuFormats, EveryPatternAtEveryAlignment) {
+  SKIP_WITHOUT_GPU();
+  constexpr value_format F = TypeParam::value;
+  using T = value_of<F>;
+  for (const bool shuffled : {false, true}) {
+    std::vector<T> values = test::all_patterns_of<F>(shuffled);
+    if (sizeof(T) == 1 && shuffled) {
+      const std::vector<T> once = values;
+      for (int copy = 1; copy < 400; ++copy) values.insert(values.end(), once.begin(), once.end());
+      std::shuffle(values.begin(), values.end(), std::mt19937_64(3));
+    }
+    for (const int max_length : {8, 12, 15}) {
+      const auto bytes = compress_format<F>({values}, geometry(max_length, 64, 256));
+      for (unsigned shift = 0; shift < 16 / sizeof(T); ++shift) {
+        SCOPED_TRACE("L " + std::to_string(max_length) + " shift " + std::to_string(shift));
+        expect_gpu_matches_cpu_decoder(bytes, values, shift);
+        if (this->HasFatalFailure()) return;
+      }
+      expect_gpu_decodes(bytes, values, 0, {}, /*through_bytes=*/true);
+    }
+  }
+}
+
+TYPED_TEST(GpuFormats, OddSizesGeometriesAndTiles) {
+  SKIP_WITHOUT_GPU();
+  constexpr value_format F = TypeParam::value;
+  constexpr unsigned kUnit = 16 / sizeof(value_of<F>);
+  std::uint64_t seed = 31;
+  for (const std::size_t n : test::odd_sizes()) {
+    const auto values = weights_of<F>(n, ++seed);
+    for (const auto& g : test::odd_geometries()) {
+      SCOPED_TRACE("n " + std::to_string(n) + " chunk_bytes " + std::to_string(g.chunk_bytes) +
+                   " chunks_per_group " + std::to_string(g.chunks_per_group));
+      expect_gpu_matches_cpu_decoder(compress_format<F>({values}, g), values,
+                                     static_cast<unsigned>(n % kUnit));
+      if (this->HasFatalFailure()) return;
+    }
+  }
+  const auto values = weights_of<F>(1'000'003, 5);
+  const auto bytes = compress_format<F>({values}, {});
+  for (const std::uint32_t stage : {16u, 48u, 4096u, 65536u}) {
+    SCOPED_TRACE("stage_bytes " + std::to_string(stage));
+    gpu_decode_options options;
+    options.stage_bytes = stage;
+    expect_gpu_decodes(bytes, values, stage % kUnit, options);
+    if (this->HasFatalFailure()) return;
+  }
+}
+
+TYPED_TEST(GpuFormats, RealWeights) {
+  SKIP_WITHOUT_GPU();
+  constexpr value_format F = TypeParam::value;
+  std::string skip_reason;
+  const auto bundles = test::format_model_bundles<F>(skip_reason);
+  if (bundles.empty()) GTEST_SKIP() << skip_reason;
+  for (const auto& bundle : bundles) {
+    SCOPED_TRACE(bundle.name);
+    expect_gpu_matches_cpu_decoder(
+        compress_format<F>(bundle.tensors, {}), test::concatenated(bundle.tensors),
+        static_cast<unsigned>(bundle.name.size() % (16 / sizeof(value_of<F>))));
+    if (this->HasFatalFailure()) return;
+  }
+}
+
+// stage_bundle carries the format to the launch; outputs of another width are refused before
+// anything is launched, naming the format.
+TYPED_TEST(GpuFormats, StagedBundleCarriesTheFormat) {
+  SKIP_WITHOUT_GPU();
+  constexpr value_format F = TypeParam::value;
+  using T = value_of<F>;
+  const auto values = weights_of<F>(300'001, 6);
+  const auto bytes = compress_format<F>({values}, {});
+  const bundle_view host = parse_bundle(bytes).value();
+  device_array<std::byte> staging(staging_bytes(host) + sizeof(unsigned long long));
+  ASSERT_NE(staging.get(), nullptr);
+  auto* status = reinterpret_cast<unsigned long long*>(staging.get() + staging_bytes(host));
+  ASSERT_CUDA(cudaMemset(status, 0xFF, sizeof *status));
+  auto staged = stage_bundle(host, staging.get(), staging_bytes(host), status);
+  ASSERT_TRUE(staged.has_value()) << staged.error().message;
+  EXPECT_EQ(staged->format, F);
+  for (const auto& view : staged->segment_views) EXPECT_EQ(view.format, F);
+
+  device_array<std::uint32_t> out(values.size());  // room for any width
+  auto expect_refused = [&](auto* typed) {
+    using U = std::remove_pointer_t<decltype(typed)>;
+    if (sizeof(U) == sizeof(T)) return;
+    const error e = decompress(*staged, typed, values.size(), nullptr);
+    EXPECT_EQ(e.code, errc::invalid_argument) << e.message;
+    EXPECT_NE(e.message.find(std::string(to_string(F))), std::string::npos) << e.message;
+  };
+  expect_refused(reinterpret_cast<std::uint8_t*>(out.get()));
+  expect_refused(reinterpret_cast<std::uint16_t*>(out.get()));
+  expect_refused(reinterpret_cast<std::uint32_t*>(out.get()));
+  auto* out_bytes = reinterpret_cast<std::byte*>(out.get());
+  EXPECT_EQ(decompress(*staged, out_bytes, values.size() * sizeof(T) - 1, nullptr).code,
+            errc::insufficient_space);
+
+  std::vector<T> host_out(values.size());
+  ASSERT_CUDA(cudaMemset(out.get(), 0, values.size() * sizeof(T)));
+  ASSERT_TRUE(decompress(*staged, reinterpret_cast<T*>(out.get()), values.size(), nullptr).ok());
+  ASSERT_CUDA(
+      cudaMemcpy(host_out.data(), out.get(), values.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  EXPECT_TRUE(host_out == values);
+  ASSERT_CUDA(cudaMemset(out.get(), 0, values.size() * sizeof(T)));
+  ASSERT_TRUE(decompress(*staged, out_bytes, values.size() * sizeof(T), nullptr).ok());
+  ASSERT_CUDA(
+      cudaMemcpy(host_out.data(), out.get(), values.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  EXPECT_TRUE(host_out == values);
+  unsigned long long record = 0;
+  ASSERT_CUDA(cudaMemcpy(&record, status, sizeof record, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(record, ~0ull);
+}
+
+TEST(Gpu, Fp32SpecialsAtEveryAlignment) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<std::uint32_t> specials = test::fp32_specials();
+  std::vector<std::uint32_t> mixed = test::heavy_tailed_fp32(100'000, 4);
+  std::mt19937_64 rng(8);
+  for (const std::uint32_t s : specials) mixed[rng() % mixed.size()] = s;
+  for (const auto& values : {specials, mixed}) {
+    const auto bytes = compress_format<value_format::fp32>({values}, {});
+    for (unsigned shift = 0; shift < 4; ++shift) {
+      expect_gpu_matches_cpu_decoder(bytes, values, shift);
+      if (this->HasFatalFailure()) return;
+    }
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "floatzip/bf16.hpp"
@@ -22,6 +23,7 @@
 #include "floatzip/detail/bitstream.hpp"
 #include "floatzip/detail/kernel_logic.hpp"
 #include "floatzip/encoder.hpp"
+#include "floatzip/value_format.hpp"
 #include "kernel_test_inputs.hpp"
 
 namespace floatzip {
@@ -35,50 +37,66 @@ using test::heavy_tailed;
 using test::tensor_list;
 
 constexpr std::size_t kGuardValues = 16;  // canaries on both sides of the output
-constexpr std::uint16_t kCanary = 0xC0DE;
+template <class T>
+constexpr T kCanary = static_cast<T>(0x5EC0C0DEu);  // 0xC0DE for 16-bit values
 
 // Runs the executor into a buffer whose first value lies `shift` values past a 16-byte boundary,
 // poisoned with ~expected so that an unwritten value cannot pass, and checks every value and the
-// canaries around it.
-void expect_executor_decodes(std::span<const std::byte> bytes,
-                             const std::vector<std::uint16_t>& expected, unsigned shift,
-                             const cpu_executor_options& options = {}) {
+// canaries around it. T: the bundle's value type (uint16_t for BF16/FP16, uint32_t for FP32 and
+// BF16-in-FP32, uint8_t for FP8).
+template <class T>
+void expect_executor_decodes(std::span<const std::byte> bytes, const std::vector<T>& expected,
+                             unsigned shift, const cpu_executor_options& options = {}) {
   auto view = parse_bundle(bytes);
   ASSERT_TRUE(view.has_value()) << view.error().message;
   ASSERT_EQ(view->value_count(), expected.size());
-  std::vector<std::uint16_t> buffer(expected.size() + 2 * kGuardValues + 8, kCanary);
+  ASSERT_EQ(value_bytes(view->format()), sizeof(T));
+  const std::size_t unit = detail::slots_per_store(view->format());
+  ASSERT_LT(shift, unit);
+  std::vector<T> buffer(expected.size() + 2 * kGuardValues + unit, kCanary<T>);
   const std::size_t misalignment =
-      (reinterpret_cast<std::uintptr_t>(buffer.data()) / 2) % detail::kSlotsPerStore;
-  const std::size_t begin = kGuardValues + (shift + 8 - misalignment) % 8;
-  std::uint16_t* out = buffer.data() + begin;
-  ASSERT_EQ((reinterpret_cast<std::uintptr_t>(out) / 2) % 8, shift);
-  for (std::size_t i = 0; i < expected.size(); ++i)
-    out[i] = static_cast<std::uint16_t>(~expected[i]);
+      (reinterpret_cast<std::uintptr_t>(buffer.data()) / sizeof(T)) % unit;
+  const std::size_t begin = kGuardValues + (shift + unit - misalignment) % unit;
+  T* out = buffer.data() + begin;
+  ASSERT_EQ((reinterpret_cast<std::uintptr_t>(out) / sizeof(T)) % unit, shift);
+  for (std::size_t i = 0; i < expected.size(); ++i) out[i] = static_cast<T>(~expected[i]);
 
-  const error e =
-      execute_kernel_on_cpu(*view, std::span<std::uint16_t>(out, expected.size()), options);
+  const error e = execute_kernel_on_cpu(*view, std::span<T>(out, expected.size()), options);
   ASSERT_TRUE(e.ok()) << e.message;
   std::size_t mismatches = 0;
   for (std::size_t i = 0; i < expected.size(); ++i) {
     if (out[i] != expected[i] && ++mismatches <= 5) {
-      ADD_FAILURE() << "value " << i << " of " << expected.size() << ": got " << std::hex << out[i]
-                    << " expected " << expected[i] << " (shift " << shift << ")";
+      ADD_FAILURE() << to_string(view->format()) << " value " << i << " of " << expected.size()
+                    << ": got " << std::hex << std::uint32_t{out[i]} << " expected "
+                    << std::uint32_t{expected[i]} << " (shift " << std::dec << shift << ")";
     }
   }
   EXPECT_EQ(mismatches, 0u);
-  for (std::size_t i = 0; i < begin; ++i) ASSERT_EQ(buffer[i], kCanary) << "before output " << i;
+  for (std::size_t i = 0; i < begin; ++i) ASSERT_EQ(buffer[i], kCanary<T>) << "before output " << i;
   for (std::size_t i = begin + expected.size(); i < buffer.size(); ++i) {
-    ASSERT_EQ(buffer[i], kCanary) << "after output " << i;
+    ASSERT_EQ(buffer[i], kCanary<T>) << "after output " << i;
   }
 }
 
-void expect_all_shifts(std::span<const std::byte> bytes, const std::vector<std::uint16_t>& expected,
+template <class T>
+void expect_all_shifts(std::span<const std::byte> bytes, const std::vector<T>& expected,
                        const cpu_executor_options& options = {}) {
-  for (unsigned shift = 0; shift < detail::kSlotsPerStore; ++shift) {
+  for (unsigned shift = 0; shift < 16 / sizeof(T); ++shift) {
     SCOPED_TRACE("output shift " + std::to_string(shift));
     expect_executor_decodes(bytes, expected, shift, options);
     if (testing::Test::HasFatalFailure()) return;
   }
+}
+
+// The CPU decoder (decoder.hpp) on the same bundle: the reference the kernel must agree with.
+template <class T>
+void expect_cpu_decoder_decodes(std::span<const std::byte> bytes, const std::vector<T>& expected) {
+  const bundle_view view = parse_bundle(bytes).value();
+  std::vector<T> out(expected.size());
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(~expected[i]);
+  const error e = decompress(view, std::span<T>(out));
+  ASSERT_TRUE(e.ok()) << e.message;
+  ASSERT_TRUE(out == expected) << "the CPU decoder disagrees (" << to_string(view.format()) << ")";
 }
 
 // ---- the per-thread building blocks -------------------------------------------------------------
@@ -101,11 +119,11 @@ TEST(KernelLogic, MergeTwoValuesMatchesBf16MergeForEveryPattern) {
   }
 }
 
-TEST(KernelLogic, LoadSignMantissa8AtEveryMisalignment) {
+TEST(KernelLogic, LoadSection8AtEveryMisalignment) {
   alignas(16) std::array<std::uint8_t, 48> bytes;
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 37 + 5);
   for (std::uint64_t pos = 0; pos + 8 <= 32; ++pos) {
-    const std::uint64_t got = detail::load_sign_mantissa8(bytes.data(), pos);
+    const std::uint64_t got = detail::load_section8(bytes.data(), pos);
     for (unsigned k = 0; k < 8; ++k) {
       ASSERT_EQ((got >> (8 * k)) & 0xFF, bytes[pos + k]) << "pos " << pos << " byte " << k;
     }
@@ -194,10 +212,10 @@ TEST(KernelExecutor, EmptyBundlesWriteNothing) {
     const auto bytes = compress(tensors, {});
     auto view = parse_bundle(bytes);
     ASSERT_TRUE(view.has_value()) << view.error().message;
-    std::vector<std::uint16_t> out(4, kCanary);
+    std::vector<std::uint16_t> out(4, kCanary<std::uint16_t>);
     EXPECT_TRUE(execute_kernel_on_cpu(*view, std::span<std::uint16_t>(out)).ok());
     EXPECT_TRUE(execute_kernel_on_cpu(*view, std::span<std::uint16_t>()).ok());
-    EXPECT_EQ(out, std::vector<std::uint16_t>(4, kCanary));
+    EXPECT_EQ(out, std::vector<std::uint16_t>(4, kCanary<std::uint16_t>));
   }
 }
 
@@ -339,16 +357,19 @@ struct host_kernel_bundle {
 
 // A parsed bundle with its kernel view over host memory. Changing `bytes` afterwards changes what
 // the executor reads, which is how the metadata is corrupted past parse_bundle's checks.
-std::unique_ptr<host_kernel_bundle> make_host_kernel_bundle(const tensor_list& tensors,
-                                                            const encode_options& options) {
+std::unique_ptr<host_kernel_bundle> make_host_kernel_bundle(std::vector<std::byte> bytes) {
   auto b = std::make_unique<host_kernel_bundle>();
-  b->bytes = compress(tensors, options);
+  b->bytes = std::move(bytes);
   b->view = parse_bundle(b->bytes).value();
   const int bits = detail::gpu_table_bits(b->view.max_code_length());
   b->tables = detail::build_kernel_tables(b->view, bits).value();
   b->device_view =
       detail::make_device_bundle_view(b->view, b->bytes.data(), b->tables.data(), bits, &b->status);
   return b;
+}
+std::unique_ptr<host_kernel_bundle> make_host_kernel_bundle(const tensor_list& tensors,
+                                                            const encode_options& options) {
+  return make_host_kernel_bundle(compress(tensors, options));
 }
 
 TEST(KernelExecutor, LaunchChecks) {
@@ -360,8 +381,10 @@ TEST(KernelExecutor, LaunchChecks) {
 
   EXPECT_EQ(execute_kernel_on_cpu(b->device_view, aligned, values.size() - 1).code,
             errc::insufficient_space);
-  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, nullptr, values.size()).code,
-            errc::invalid_argument);
+  EXPECT_EQ(
+      execute_kernel_on_cpu(b->device_view, static_cast<std::uint16_t*>(nullptr), values.size())
+          .code,
+      errc::invalid_argument);
   auto* odd = reinterpret_cast<std::uint16_t*>(reinterpret_cast<char*>(aligned) + 1);
   EXPECT_EQ(execute_kernel_on_cpu(b->device_view, odd, values.size()).code, errc::invalid_argument);
 
@@ -374,7 +397,7 @@ TEST(KernelExecutor, LaunchChecks) {
   expect_invalid([](device_bundle_view& v) { v.table_bits = 13; }, "table bits not compiled");
   expect_invalid([](device_bundle_view& v) { v.max_code_length = 16; }, "code longer than table");
   expect_invalid([](device_bundle_view& v) { v.exponent_stream = nullptr; }, "null stream");
-  expect_invalid([](device_bundle_view& v) { v.sign_mantissa += 1; }, "misaligned section");
+  expect_invalid([](device_bundle_view& v) { v.raw_bytes += 1; }, "misaligned section");
   expect_invalid([](device_bundle_view& v) { v.chunk_count += 1; }, "chunk count");
   expect_invalid([](device_bundle_view& v) { v.group_count -= 1; }, "group count");
   expect_invalid([](device_bundle_view& v) { v.stream_bits = v.value_count * 20; }, "stream bits");
@@ -433,7 +456,7 @@ TEST(KernelLogic, LaunchShapeOnHopperLimits) {
   const std::uint32_t fixed = detail::kernel_fixed_shared_bytes(b->device_view.table_bits);
   EXPECT_EQ(fixed % 128, 0u);
   EXPECT_EQ(shape->shared_bytes, fixed + shape->stage_slots);
-  EXPECT_EQ(shape->stage_slots % detail::kSlotsPerStore, 0u);
+  EXPECT_EQ(shape->stage_slots % detail::slots_per_store(value_format::bf16), 0u);
   EXPECT_LE(shape->shared_bytes + detail::kReservedSharedPerBlock,
             hopper.per_multiprocessor / detail::kMinBlocksPerMultiprocessor);
   // The largest group in one tile.
@@ -595,6 +618,383 @@ TEST(KernelExecutor, AgreesWithCpuDecoderOnRandomBits) {
     ASSERT_TRUE(decompress(view, c).ok());
     ASSERT_EQ(a, values);
     ASSERT_EQ(c, values);
+  }
+}
+
+// ---- every value format -------------------------------------------------------------------------
+// The same kernel code for every format (value_format.hpp): each test runs per format, against
+// the original values and the CPU decoder.
+
+using test::all_patterns_of;
+using test::compress_format;
+using test::format_tensors;
+using test::value_of;
+using test::weights_of;
+
+template <value_format F>
+using format_constant = std::integral_constant<value_format, F>;
+using all_formats =
+    testing::Types<format_constant<value_format::bf16>, format_constant<value_format::fp16>,
+                   format_constant<value_format::fp32>, format_constant<value_format::bf16_in_fp32>,
+                   format_constant<value_format::fp8_e4m3>,
+                   format_constant<value_format::fp8_e5m2>>;
+struct format_name {
+  template <class C>
+  static std::string GetName(int /*index*/) {
+    std::string name(to_string(C::value));
+    std::replace(name.begin(), name.end(), '-', '_');
+    return name;
+  }
+};
+
+template <class C>
+class KernelFormats : public testing::Test {};
+TYPED_TEST_SUITE(KernelFormats, all_formats, format_name);
+
+constexpr unsigned kUnitOf(value_format f) { return detail::slots_per_store(f); }
+
+// Every bit pattern the format has (all 256 FP8 bytes, all 65,536 16-bit patterns, every high
+// half of the 32-bit formats), in order and shuffled, at each code length limit and every store
+// alignment; FP8's 256 patterns also repeated into many groups.
+TYPED_TEST(KernelFormats, EveryPatternAtEveryAlignment) {
+  constexpr value_format F = TypeParam::value;
+  using T = value_of<F>;
+  for (const bool shuffled : {false, true}) {
+    std::vector<T> values = all_patterns_of<F>(shuffled);
+    if (sizeof(T) == 1 && shuffled) {
+      const std::vector<T> once = values;
+      for (int copy = 1; copy < 400; ++copy) values.insert(values.end(), once.begin(), once.end());
+      std::shuffle(values.begin(), values.end(), std::mt19937_64(3));
+    }
+    for (const int max_length : {8, 12, 15}) {
+      SCOPED_TRACE(std::string(to_string(F)) + " max_code_length " + std::to_string(max_length) +
+                   (shuffled ? " shuffled" : " in order") + ", " + std::to_string(values.size()) +
+                   " values");
+      const auto bytes = compress_format<F>({values}, geometry(max_length, 64, 256));
+      ASSERT_EQ(parse_bundle(bytes).value().format(), F);
+      expect_cpu_decoder_decodes(bytes, values);
+      expect_all_shifts(bytes, values);
+      if (this->HasFatalFailure()) return;
+    }
+  }
+}
+
+TYPED_TEST(KernelFormats, OddSizesAndGeometries) {
+  constexpr value_format F = TypeParam::value;
+  std::uint64_t seed = 31;
+  for (const std::size_t n : test::odd_sizes()) {
+    const auto values = weights_of<F>(n, ++seed);
+    for (const auto& g : test::odd_geometries()) {
+      SCOPED_TRACE("n " + std::to_string(n) + " chunk_bytes " + std::to_string(g.chunk_bytes) +
+                   " chunks_per_group " + std::to_string(g.chunks_per_group));
+      const auto bytes = compress_format<F>({values}, g);
+      expect_executor_decodes(bytes, values, static_cast<unsigned>(n % kUnitOf(F)));
+      if (this->HasFatalFailure()) return;
+    }
+  }
+}
+
+// Tensors of odd sizes, so that group boundaries fall at every offset in a store unit; small
+// stages, so that each group is staged in several tiles.
+TYPED_TEST(KernelFormats, ManyOddTensorsAndTiles) {
+  constexpr value_format F = TypeParam::value;
+  std::mt19937_64 rng(19);
+  format_tensors<F> tensors;
+  for (int i = 0; i < 120; ++i) {
+    const std::size_t n = rng() % 4 == 0 ? rng() % 17 : rng() % 7000;
+    tensors.push_back(weights_of<F>(n, rng(), 0.005f + 0.002f * static_cast<float>(i % 20)));
+  }
+  const auto bytes = compress_format<F>(tensors, {});
+  const auto expected = test::concatenated(tensors);
+  expect_cpu_decoder_decodes(bytes, expected);
+  expect_all_shifts(bytes, expected);
+  for (const std::uint32_t stage : {16u, 48u, 1000u, 20000u}) {
+    SCOPED_TRACE("stage_bytes " + std::to_string(stage));
+    cpu_executor_options options;
+    options.stage_bytes = stage;
+    expect_executor_decodes(bytes, expected, stage % kUnitOf(F), options);
+    if (this->HasFatalFailure()) return;
+  }
+}
+
+TYPED_TEST(KernelFormats, LargeBundle) {
+  constexpr value_format F = TypeParam::value;
+  const auto values = weights_of<F>(1'000'003, 21, 0.03f);
+  const auto bytes = compress_format<F>({values}, {});
+  expect_cpu_decoder_decodes(bytes, values);
+  expect_executor_decodes(bytes, values, 1);
+}
+
+TYPED_TEST(KernelFormats, RealWeights) {
+  constexpr value_format F = TypeParam::value;
+  std::string skip_reason;
+  const auto bundles = test::format_model_bundles<F>(skip_reason);
+  if (bundles.empty()) GTEST_SKIP() << skip_reason;
+  std::printf("%zu %s bundles from the real models\n", bundles.size(), to_string(F).data());
+  for (const auto& bundle : bundles) {
+    SCOPED_TRACE(bundle.name);
+    const auto expected = test::concatenated(bundle.tensors);
+    const auto bytes = compress_format<F>(bundle.tensors, {});
+    expect_cpu_decoder_decodes(bytes, expected);
+    expect_executor_decodes(bytes, expected,
+                            static_cast<unsigned>(bundle.name.size() % kUnitOf(F)));
+    if (this->HasFatalFailure()) return;
+    if (bundle.name.ends_with("<whole file>")) {
+      cpu_executor_options tiny_stage;
+      tiny_stage.stage_bytes = 2048;
+      expect_all_shifts(bytes, expected, tiny_stage);
+    }
+  }
+}
+
+// As FaultyGroupsAloneAreLeftUnwritten, for every format: the partial store units at the faulty
+// groups' edges are the neighbours', which must be written, the faulty groups' values not.
+TYPED_TEST(KernelFormats, FaultyGroupsAloneAreLeftUnwritten) {
+  constexpr value_format F = TypeParam::value;
+  using T = value_of<F>;
+  const auto values = weights_of<F>(400'003, 8);
+  auto b = make_host_kernel_bundle(compress_format<F>({values}, {}));
+  const std::uint64_t groups = b->view.group_count();
+  ASSERT_GE(groups, 4u);
+  const std::uint64_t g = groups / 2;
+  const std::uint64_t bad_first = b->view.group_value_position(g - 1);
+  const std::uint64_t bad_end = b->view.group_value_position(g + 1);
+  const std::uint64_t corrupt = b->view.group_value_position(g) + 1;
+  std::memcpy(b->bytes.data() + b->view.layout().group_positions_offset + g * 8, &corrupt, 8);
+  std::vector<T> out(values.size() + kUnitOf(F));
+  // An output that starts mid store unit: the groups' edges fall at other offsets.
+  T* start = out.data() + 1;
+  for (std::size_t i = 0; i < values.size(); ++i) start[i] = static_cast<T>(~values[i]);
+  const error e = execute_kernel_on_cpu(b->device_view, start, values.size());
+  EXPECT_EQ(e.code, errc::bad_data);
+  EXPECT_NE(e.message.find("group " + std::to_string(g - 1) + ":"), std::string::npos) << e.message;
+  for (std::uint64_t i = 0; i < values.size(); ++i) {
+    const bool in_bad_group = i >= bad_first && i < bad_end;
+    ASSERT_EQ(start[i], in_bad_group ? static_cast<T>(~values[i]) : values[i]) << "value " << i;
+  }
+}
+
+// Whatever the executor accepts from a corrupted stream, the CPU decoder decodes identically.
+TYPED_TEST(KernelFormats, FlippedStreamBitsAgreeWithTheCpuDecoder) {
+  constexpr value_format F = TypeParam::value;
+  using T = value_of<F>;
+  const auto values = weights_of<F>(3000, 13);
+  const auto original = compress_format<F>({values}, geometry(12, 8, 4));
+  const bundle_view parsed = parse_bundle(original).value();
+  const std::uint64_t stream_offset = parsed.layout().stream_offset;
+  const std::uint64_t stream_bytes = (parsed.stream_bits() + 7) / 8;
+  int rejected = 0;
+  for (std::uint64_t i = 0; i < stream_bytes; i += 3) {
+    std::vector<std::byte> bytes = original;
+    bytes[stream_offset + i] ^= std::byte{static_cast<unsigned char>(1u << (i % 8))};
+    const bundle_view view = parse_bundle(bytes).value();
+    std::vector<T> out(values.size(), 0);
+    if (const error e = execute_kernel_on_cpu(view, std::span<T>(out))) {
+      ASSERT_EQ(e.code, errc::bad_data) << e.message;
+      ++rejected;
+      continue;
+    }
+    std::vector<T> reference(values.size(), 1);
+    decode_options one_thread;
+    one_thread.threads = 1;
+    ASSERT_TRUE(decompress(view, std::span<T>(reference), one_thread).ok()) << "byte " << i;
+    ASSERT_TRUE(out == reference) << "byte " << i;
+  }
+  EXPECT_GT(rejected, 0);
+}
+
+// The launch checks that depend on the format: output width and alignment, and the planes a
+// view of the format must (and must not) have.
+TYPED_TEST(KernelFormats, LaunchChecksNameTheFormat) {
+  constexpr value_format F = TypeParam::value;
+  using T = value_of<F>;
+  const auto values = weights_of<F>(5000, 1);
+  auto b = make_host_kernel_bundle(compress_format<F>({values}, {}));
+  EXPECT_EQ(b->device_view.format, F);
+  std::vector<std::uint32_t> storage(values.size() + 16);
+  auto* bytes = reinterpret_cast<std::byte*>(storage.data());
+  const std::uint64_t size = values.size() * sizeof(T);
+  // Every typed output of another width: invalid_argument naming the format.
+  auto expect_wrong_width = [&](auto* typed) {
+    using U = std::remove_pointer_t<decltype(typed)>;
+    if (sizeof(U) == sizeof(T)) return;
+    const error e = execute_kernel_on_cpu(b->device_view, typed, storage.size());
+    EXPECT_EQ(e.code, errc::invalid_argument) << e.message;
+    EXPECT_NE(e.message.find(std::string(to_string(F))), std::string::npos) << e.message;
+    std::vector<U> host_out(values.size() * 4);
+    const error on_bundle = execute_kernel_on_cpu(b->view, std::span<U>(host_out));
+    EXPECT_EQ(on_bundle.code, errc::invalid_argument) << on_bundle.message;
+  };
+  expect_wrong_width(reinterpret_cast<std::uint8_t*>(bytes));
+  expect_wrong_width(reinterpret_cast<std::uint16_t*>(bytes));
+  expect_wrong_width(reinterpret_cast<std::uint32_t*>(bytes));
+  // Bytes: any size short of the values is insufficient; a pointer off the value width invalid.
+  EXPECT_EQ(execute_kernel_on_cpu(b->device_view, bytes, size - 1).code, errc::insufficient_space);
+  if (sizeof(T) > 1) {
+    EXPECT_EQ(execute_kernel_on_cpu(b->device_view, bytes + 1, size).code, errc::invalid_argument);
+  }
+  std::vector<T> out(values.size());
+  EXPECT_TRUE(
+      execute_kernel_on_cpu(b->device_view, reinterpret_cast<std::byte*>(out.data()), size).ok());
+  EXPECT_TRUE(out == values);
+  // The planes: a view that lacks one its format has, or has one its format has not.
+  auto expect_invalid = [&](auto mutate, const char* what) {
+    device_bundle_view v = b->device_view;
+    mutate(v);
+    const error e = execute_kernel_on_cpu(v, out.data(), out.size());
+    EXPECT_EQ(e.code, errc::invalid_argument) << what << ": " << e.message;
+  };
+  const std::uint8_t* some_bytes = b->device_view.exponent_stream;
+  const auto* some_halves = reinterpret_cast<const std::uint16_t*>(some_bytes);
+  if (format_traits<F>::has_raw_byte) {
+    expect_invalid([](device_bundle_view& v) { v.raw_bytes = nullptr; }, "raw bytes missing");
+  } else {
+    expect_invalid([&](device_bundle_view& v) { v.raw_bytes = some_bytes; }, "raw bytes extra");
+  }
+  if (format_traits<F>::has_low_half) {
+    expect_invalid([](device_bundle_view& v) { v.low_halves = nullptr; }, "low halves missing");
+    expect_invalid([](device_bundle_view& v) { v.low_halves += 1; }, "low halves misaligned");
+  } else {
+    expect_invalid([&](device_bundle_view& v) { v.low_halves = some_halves; }, "low halves extra");
+  }
+  expect_invalid([](device_bundle_view& v) { v.format = static_cast<value_format>(6); },
+                 "unknown format");
+}
+
+TEST(KernelExecutor, Fp32SpecialsAtEveryAlignment) {
+  const std::vector<std::uint32_t> specials = test::fp32_specials();
+  // Alone, and scattered among weights (so that they share store units with ordinary values).
+  std::vector<std::uint32_t> mixed = test::heavy_tailed_fp32(100'000, 4);
+  std::mt19937_64 rng(8);
+  for (const std::uint32_t s : specials) mixed[rng() % mixed.size()] = s;
+  for (const auto& values : {specials, mixed}) {
+    for (const int max_length : {12, 15}) {
+      const auto bytes =
+          test::compress_format<value_format::fp32>({values}, geometry(max_length, 64, 256));
+      expect_cpu_decoder_decodes(bytes, values);
+      expect_all_shifts(bytes, values);
+      if (this->HasFatalFailure()) return;
+    }
+  }
+  // The high halves of the specials, widened: BF16-in-FP32 keeps NaN payloads and signs too.
+  std::vector<std::uint32_t> widened;
+  for (const std::uint32_t s : specials) widened.push_back(s & 0xFFFF0000u);
+  const auto bytes = test::compress_format<value_format::bf16_in_fp32>({widened}, {});
+  expect_cpu_decoder_decodes(bytes, widened);
+  expect_all_shifts(bytes, widened);
+}
+
+TEST(KernelExecutor, Fp32RandomBits) {
+  std::mt19937_64 rng(29);
+  for (int trial = 0; trial < 6; ++trial) {
+    std::vector<std::uint32_t> values(1 + rng() % 90'000);
+    for (auto& v : values) v = static_cast<std::uint32_t>(rng());
+    const auto bytes = test::compress_format<value_format::fp32>(
+        {values}, geometry(8 + trial, 4 + rng() % 100, 1 + rng() % 600));
+    expect_cpu_decoder_decodes(bytes, values);
+    expect_executor_decodes(bytes, values, trial % 4);
+    if (this->HasFatalFailure()) return;
+  }
+}
+
+// ---- the wide merges ----------------------------------------------------------------------------
+
+// Every format of value_format.hpp gets a wide merge, not the value-by-value fallback.
+TEST(KernelLogic, EveryFormatHasAWideMerge) {
+  using detail::merge_shape;
+  using detail::merge_shape_of;
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16>>(), merge_shape::bf16_split);
+  EXPECT_NE(merge_shape_of<format_traits<value_format::fp16>>(), merge_shape::per_value);
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::fp32>>(), merge_shape::bf16_split);
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16_in_fp32>>(), merge_shape::bf16_split);
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::fp8_e4m3>>(), merge_shape::symbol_only);
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::fp8_e5m2>>(), merge_shape::symbol_only);
+}
+
+// Traits of no shape the kernel knows (a split no format uses), to drive the fallback and the
+// shapes: one value's bits are a fixed permutation of the symbol, raw byte and low half.
+template <class T, bool Raw, bool Low, int Kind>
+struct test_traits {
+  using value_type = T;
+  static constexpr bool has_raw_byte = Raw;
+  static constexpr bool has_low_half = Low;
+  static constexpr value_type merge(std::uint8_t symbol, std::uint8_t raw, std::uint16_t low) {
+    if constexpr (Kind == 0) {  // no known shape
+      if constexpr (sizeof(T) == 1) return static_cast<T>(~symbol);
+      if constexpr (sizeof(T) == 2) return static_cast<T>(raw << 8 | (symbol ^ 0x5A));
+      return static_cast<T>(std::uint32_t{low} << 16 | std::uint32_t{symbol} << 8 | raw);
+    } else if constexpr (Kind == 1) {  // byte concatenation
+      return static_cast<T>(symbol << 8 | raw);
+    } else {  // the BF16 split
+      if constexpr (sizeof(T) == 4) {
+        return static_cast<T>(std::uint32_t{bf16_merge(symbol, raw)} << 16 | (Low ? low : 0));
+      }
+      return static_cast<T>(bf16_merge(symbol, raw));
+    }
+  }
+};
+
+template <class Traits, bool Aligned>
+void expect_unit_merge_matches_traits(detail::merge_shape expected_shape) {
+  using T = typename Traits::value_type;
+  constexpr unsigned kUnit = 16 / sizeof(T);
+  ASSERT_EQ(detail::merge_shape_of<Traits>(), expected_shape);
+  std::mt19937_64 rng(sizeof(T) * 7 + Aligned);
+  alignas(16) std::array<std::uint8_t, 64> raw;
+  alignas(16) std::array<std::uint16_t, 64> low;
+  alignas(16) std::array<std::uint8_t, 16> symbols;
+  alignas(16) std::array<T, 64> out;
+  for (int trial = 0; trial < 200; ++trial) {
+    for (auto& x : raw) x = static_cast<std::uint8_t>(rng());
+    for (auto& x : low) x = static_cast<std::uint16_t>(rng());
+    for (auto& x : symbols) x = static_cast<std::uint8_t>(rng());
+    // A unit-aligned position, or (not Aligned) one the raw planes are misaligned at, as the
+    // shifted loops use it: the output stays 16-byte aligned.
+    const std::uint64_t pos = kUnit * (1 + rng() % 2) + (Aligned ? 0 : 1 + rng() % (kUnit - 1));
+    // out_base + pos is 16-byte aligned: out is, and (out_base - out) + pos is a multiple of kUnit.
+    T* const out_base = out.data() + (Aligned ? 0 : kUnit - pos % kUnit);
+    detail::unit_merge<Traits>::template store<Aligned>(out_base, symbols.data(), raw.data(),
+                                                        low.data(), pos);
+    for (unsigned i = 0; i < kUnit; ++i) {
+      const T expected = Traits::merge(symbols[i], Traits::has_raw_byte ? raw[pos + i] : 0,
+                                       Traits::has_low_half ? low[pos + i] : 0);
+      ASSERT_EQ(out_base[pos + i], expected) << "value " << i << " pos " << pos;
+    }
+  }
+}
+
+TEST(KernelLogic, UnitMergesOfEveryShapeMatchTheTraits) {
+  using detail::merge_shape;
+  for (const bool aligned : {true, false}) {
+    SCOPED_TRACE(aligned ? "aligned" : "shifted");
+    auto run = [&]<class Traits>(merge_shape shape) {
+      if (aligned) {
+        expect_unit_merge_matches_traits<Traits, true>(shape);
+      } else if (Traits::has_raw_byte) {
+        expect_unit_merge_matches_traits<Traits, false>(shape);
+      }
+    };
+    run.template operator()<test_traits<std::uint16_t, true, false, 0>>(merge_shape::per_value);
+    run.template operator()<test_traits<std::uint16_t, true, false, 1>>(merge_shape::byte_concat);
+    run.template operator()<test_traits<std::uint16_t, true, false, 2>>(merge_shape::bf16_split);
+    run.template operator()<test_traits<std::uint32_t, true, true, 0>>(merge_shape::per_value);
+    run.template operator()<test_traits<std::uint32_t, true, true, 2>>(merge_shape::bf16_split);
+    run.template operator()<test_traits<std::uint32_t, true, false, 2>>(merge_shape::bf16_split);
+    run.template operator()<test_traits<std::uint8_t, false, false, 0>>(merge_shape::per_value);
+    run.template operator()<format_traits<value_format::fp8_e4m3>>(merge_shape::symbol_only);
+    run.template operator()<format_traits<value_format::fp16>>(
+        detail::merge_shape_of<format_traits<value_format::fp16>>());
+  }
+}
+
+TEST(KernelLogic, LoadSection4AtEveryMisalignment) {
+  alignas(16) std::array<std::uint8_t, 48> bytes;
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 29 + 3);
+  for (std::uint64_t pos = 0; pos + 4 <= 40; ++pos) {
+    const std::uint32_t got = detail::load_section4(bytes.data(), pos);
+    for (unsigned k = 0; k < 4; ++k) {
+      ASSERT_EQ((got >> (8 * k)) & 0xFF, bytes[pos + k]) << "pos " << pos << " byte " << k;
+    }
   }
 }
 

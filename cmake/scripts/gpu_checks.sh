@@ -11,6 +11,8 @@
 #   racecheck  compute-sanitizer racecheck (shared-memory hazards) on test_gpu and test_llama_gpu
 #   synccheck  compute-sanitizer synccheck (barrier misuse) on test_gpu and test_llama_gpu
 #   bench      floatzip_bench_gpu: decode GB/s beside D2D copy and raw BF16 loads
+#              and floatzip_bench_gpu_formats: every value format checked against the CPU
+#              decoder, its decode time over a device copy of the same bytes
 # LOG: where everything is written (default: BUILD_DIR/gpu_checks.log); also echoed to stdout.
 #
 # Each step runs even when an earlier one failed (except after a failed build); the last lines of
@@ -98,7 +100,8 @@ for step in "${step_list[@]}"; do
         -DFLOATZIP_CUDA=ON -DFLOATZIP_BUILD_EXAMPLES=OFF \
         ${FLOATZIP_MODELS_DIR:+"-DFLOATZIP_MODELS_DIR=$FLOATZIP_MODELS_DIR"} &&
         run_step build cmake --build "$build_dir" -j "$jobs" \
-          --target test_gpu test_kernel_logic test_llama_gpu floatzip_bench_gpu ||
+          --target test_gpu test_kernel_logic test_llama_gpu floatzip_bench_gpu \
+          floatzip_bench_gpu_formats ||
         break
       ;;
     test)
@@ -121,6 +124,7 @@ for step in "${step_list[@]}"; do
       ;;
     bench)
       run_step bench "$build_dir/bench/floatzip_bench_gpu"
+      run_step "bench (every value format)" "$build_dir/bench/floatzip_bench_gpu_formats"
       ;;
     *)
       say "gpu_checks: unknown step '$step' (build, test, memcheck, racecheck, synccheck, bench)"

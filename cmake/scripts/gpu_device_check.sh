@@ -18,11 +18,17 @@
 #          GPU benchmark on bundles of 256 and 1024 MiB (decode of the Llama-shaped block with
 #          12-bit codes, with 15-bit codes and with 128-byte chunks, the real-model statistics,
 #          the stage sweep, device-to-device copy and plain BF16 loads of the same output; a
-#          missing real-model figure fails the check) and Nsight Compute on one decode launch.
-#          Everything lands in $OUT (or OUT_DIR, default build-device/out): gpu_check.json
-#          (device, driver, every GB/s and ratio, the ncu metrics, each step's verdict), the
-#          benchmark's and ncu's own output, and the log. Commit gpu_check.json under
-#          bench/results/. Sized to finish within 6 minutes on an H200 (16 cores).
+#          missing real-model figure fails the check), every value format
+#          (floatzip_bench_gpu_formats: per format a bundle of as many values as 256 MiB of BF16,
+#          decoded by the GPU and compared byte for byte with the CPU decoder, then the decode
+#          and a device-to-device copy of the same output bytes timed with CUDA events, 50
+#          interleaved rounds, medians; a missing or incorrect format fails the check) and
+#          Nsight Compute on one decode launch. Everything lands in $OUT (or OUT_DIR, default
+#          build-device/out): gpu_check.json (device, driver, every GB/s and ratio, per format
+#          its correctness, GB/s and time over the copy's, the ncu metrics, each step's
+#          verdict), the benchmarks' and ncu's own output, and the log. Commit gpu_check.json under
+#          bench/results/. Sized to finish within 6 minutes on an H200 (16 cores) before the
+#          formats step and the per-format tests were added (their time is not measured yet).
 # sanitize builds test_gpu if needed and runs compute-sanitizer memcheck, racecheck and synccheck
 #          on a narrow filter (SANITIZER_GTEST_FILTER) into the same folder.
 # rehearse runs device's configure and build here with the system's -dev packages out of reach:
@@ -40,7 +46,8 @@ out=${OUT:-${OUT_DIR:-$build/out}}
 jobs=${JOBS:-$(nproc)}
 packages=(libfmt-dev libfmt9 nlohmann-json3-dev libxxhash-dev libxxhash0 libgtest-dev libgmock-dev
   libbenchmark-dev libbenchmark1debian libzstd-dev libzstd1)
-sanitizer_filter=${SANITIZER_GTEST_FILTER:-'Gpu.AllBf16PatternsAtEveryAlignment:Gpu.OddSizesAndGeometries:Gpu.StagingInTiles:Gpu.OneSymbolAndLongestCodes:Gpu.CorruptDeviceMetadataIsReported'}
+sanitizer_filter=${SANITIZER_GTEST_FILTER:-'Gpu.AllBf16PatternsAtEveryAlignment:Gpu.OddSizesAndGeometries:Gpu.StagingInTiles:Gpu.OneSymbolAndLongestCodes:Gpu.CorruptDeviceMetadataIsReported:GpuFormats/*.StagedBundleCarriesTheFormat'}
+device_targets=(test_gpu test_kernel_logic floatzip_bench_gpu floatzip_bench_gpu_formats)
 
 say() { echo "=== gpu_device_check: $*" | tee -a "$out/gpu_check.log"; }
 
@@ -74,7 +81,7 @@ rehearse() {
     esac
   done < <(grep -E '^(fmt_DIR|nlohmann_json_DIR|GTest_DIR|benchmark_DIR|xxhash_(INCLUDE_DIR|LIBRARY)|zstd_(INCLUDE_DIR|LIBRARY)):[A-Z]+=' \
     "$build/CMakeCache.txt")
-  build_targets test_gpu test_kernel_logic floatzip_bench_gpu || exit 1
+  build_targets "${device_targets[@]}" || exit 1
   # Every dependency header the compiler read came from gpu_carry (ninja's depfile record).
   local leaked
   leaked=$(ninja -C "$build" -t deps 2>/dev/null | grep -E '^ +/usr/include/(fmt|nlohmann|gtest|gmock|benchmark|xxhash|zstd)' | sort -u)
@@ -102,7 +109,7 @@ device() {
   }
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
     --format=csv >"$out/nvidia_smi.csv" 2>&1
-  step configure configure && step build build_targets test_gpu test_kernel_logic floatzip_bench_gpu
+  step configure configure && step build build_targets "${device_targets[@]}"
   if ((failed == 0)); then
     step tests ctest --test-dir "$build" --output-on-failure -L 'gpu|kernel' --timeout 240
     local skipped
@@ -114,6 +121,8 @@ device() {
     FLOATZIP_BENCH_GPU_JSON="$out/bench_gpu.json" step bench "$build/bench/floatzip_bench_gpu" \
       '--benchmark_filter=/(256|1024)($|/)' --benchmark_min_time=0.3 \
       --benchmark_out="$out/bench_gpu_google.json" --benchmark_out_format=json
+    step formats "$build/bench/floatzip_bench_gpu_formats" --mib 256 --runs 50 \
+      --json "$out/bench_gpu_formats.json"
     local ncu
     ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
     step ncu "$ncu" --kernel-name regex:decode_bundle_kernel --launch-count 1 --csv --page raw \
@@ -142,6 +151,18 @@ try:
         failed = "1"
 except Exception as e:  # noqa: BLE001
     result["bench"] = f"unavailable: {e}"
+    failed = "1"
+try:
+    result["formats"] = json.load(open(os.path.join(out, "bench_gpu_formats.json")))
+    seen = {r["format"] for r in result["formats"]["results"]}
+    wanted = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"}
+    wrong = [r["format"] for r in result["formats"]["results"] if not r["correct"]]
+    if wanted - seen or wrong:
+        result["steps"]["formats_complete"] = (
+            f"FAIL (missing {sorted(wanted - seen)}, incorrect {wrong})")
+        failed = "1"
+except Exception as e:  # noqa: BLE001
+    result["formats"] = f"unavailable: {e}"
     failed = "1"
 try:
     lines = [l for l in open(os.path.join(out, "ncu_raw.csv")) if l.startswith('"')]

@@ -335,10 +335,11 @@ def model(run_stats, kernel, instrs, labels, usage):
     occupancy, limits = blocks_per_sm(registers, threads, shared)
     spill_instructions = sum(1 for x in instrs if x.opcode.startswith(("STL", "LDL")))
 
-    out_bytes = 2 * values
+    out_bytes = run_stats.get("value_bytes", 2) * values
     result = {
         "model": "MODEL, not a measurement",
         "input": run_stats["input"],
+        "format": run_stats.get("format", "bf16"),
         "max_code_length": run_stats["max_code_length"],
         "chunk_bytes": run_stats["chunk_bytes"],
         "table_bits": run_stats["table_bits"],
@@ -380,7 +381,7 @@ def model(run_stats, kernel, instrs, labels, usage):
 
 
 def print_table(r):
-    print(f"\n== {r['input']}: max_code_length {r['max_code_length']}, chunk_bytes "
+    print(f"\n== {r['input']} {r['format']}: max_code_length {r['max_code_length']}, chunk_bytes "
           f"{r['chunk_bytes']}, {r['table_bits']}-bit table  (MODEL, not a measurement)")
     print(f"  registers {r['registers']}, local (spill) bytes {r['local_bytes']}, spill instructions "
           f"{r['spill_instructions']}, shared/block {r['shared_bytes_per_block']} B, blocks/SM "
@@ -405,7 +406,7 @@ def print_table(r):
     for d in DEVICES:
         print(f"  {d.upper()}: issue-bound {r[f'issue_bound_tbps_{d}']:.2f} TB/s, smem-bound "
               f"{r[f'smem_bound_tbps_{d}']:.2f} TB/s, memory-bound {r[f'memory_bound_tbps_{d}']:.2f}"
-              f" TB/s of BF16 output ({r['bits_per_value']:.2f} bits read per value)")
+              f" TB/s of {r['format']} output ({r['bits_per_value']:.2f} bits read per value)")
 
 
 def main():
@@ -440,7 +441,10 @@ def main():
         f"schedulers, copy {v['copy_bytes_per_s'] / 1e12:.1f} TB/s" for k, v in DEVICES.items()))
     results = []
     for rs in runs:
-        pattern = f"decode_bundle_kernelILi{rs['table_bits']}E"
+        # decode_bundle_kernel<value_format F, int TableBits, int Threads>: the run's format
+        # (its number, value_format.hpp; BF16 = 0 for runs that do not say) and table width.
+        pattern = (f"decode_bundle_kernelILNS_12value_formatE{rs.get('format_id', 0)}E"
+                   f"Li{rs['table_bits']}E")
         names = [k for k in kernels if pattern in k]
         if not names:
             raise SystemExit(f"kernel_model: no kernel matching {pattern} in the cubin")
@@ -453,7 +457,7 @@ def main():
         results.append(r)
         print_table(r)
     last = results[-1]
-    keys = ["model", "input", "max_code_length", "chunk_bytes", "table_bits", "registers",
+    keys = ["model", "input", "format", "max_code_length", "chunk_bytes", "table_bits", "registers",
             "local_bytes", "shared_bytes_per_block", "blocks_per_sm", "tiles_per_group",
             "lookups_per_value", "warp_instructions_per_value", "smem_wavefronts_per_value",
             "issue_bound_tbps_h100", "smem_bound_tbps_h100", "memory_bound_tbps_h100",

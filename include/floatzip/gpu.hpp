@@ -8,6 +8,11 @@
 //   if (auto err = floatzip::decompress(bundle, weights, capacity, stream)) { ... }
 //   // tensor i is weights[bundle.tensor_offset(i) .. + bundle.tensor_value_count(i))
 //
+// Every value format decodes on the GPU (value_format.hpp; the kernel is instantiated per
+// format): the output is an array of the format's values, std::uint16_t for BF16 and FP16,
+// std::uint32_t for FP32 and BF16-in-FP32, std::uint8_t for FP8 (a pointer of another width is
+// errc::invalid_argument naming both), or std::byte with its size in bytes for any format.
+//
 // This header is plain C++: it declares the functions that floatzip::cuda (cuda/*.cu) defines and
 // includes no CUDA header, so code that never calls them builds without the toolkit. A
 // `gpu_stream` is a `cudaStream_t` (both are `CUstream_st*`); nullptr is the default stream.
@@ -20,8 +25,10 @@
 // does synchronise).
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,6 +36,7 @@
 #include "floatzip/bundle_format.hpp"
 #include "floatzip/error.hpp"
 #include "floatzip/huffman.hpp"
+#include "floatzip/value_format.hpp"
 
 struct CUstream_st;
 
@@ -44,8 +52,14 @@ using gpu_stream = CUstream_st*;
 // read or written out of bounds. The decode tables must be the ones floatzip builds for this
 // bundle (every entry one or more codewords of 1..table_bits bits in all).
 struct device_bundle_view {
-  const std::uint8_t* exponent_stream = nullptr;   // the stream section, padding included
-  const std::uint8_t* sign_mantissa = nullptr;     // one byte per value, section padding included
+  // The values' format: which kernel decodes the view and how wide its output values are.
+  value_format format = value_format::bf16;
+  const std::uint8_t* exponent_stream = nullptr;  // the symbol stream section, padding included
+  // One raw byte per value (the sign/mantissa byte of BF16), section padding included; null for
+  // formats without one (FP8).
+  const std::uint8_t* raw_bytes = nullptr;
+  // One low half per value (FP32 only; null for every other format).
+  const std::uint16_t* low_halves = nullptr;
   const std::uint8_t* chunk_gaps = nullptr;        // 4 bits per chunk
   const std::uint64_t* group_positions = nullptr;  // first value of each sync group
   // The kernel's decode tables (detail::build_kernel_tables): for 12-bit tables the multi-symbol
@@ -94,6 +108,7 @@ inline constexpr unsigned kGpuThreadsPerBlock = 256;
 // before the next bundle's copy). Owns nothing: the views point into the caller's buffer, which
 // must hold the staged bytes until every launch over them has run.
 struct staged_bundle {
+  value_format format = value_format::bf16;         // of every segment: the output's values
   std::vector<device_bundle_view> segment_views;    // one per segment (most bundles have one)
   std::vector<std::uint64_t> segment_first_values;  // each segment's first value in the output
   std::uint64_t value_count = 0;                    // all segments together
@@ -105,7 +120,8 @@ std::uint64_t staging_bytes(const bundle_view& bundle);
 
 // Copies the bundle and its decode tables (built here, on the host) into
 // device_memory[0 .. staging_bytes(bundle)) on `stream`, on the current device, and returns the
-// views to launch with. `status` is one word of device memory that receives the kernel's first
+// views to launch with (and the bundle's value format, which decompress() checks the output
+// against). `status` is one word of device memory that receives the kernel's first
 // fault record (the caller sets it to all ones beforehand), or null. Copies from pageable memory
 // have taken their source when the call returns; from pinned memory the bytes must stay unchanged
 // until the stream has passed the copy. Errors: errc::insufficient_space (capacity too small),
@@ -147,6 +163,8 @@ class device_bundle {
     return segment_first_;
   }
   [[nodiscard]] std::uint64_t value_count() const noexcept { return tensor_offsets_.back(); }
+  // The values' format (every segment's): what decompress() writes.
+  [[nodiscard]] value_format format() const noexcept { return format_; }
   [[nodiscard]] std::uint32_t tensor_count() const noexcept {
     return static_cast<std::uint32_t>(tensor_offsets_.size() - 1);
   }
@@ -169,6 +187,7 @@ class device_bundle {
  private:
   void* device_memory_ = nullptr;
   std::uint64_t device_bytes_ = 0;
+  value_format format_ = value_format::bf16;
   device_bundle_view view_{};
   std::vector<device_bundle_view> segment_views_;
   std::vector<std::uint64_t> segment_first_;
@@ -176,52 +195,111 @@ class device_bundle {
 };
 
 // Writes every value of the bundle to out[0 .. view.value_count) with one kernel launch on
-// `stream`. `out` is device memory holding out_capacity BF16 values, 2-byte aligned (16-byte
-// alignment gives the widest stores but is not required). Allocates nothing, does not
-// synchronise, may be captured in a CUDA graph. Returns, before launching anything:
-//   errc::insufficient_space  out_capacity < view.value_count
-//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, a
-//                             geometry the kernel does not support (named in the message), or a
-//                             current device other than the one the bundle was uploaded to
+// `stream`. `out` is device memory of out_bytes bytes, holding values of the view's format
+// (value_bytes(view.format) bytes each) and aligned to their width (16-byte alignment gives the
+// widest stores but is not required). Allocates nothing, does not synchronise, may be captured in
+// a CUDA graph. Returns, before launching anything:
+//   errc::insufficient_space  out_bytes < view.value_count * value_bytes(view.format)
+//   errc::invalid_argument    a null or misaligned pointer, inconsistent header fields, planes
+//                             that do not match the format, a geometry the kernel does not
+//                             support (named in the message), or a current device other than
+//                             the one the bundle was uploaded to
 //   errc::cuda_error          an earlier CUDA call on this thread had failed and left its error
 //                             pending (named as such, and cleared; nothing is launched)
-// and after the launch errc::cuda_error if the launch itself failed. Corrupt exponent streams are
+// and after the launch errc::cuda_error if the launch itself failed. Corrupt symbol streams are
 // reported through device_bundle::check_decode_status().
-error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
+error decompress(const device_bundle_view& view, std::byte* out, std::uint64_t out_bytes,
                  gpu_stream stream, const gpu_decode_options& options = {});
 
 namespace detail {
-// Every segment's launch, each into its part of out.
+
+// The typed outputs: one value of the format per element.
+template <class T>
+concept gpu_output_value = std::same_as<T, std::uint8_t> || std::same_as<T, std::uint16_t> ||
+    std::same_as<T, std::uint32_t>;
+
+// A format whose values are not `width` bytes wide: errc::invalid_argument naming both.
+inline error check_output_width(value_format f, std::size_t width, const char* where) {
+  if (is_known(f) && value_bytes(f) == width) return {};
+  return {errc::invalid_argument,
+          std::string(where) + ": the bundle holds " +
+              (is_known(f) ? std::string(to_string(f)) + " values (" +
+                                 std::to_string(value_bytes(f)) + " bytes each)"
+                           : "values of unknown format " + std::to_string(static_cast<int>(f))) +
+              ", the output is an array of " + std::to_string(width) + "-byte values"};
+}
+
+// count * width, saturated (a capacity in values to one in bytes).
+inline std::uint64_t capacity_bytes(std::uint64_t count, std::size_t width) {
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+  return count > kMax / width ? kMax : count * width;
+}
+
+// Every segment's launch, each into its part of out (out_bytes bytes).
 inline error decompress_segments(std::span<const device_bundle_view> views,
                                  std::span<const std::uint64_t> first, std::uint64_t value_count,
-                                 std::uint16_t* out, std::uint64_t out_capacity, gpu_stream stream,
-                                 const gpu_decode_options& options) {
-  if (out_capacity < value_count)
-    return {errc::insufficient_space, "gpu decompress: output holds " +
-                                          std::to_string(out_capacity) +
-                                          " values, the bundle has " + std::to_string(value_count)};
+                                 value_format format, std::byte* out, std::uint64_t out_bytes,
+                                 gpu_stream stream, const gpu_decode_options& options) {
+  if (!is_known(format)) {
+    return {errc::invalid_argument,
+            "gpu decompress: unknown value format " + std::to_string(static_cast<int>(format))};
+  }
+  const std::uint64_t width = value_bytes(format);
+  if (out_bytes / width < value_count)
+    return {errc::insufficient_space, "gpu decompress: output holds " + std::to_string(out_bytes) +
+                                          " bytes, the bundle has " + std::to_string(value_count) +
+                                          " " + std::string(to_string(format)) + " values (" +
+                                          std::to_string(value_count * width) + " bytes)"};
   for (std::size_t s = 0; s < views.size(); ++s) {
     if (views[s].value_count == 0) continue;
-    if (error e = floatzip::decompress(views[s], out + first[s], out_capacity - first[s], stream,
-                                       options))
+    if (error e = floatzip::decompress(views[s], out + first[s] * width,
+                                       out_bytes - first[s] * width, stream, options))
       return e;
   }
   return {};
 }
+
 }  // namespace detail
 
-// Every segment of the bundle: one launch per segment (most bundles have one).
-inline error decompress(const device_bundle& bundle, std::uint16_t* out, std::uint64_t out_capacity,
+// The same into an array of out_capacity values of the view's width: std::uint16_t for BF16 and
+// FP16, std::uint32_t for FP32 and BF16-in-FP32, std::uint8_t for FP8.
+template <detail::gpu_output_value T>
+error decompress(const device_bundle_view& view, T* out, std::uint64_t out_capacity,
+                 gpu_stream stream, const gpu_decode_options& options = {}) {
+  if (error e = detail::check_output_width(view.format, sizeof(T), "gpu decompress")) return e;
+  return decompress(view, reinterpret_cast<std::byte*>(out),
+                    detail::capacity_bytes(out_capacity, sizeof(T)), stream, options);
+}
+
+// Every segment of the bundle: one launch per segment (most bundles have one). out_bytes bytes of
+// output, or out_capacity values of the format's width.
+inline error decompress(const device_bundle& bundle, std::byte* out, std::uint64_t out_bytes,
                         gpu_stream stream, const gpu_decode_options& options = {}) {
   return detail::decompress_segments(bundle.segment_views(), bundle.segment_first_values(),
-                                     bundle.value_count(), out, out_capacity, stream, options);
+                                     bundle.value_count(), bundle.format(), out, out_bytes, stream,
+                                     options);
+}
+template <detail::gpu_output_value T>
+error decompress(const device_bundle& bundle, T* out, std::uint64_t out_capacity, gpu_stream stream,
+                 const gpu_decode_options& options = {}) {
+  if (error e = detail::check_output_width(bundle.format(), sizeof(T), "gpu decompress")) return e;
+  return decompress(bundle, reinterpret_cast<std::byte*>(out),
+                    detail::capacity_bytes(out_capacity, sizeof(T)), stream, options);
 }
 
 // A staged bundle's segments, as above.
-inline error decompress(const staged_bundle& bundle, std::uint16_t* out, std::uint64_t out_capacity,
+inline error decompress(const staged_bundle& bundle, std::byte* out, std::uint64_t out_bytes,
                         gpu_stream stream, const gpu_decode_options& options = {}) {
   return detail::decompress_segments(bundle.segment_views, bundle.segment_first_values,
-                                     bundle.value_count, out, out_capacity, stream, options);
+                                     bundle.value_count, bundle.format, out, out_bytes, stream,
+                                     options);
+}
+template <detail::gpu_output_value T>
+error decompress(const staged_bundle& bundle, T* out, std::uint64_t out_capacity, gpu_stream stream,
+                 const gpu_decode_options& options = {}) {
+  if (error e = detail::check_output_width(bundle.format, sizeof(T), "gpu decompress")) return e;
+  return decompress(bundle, reinterpret_cast<std::byte*>(out),
+                    detail::capacity_bytes(out_capacity, sizeof(T)), stream, options);
 }
 
 // Number of CUDA devices; 0 when there is no device or no usable driver.

@@ -17,14 +17,14 @@ constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n +
 
 int emu_decompress_calls = 0;
 
-error decompress(const device_bundle_view& view, std::uint16_t* out, std::uint64_t out_capacity,
+error decompress(const device_bundle_view& view, std::byte* out, std::uint64_t out_bytes,
                  gpu_stream, const gpu_decode_options& options) {
-  if (error e = detail::validate_launch(view, out, out_capacity)) return e;
+  if (error e = detail::validate_launch(view, out, out_bytes)) return e;
   if (view.value_count == 0) return {};
   ++emu_decompress_calls;
   cpu_executor_options o;
   o.stage_bytes = options.stage_bytes == 0 ? 49088 : options.stage_bytes;  // the H100 default
-  error e = execute_kernel_on_cpu(view, out, out_capacity, o);
+  error e = execute_kernel_on_cpu(view, out, out_bytes, o);
   // The kernel reports corrupt groups through the status word only.
   if (e.code == errc::bad_data) return {};
   return e;
@@ -35,6 +35,7 @@ int device_count() noexcept { return 1; }
 device_bundle::device_bundle(device_bundle&& other) noexcept
     : device_memory_(std::exchange(other.device_memory_, nullptr)),
       device_bytes_(std::exchange(other.device_bytes_, 0)),
+      format_(std::exchange(other.format_, value_format::bf16)),
       view_(std::exchange(other.view_, device_bundle_view{})),
       segment_views_(std::exchange(other.segment_views_, {})),
       segment_first_(std::exchange(other.segment_first_, {})),
@@ -45,6 +46,7 @@ device_bundle& device_bundle::operator=(device_bundle&& other) noexcept {
     device_bundle old(std::move(*this));
     device_memory_ = std::exchange(other.device_memory_, nullptr);
     device_bytes_ = std::exchange(other.device_bytes_, 0);
+    format_ = std::exchange(other.format_, value_format::bf16);
     view_ = std::exchange(other.view_, device_bundle_view{});
     segment_views_ = std::exchange(other.segment_views_, {});
     segment_first_ = std::exchange(other.segment_first_, {});
@@ -98,6 +100,7 @@ result<device_bundle> device_bundle::upload(const bundle_view& bundle, gpu_strea
     owner.segment_views_.push_back(view);
     owner.segment_first_.push_back(segments[s].first_value() - bundle.first_value());
   }
+  owner.format_ = bundle.format();
   owner.view_ = owner.segment_views_.front();
   owner.tensor_offsets_.assign(bundle.tensor_count() + std::size_t{1}, 0);
   for (std::uint32_t t = 0; t < bundle.tensor_count(); ++t)

@@ -4,7 +4,12 @@
 // functions; only the launch, the block-wide scan, the barriers and the shared-memory placement
 // differ. Running the executor over a bundle therefore tests everything the kernel computes:
 // segment boundaries, the chunk walk, output positions, the tiling of the staging buffer, the
-// alignment of the wide stores and the merge of exponent and sign/mantissa bytes.
+// alignment of the wide stores and the merge of the symbols with the raw planes.
+//
+// Every value format (value_format.hpp) runs the same code: phase 1 and the decode into the
+// stage only see symbol bytes, so they do not depend on the format; the merge is a template over
+// it (format_traits<F>: the output's value_type, whether a raw byte and a low half per value
+// exist) and so are the kernel and the executor, instantiated per format.
 //
 // One thread block decodes one sync group, in two phases:
 //
@@ -19,14 +24,15 @@
 //   phase 2  threads decode their segment again, the same way, writing exponent bytes into a
 //            shared "stage" as aligned 32-bit words (decode_to_stage(); after a barrier each
 //            thread's last partial word byte by byte, flush_stage_tail()), then the whole block
-//            merges the stage with the sign/mantissa bytes into the output with 16-byte stores
-//            (merge_tile_part()). A group larger than the stage is done in several tiles; each
-//            thread's decoder state carries over from tile to tile.
+//            merges the stage with the raw planes (sign/mantissa bytes, FP32's low halves) into
+//            the output with 16-byte stores (merge_tile_part()). A group larger than the stage is
+//            done in several tiles; each thread's decoder state carries over from tile to tile.
 //
-// Output "slots": the stage is laid out so that 8 consecutive slots are one 16-byte-aligned
-// store in the output. Slot s of a group holds its value s - lead, where lead is how far the
-// group's first value lies past a 16-byte boundary of the output (in values). Tiles start at
-// multiples of the stage size, itself a multiple of 8 slots.
+// Output "slots": the stage is laid out so that U = slots_per_store(F) consecutive slots (8 for
+// 16-bit formats, 4 for 32-bit ones, 16 for FP8) are one 16-byte-aligned store in the output.
+// Slot s of a group holds its value s - lead, where lead is how far the group's first value lies
+// past a 16-byte boundary of the output (in values). Tiles start at multiples of the stage size,
+// itself a multiple of U slots (and of 4: the stage is written in 32-bit words).
 //
 // Stream reads use aligned 32-bit words counted from the stream section's start (a GPU cannot
 // load unaligned words). A reader holds at most 64 bits and refills one word when fewer than
@@ -52,10 +58,16 @@
 #include "floatzip/error.hpp"
 #include "floatzip/gpu.hpp"
 #include "floatzip/huffman.hpp"
+#include "floatzip/value_format.hpp"
 
 namespace floatzip::detail {
 
-inline constexpr std::uint32_t kSlotsPerStore = 8;  // BF16 values per 16-byte store
+// Values per 16-byte store of the output: a store unit of the stage is that many slots (16 for
+// an unknown format, which validate_view refuses before anything uses it).
+constexpr std::uint32_t slots_per_store(value_format f) {
+  return is_known(f) ? 16 / static_cast<std::uint32_t>(value_bytes(f)) : 16;
+}
+inline constexpr std::uint32_t kMaxSlotsPerStore = 16;  // FP8
 // A group's stream span must stay below this so that in-group offsets fit 32-bit registers.
 inline constexpr std::uint64_t kMaxGroupBits = std::uint64_t{1} << 31;
 
@@ -80,10 +92,10 @@ enum class loop_kind : unsigned {
   decode_pair,    // phase 2 (decode_pair_steps)
   decode_multi,   // phase 2 (decode_multi_steps)
   decode_single,  // phase 2 (decode_single_steps)
-  merge,          // one whole 8-value store unit (merge_aligned_units)
+  merge,          // one whole store unit, 16 bytes of output (merge_aligned_units)
   flush,          // a thread's last partial stage word (flush_stage_tail)
   merge_partial,  // one value of the group's first or last store unit (merge_partial_unit)
-  merge_shifted,  // one whole unit, sign/mantissa bytes not 8-byte aligned (merge_shifted_units)
+  merge_shifted,  // one whole unit, raw planes not unit-aligned (merge_shifted_units)
 };
 inline constexpr unsigned kLoopKinds = 10;
 
@@ -132,8 +144,8 @@ FLOATZIP_HD std::uint64_t load_u64_aligned(const std::uint8_t* p) {
 }
 
 // Stores four 32-bit words, lowest address first. Precondition: p is 16-byte aligned.
-FLOATZIP_HD void store_16_aligned(std::uint16_t* p, std::uint32_t w0, std::uint32_t w1,
-                                  std::uint32_t w2, std::uint32_t w3) {
+FLOATZIP_HD void store_16_aligned(void* p, std::uint32_t w0, std::uint32_t w1, std::uint32_t w2,
+                                  std::uint32_t w3) {
 #if defined(__CUDA_ARCH__)
   // One 16-byte store, said in PTX: NVVM split a uint4 store through the cast pointer into four
   // 4-byte ones. Device memory's generic addresses are its global ones.
@@ -464,24 +476,35 @@ inline constexpr unsigned long long kNoFault = ~0ull;
 
 // ---- phase 2: decode into the stage, merge into the output --------------------------------------
 
-// Where a block writes: its group's values go to out[first, first + values).
+// Where a block writes: its group's values go to out[first, first + values), in the format's
+// value type; each value merges its symbol (from the stage) with its raw byte (raw_bytes[pos],
+// all formats but FP8) and its low half (low_halves[pos], FP32 only).
+template <value_format F>
 struct block_output {
-  std::uint16_t* out;
-  const std::uint8_t* sign_mantissa;
-  std::uint64_t first;     // the group's first value
-  std::uint32_t lead;      // slot of the group's first value, 0..7
-  std::uint32_t slot_end;  // lead + the group's value count
+  using traits = format_traits<F>;
+  using value_type = typename traits::value_type;
+  static constexpr std::uint32_t kUnit = slots_per_store(F);
+
+  value_type* out;
+  const std::uint8_t* raw_bytes;    // null when the format has none
+  const std::uint16_t* low_halves;  // null when the format has none
+  std::uint64_t first;              // the group's first value
+  std::uint32_t lead;               // slot of the group's first value, 0..kUnit-1
+  std::uint32_t slot_end;           // lead + the group's value count
 };
 
-// out_shift: (address of out[0] / 2) % 8, i.e. how many values out[0] lies past a 16-byte
-// boundary. Precondition: values.valid.
-FLOATZIP_HD block_output block_output_of(std::uint16_t* out, std::uint32_t out_shift,
-                                         const device_bundle_view& v, const group_values& values) {
-  block_output b;
+// out_shift: (address of out[0] / value_bytes(F)) % slots_per_store(F), i.e. how many values
+// out[0] lies past a 16-byte boundary. Precondition: values.valid.
+template <value_format F>
+FLOATZIP_HD block_output<F> block_output_of(typename format_traits<F>::value_type* out,
+                                            std::uint32_t out_shift, const device_bundle_view& v,
+                                            const group_values& values) {
+  block_output<F> b;
   b.out = out;
-  b.sign_mantissa = v.sign_mantissa;
+  b.raw_bytes = v.raw_bytes;
+  b.low_halves = v.low_halves;
   b.first = values.first;
-  b.lead = static_cast<std::uint32_t>((values.first + out_shift) & (kSlotsPerStore - 1));
+  b.lead = static_cast<std::uint32_t>((values.first + out_shift) & (block_output<F>::kUnit - 1));
   b.slot_end = b.lead + static_cast<std::uint32_t>(values.end - values.first);
   return b;
 }
@@ -502,12 +525,13 @@ struct thread_output {
   std::uint32_t stage_bits;  // bytes of slots [word_slot, next_slot) (at most 3), low byte first
 };
 
-// first_value: the thread's first value within the group (the exclusive scan of the counts).
+// lead: the block's (block_output::lead); first_value: the thread's first value within the
+// group (the exclusive scan of the counts).
 FLOATZIP_HD thread_output start_output(const std::uint8_t* stream, const thread_segment& s,
-                                       const block_output& b, std::uint32_t first_value,
+                                       std::uint32_t lead, std::uint32_t first_value,
                                        std::uint32_t count) {
   thread_output o;
-  o.begin_slot = b.lead + first_value;
+  o.begin_slot = lead + first_value;
   o.next_slot = o.begin_slot;
   o.end_slot = o.begin_slot + count;
   o.word_slot = o.begin_slot & ~3u;
@@ -666,118 +690,287 @@ FLOATZIP_HD std::uint32_t merge_two_values(std::uint32_t exponents, std::uint32_
   return merge_pair(exponents, sign_mantissas, kLowPair);
 }
 
-// The 8 sign/mantissa bytes sm[pos .. pos + 8), little-endian, from one or two aligned 8-byte
-// loads. Precondition: sm is 8-byte aligned and byte pos + 7 lies in the section (the section is
-// padded to 16 bytes, so the second load stays inside it).
-FLOATZIP_HD std::uint64_t load_sign_mantissa8(const std::uint8_t* sm, std::uint64_t pos) {
+// Bytes section[pos .. pos + 8), little-endian, from one or two aligned 8-byte loads.
+// Precondition: section is 8-byte aligned and the 8-byte word holding byte pos + 7 lies in the
+// section (sections are padded to 16 bytes, so the second load stays inside it).
+FLOATZIP_HD std::uint64_t load_section8(const std::uint8_t* section, std::uint64_t pos) {
   const unsigned misalignment = static_cast<unsigned>(pos & 7);
-  const std::uint64_t low = load_u64_aligned(sm + (pos - misalignment));
+  const std::uint64_t low = load_u64_aligned(section + (pos - misalignment));
   if (misalignment == 0) return low;
-  const std::uint64_t high = load_u64_aligned(sm + (pos - misalignment) + 8);
+  const std::uint64_t high = load_u64_aligned(section + (pos - misalignment) + 8);
   return (low >> (8 * misalignment)) | (high << (64 - 8 * misalignment));
 }
 
-// One whole store unit at slot `unit`: one 8-byte stage load, one (Aligned: the sign/mantissa
-// bytes of the unit start on an 8-byte boundary) or two 8-byte sign/mantissa loads, and one
-// 16-byte store (slot alignment makes the output address 16-byte aligned).
-template <bool Aligned>
-FLOATZIP_HD void merge_whole_unit(const block_output& b, const std::uint8_t* stage,
+// Bytes section[pos .. pos + 4) from one or two aligned 4-byte loads; as load_section8.
+FLOATZIP_HD std::uint32_t load_section4(const std::uint8_t* section, std::uint64_t pos) {
+  const unsigned misalignment = static_cast<unsigned>(pos & 3);
+  const std::uint32_t low = load_u32_aligned(section + (pos - misalignment));
+  if (misalignment == 0) return low;
+  const std::uint32_t high = load_u32_aligned(section + (pos - misalignment) + 4);
+  return (low >> (8 * misalignment)) | (high << (32 - 8 * misalignment));
+}
+
+// How a format's traits merge a value, found at compile time by checking format_traits<F>::merge
+// on every symbol and every raw byte (each against bytes with one bit set, none and all; the
+// candidate shapes move each input bit to one output bit, so that finds any misplaced bit, and
+// the kernel tests compare every 16-bit pattern with the CPU decoder): the whole-unit merges
+// below use the wide form it amounts to, and fall back to merging value by value through the
+// traits, so a changed split in value_format.hpp stays correct (only slower) without touching
+// the kernel.
+enum class merge_shape {
+  bf16_split,   // high half (the value's, or FP32's top 16 bits) = bf16_merge(symbol, raw byte)
+  byte_concat,  // 16-bit value = symbol << 8 | raw byte
+  symbol_only,  // the value is its symbol (FP8)
+  per_value,    // anything else: format_traits<F>::merge, one value at a time
+};
+
+template <class Traits>
+constexpr bool merge_is(merge_shape shape, unsigned symbol, unsigned raw, unsigned low) {
+  using traits = Traits;
+  const auto s = static_cast<std::uint8_t>(symbol);
+  const auto r = static_cast<std::uint8_t>(raw);
+  const auto l = static_cast<std::uint16_t>(low);
+  const std::uint32_t got = traits::merge(s, r, l);
+  switch (shape) {
+    case merge_shape::bf16_split:
+      if (sizeof(typename traits::value_type) == 4) {
+        return got == (std::uint32_t{bf16_merge(s, r)} << 16 | (traits::has_low_half ? l : 0u));
+      }
+      return got == bf16_merge(s, r);
+    case merge_shape::byte_concat:
+      return sizeof(typename traits::value_type) == 2 && got == (symbol << 8 | raw);
+    case merge_shape::symbol_only: return got == symbol;
+    case merge_shape::per_value: break;
+  }
+  return true;
+}
+
+template <class Traits>
+constexpr bool merge_has_shape(merge_shape shape) {
+  constexpr unsigned kProbes[] = {0x00, 0xFF, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80};
+  constexpr unsigned kLows[] = {0x0000, 0xFFFF, 0x8001, 0x1234};
+  for (unsigned x = 0; x < 256; ++x) {
+    for (const unsigned probe : kProbes) {
+      const unsigned low = kLows[(x + probe) % 4];
+      if (!merge_is<Traits>(shape, x, probe, low) || !merge_is<Traits>(shape, probe, x, low))
+        return false;
+    }
+  }
+  for (unsigned bit = 0; bit < 16; ++bit) {
+    if (!merge_is<Traits>(shape, 0x5A, 0xA5, 1u << bit)) return false;
+  }
+  return true;
+}
+
+template <class Traits>
+constexpr merge_shape merge_shape_of() {
+  if (!Traits::has_raw_byte) {
+    return merge_has_shape<Traits>(merge_shape::symbol_only) ? merge_shape::symbol_only
+                                                             : merge_shape::per_value;
+  }
+  if (merge_has_shape<Traits>(merge_shape::bf16_split)) return merge_shape::bf16_split;
+  if (merge_has_shape<Traits>(merge_shape::byte_concat)) return merge_shape::byte_concat;
+  return merge_shape::per_value;
+}
+
+// One whole store unit: the unit's symbols (from the stage, `symbols` aligned to the unit's
+// size) merged with the raw planes at output position pos into one 16-byte store at out + pos
+// (16-byte aligned: slot alignment). Aligned: pos is a multiple of the unit, so each raw plane is
+// read with one aligned load (else two, funnel-shifted).
+//   16-bit formats, 8 values: one 8-byte stage load, 8 raw bytes; BF16's split: 4 PRMT + 8 LOP3
+//     (merge_pair), the byte concatenation: 4 PRMT.
+//   32-bit formats, 4 values: one 4-byte stage load, 4 raw bytes, (FP32) 8 bytes of low halves;
+//     the BF16 merge gives the high halves two at a time, a PRMT each joins one with its low half.
+//   FP8, 16 values: the stage's 16 bytes as they are.
+template <class Traits>
+struct unit_merge {
+  using traits = Traits;
+  using value_type = typename traits::value_type;
+  static constexpr merge_shape kShape = merge_shape_of<Traits>();
+
+  // Two values of the units' bytes i and i + 1, as one 32-bit word, through the traits.
+  FLOATZIP_HD static std::uint32_t merge_two_by_traits(std::uint64_t e8, std::uint64_t s8,
+                                                       unsigned i) {
+    const auto v0 = traits::merge(static_cast<std::uint8_t>(e8 >> (8 * i)),
+                                  static_cast<std::uint8_t>(s8 >> (8 * i)), 0);
+    const auto v1 = traits::merge(static_cast<std::uint8_t>(e8 >> (8 * i + 8)),
+                                  static_cast<std::uint8_t>(s8 >> (8 * i + 8)), 0);
+    return std::uint32_t{v0} | std::uint32_t{v1} << 16;
+  }
+
+  template <bool Aligned>
+  FLOATZIP_HD static void store(value_type* out, const std::uint8_t* symbols,
+                                const std::uint8_t* raw, const std::uint16_t* low_halves,
+                                std::uint64_t pos) {
+    if constexpr (sizeof(value_type) == 2) {
+      const std::uint64_t e8 = load_u64_aligned(symbols);
+      const std::uint64_t s8 = Aligned ? load_u64_aligned(raw + pos) : load_section8(raw, pos);
+      const auto e_low = static_cast<std::uint32_t>(e8);
+      const auto e_high = static_cast<std::uint32_t>(e8 >> 32);
+      const auto s_low = static_cast<std::uint32_t>(s8);
+      const auto s_high = static_cast<std::uint32_t>(s8 >> 32);
+      if constexpr (kShape == merge_shape::bf16_split) {
+        store_16_aligned(out + pos, merge_pair(e_low, s_low, kLowPair),
+                         merge_pair(e_low, s_low, kHighPair), merge_pair(e_high, s_high, kLowPair),
+                         merge_pair(e_high, s_high, kHighPair));
+      } else if constexpr (kShape == merge_shape::byte_concat) {
+        store_16_aligned(out + pos, byte_perm(s_low, e_low, kLowPair),
+                         byte_perm(s_low, e_low, kHighPair), byte_perm(s_high, e_high, kLowPair),
+                         byte_perm(s_high, e_high, kHighPair));
+      } else {
+        store_16_aligned(out + pos, merge_two_by_traits(e8, s8, 0), merge_two_by_traits(e8, s8, 2),
+                         merge_two_by_traits(e8, s8, 4), merge_two_by_traits(e8, s8, 6));
+      }
+    } else if constexpr (sizeof(value_type) == 4) {
+      const std::uint32_t e4 = load_u32_aligned(symbols);
+      const std::uint32_t s4 = Aligned ? load_u32_aligned(raw + pos) : load_section4(raw, pos);
+      std::uint64_t l8 = 0;
+      if constexpr (traits::has_low_half) {
+        const auto* low_bytes = reinterpret_cast<const std::uint8_t*>(low_halves);
+        l8 = Aligned ? load_u64_aligned(low_bytes + 2 * pos) : load_section8(low_bytes, 2 * pos);
+      }
+      const auto low01 = static_cast<std::uint32_t>(l8);
+      const auto low23 = static_cast<std::uint32_t>(l8 >> 32);
+      if constexpr (kShape == merge_shape::bf16_split) {
+        const std::uint32_t high01 = merge_pair(e4, s4, kLowPair);
+        const std::uint32_t high23 = merge_pair(e4, s4, kHighPair);
+        if constexpr (traits::has_low_half) {
+          // [low half, high half] of the word's first value (bytes 0-1 of both), of its second
+          // (bytes 2-3).
+          store_16_aligned(out + pos, byte_perm(low01, high01, 0x5410),
+                           byte_perm(low01, high01, 0x7632), byte_perm(low23, high23, 0x5410),
+                           byte_perm(low23, high23, 0x7632));
+        } else {
+          store_16_aligned(out + pos, high01 << 16, high01 & 0xFFFF0000u, high23 << 16,
+                           high23 & 0xFFFF0000u);
+        }
+      } else {
+        std::uint32_t w[4];
+        for (unsigned i = 0; i < 4; ++i) {
+          w[i] = traits::merge(static_cast<std::uint8_t>(e4 >> (8 * i)),
+                               static_cast<std::uint8_t>(s4 >> (8 * i)),
+                               static_cast<std::uint16_t>(l8 >> (16 * i)));
+        }
+        store_16_aligned(out + pos, w[0], w[1], w[2], w[3]);
+      }
+    } else {
+      static_assert(sizeof(value_type) == 1, "values of 1, 2 or 4 bytes");
+      const std::uint64_t low = load_u64_aligned(symbols);
+      const std::uint64_t high = load_u64_aligned(symbols + 8);
+      if constexpr (kShape == merge_shape::symbol_only) {
+        store_16_aligned(out + pos, static_cast<std::uint32_t>(low),
+                         static_cast<std::uint32_t>(low >> 32), static_cast<std::uint32_t>(high),
+                         static_cast<std::uint32_t>(high >> 32));
+      } else {
+        std::uint32_t w[4] = {};
+        for (unsigned i = 0; i < 16; ++i) {
+          const std::uint64_t half = i < 8 ? low : high;
+          w[i / 4] |=
+              std::uint32_t{traits::merge(static_cast<std::uint8_t>(half >> (8 * (i % 8))), 0, 0)}
+              << (8 * (i % 4));
+        }
+        store_16_aligned(out + pos, w[0], w[1], w[2], w[3]);
+      }
+    }
+  }
+};
+
+// One whole store unit at slot `unit` (see unit_merge).
+template <value_format F, bool Aligned>
+FLOATZIP_HD void merge_whole_unit(const block_output<F>& b, const std::uint8_t* stage,
                                   std::uint32_t tile_begin_slot, std::uint64_t base,
                                   std::uint32_t unit) {
-  const std::uint64_t pos = base + unit;
-  const std::uint64_t e8 = load_u64_aligned(stage + (unit - tile_begin_slot));
-  const std::uint64_t s8 =
-      Aligned ? load_u64_aligned(b.sign_mantissa + pos) : load_sign_mantissa8(b.sign_mantissa, pos);
-  const auto e_low = static_cast<std::uint32_t>(e8);
-  const auto e_high = static_cast<std::uint32_t>(e8 >> 32);
-  const auto s_low = static_cast<std::uint32_t>(s8);
-  const auto s_high = static_cast<std::uint32_t>(s8 >> 32);
-  store_16_aligned(b.out + pos, merge_pair(e_low, s_low, kLowPair),
-                   merge_pair(e_low, s_low, kHighPair), merge_pair(e_high, s_high, kLowPair),
-                   merge_pair(e_high, s_high, kHighPair));
+  unit_merge<format_traits<F>>::template store<Aligned>(b.out, stage + (unit - tile_begin_slot),
+                                                        b.raw_bytes, b.low_halves, base + unit);
 }
 
 // The loops over whole units, units thread, thread + threads, ... so that a warp's stores cover
-// consecutive 16-byte words: one where the sign/mantissa bytes are 8-byte aligned (always, when
-// the output is 16-byte aligned), one where they are not. Two functions, not one template, so
-// that the cost model tells their loops apart in the SASS line info.
-template <class Probe>
-FLOATZIP_HD void merge_aligned_units(const block_output& b, const std::uint8_t* stage,
+// consecutive 16-byte words: one where the raw planes are unit-aligned (always, when the output is
+// 16-byte aligned), one where they are not. Two functions, not one template, so that the cost
+// model tells their loops apart in the SASS line info.
+template <value_format F, class Probe>
+FLOATZIP_HD void merge_aligned_units(const block_output<F>& b, const std::uint8_t* stage,
                                      std::uint64_t base, std::uint32_t begin, std::uint32_t end,
                                      std::uint32_t stride, std::uint32_t tile_begin_slot,
                                      Probe probe) {
   for (std::uint32_t unit = begin; unit < end; unit += stride) {
     probe.step(loop_kind::merge);
-    probe.stage_load(unit - tile_begin_slot, 8);
-    merge_whole_unit<true>(b, stage, tile_begin_slot, base, unit);
+    probe.stage_load(unit - tile_begin_slot, block_output<F>::kUnit);
+    merge_whole_unit<F, true>(b, stage, tile_begin_slot, base, unit);
   }
 }
-template <class Probe>
-FLOATZIP_HD void merge_shifted_units(const block_output& b, const std::uint8_t* stage,
+template <value_format F, class Probe>
+FLOATZIP_HD void merge_shifted_units(const block_output<F>& b, const std::uint8_t* stage,
                                      std::uint64_t base, std::uint32_t begin, std::uint32_t end,
                                      std::uint32_t stride, std::uint32_t tile_begin_slot,
                                      Probe probe) {
   for (std::uint32_t unit = begin; unit < end; unit += stride) {
     probe.step(loop_kind::merge_shifted);
-    probe.stage_load(unit - tile_begin_slot, 8);
-    merge_whole_unit<false>(b, stage, tile_begin_slot, base, unit);
+    probe.stage_load(unit - tile_begin_slot, block_output<F>::kUnit);
+    merge_whole_unit<F, false>(b, stage, tile_begin_slot, base, unit);
   }
 }
 
-// Thread `thread`'s share of the tile's whole store units (all 8 slots in the group).
-// tile_begin_slot is a multiple of 8.
-template <class Probe = no_probe>
-FLOATZIP_HD void merge_full_units(const block_output& b, const std::uint8_t* stage,
+// Thread `thread`'s share of the tile's whole store units (all their slots in the group).
+// tile_begin_slot is a multiple of the unit.
+template <value_format F, class Probe = no_probe>
+FLOATZIP_HD void merge_full_units(const block_output<F>& b, const std::uint8_t* stage,
                                   std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
                                   unsigned thread, unsigned threads, Probe probe = {}) {
+  constexpr std::uint32_t kUnit = block_output<F>::kUnit;
   // Unit 0 holds slots before the group's first value unless lead is 0; the unit holding
-  // slot_end is partial unless slot_end is a multiple of 8.
-  const std::uint32_t first_full = b.lead == 0 ? 0 : kSlotsPerStore;
-  const std::uint32_t end_full = b.slot_end & ~(kSlotsPerStore - 1);
+  // slot_end is partial unless slot_end is a multiple of the unit.
+  const std::uint32_t first_full = b.lead == 0 ? 0 : kUnit;
+  const std::uint32_t end_full = b.slot_end & ~(kUnit - 1);
   const std::uint32_t begin = tile_begin_slot > first_full ? tile_begin_slot : first_full;
   const std::uint32_t end = tile_end_slot < end_full ? tile_end_slot : end_full;
   // Output position of slot 0, modulo 2^64 (below 0 when lead > first): slot s is at base + s.
-  // Units are multiples of 8, so base % 8 is every unit's sign/mantissa misalignment.
+  // Units are multiples of kUnit, so base % kUnit is every unit's raw-plane misalignment.
   const std::uint64_t base = b.first - b.lead;
-  const std::uint32_t first_unit = begin + thread * kSlotsPerStore;
-  const std::uint32_t stride = threads * kSlotsPerStore;
-  if ((base & 7) == 0) {
+  const std::uint32_t first_unit = begin + thread * kUnit;
+  const std::uint32_t stride = threads * kUnit;
+  if (!format_traits<F>::has_raw_byte || (base & (kUnit - 1)) == 0) {
     merge_aligned_units(b, stage, base, first_unit, end, stride, tile_begin_slot, probe);
   } else {
     merge_shifted_units(b, stage, base, first_unit, end, stride, tile_begin_slot, probe);
   }
 }
 
-// The values of store unit unit_slot that belong to the group, one by one: for the group's first
-// and last unit when they are partial.
-template <class Probe = no_probe>
-FLOATZIP_HD void merge_partial_unit(const block_output& b, const std::uint8_t* stage,
+// The values of store unit unit_slot that belong to the group, one by one
+// (format_traits<F>::merge): for the group's first and last unit when they are partial.
+template <value_format F, class Probe = no_probe>
+FLOATZIP_HD void merge_partial_unit(const block_output<F>& b, const std::uint8_t* stage,
                                     std::uint32_t tile_begin_slot, std::uint32_t unit_slot,
                                     Probe probe = {}) {
+  using traits = format_traits<F>;
+  constexpr std::uint32_t kUnit = block_output<F>::kUnit;
   const std::uint32_t lo = unit_slot > b.lead ? unit_slot : b.lead;
-  const std::uint32_t hi =
-      unit_slot + kSlotsPerStore < b.slot_end ? unit_slot + kSlotsPerStore : b.slot_end;
+  const std::uint32_t hi = unit_slot + kUnit < b.slot_end ? unit_slot + kUnit : b.slot_end;
   FLOATZIP_KERNEL_NO_UNROLL
   for (std::uint32_t slot = lo; slot < hi; ++slot) {
     probe.step(loop_kind::merge_partial);
     probe.stage_load(slot - tile_begin_slot, 1);
     const std::uint64_t pos = b.first + (slot - b.lead);
-    b.out[pos] = bf16_merge(stage[slot - tile_begin_slot], b.sign_mantissa[pos]);
+    std::uint8_t raw_byte = 0;
+    if constexpr (traits::has_raw_byte) raw_byte = b.raw_bytes[pos];
+    std::uint16_t low_half = 0;
+    if constexpr (traits::has_low_half) low_half = b.low_halves[pos];
+    b.out[pos] = traits::merge(stage[slot - tile_begin_slot], raw_byte, low_half);
   }
 }
 
 // Thread `thread`'s share of merging one tile: the whole units (merge_full_units), and the
 // group's partial first unit (thread 0) and partial last unit (thread 1, or 0 when the block has
 // one thread or both are the same unit) when they lie in the tile.
-template <class Probe = no_probe>
-FLOATZIP_HD void merge_tile_part(const block_output& b, const std::uint8_t* stage,
+template <value_format F, class Probe = no_probe>
+FLOATZIP_HD void merge_tile_part(const block_output<F>& b, const std::uint8_t* stage,
                                  std::uint32_t tile_begin_slot, std::uint32_t tile_end_slot,
                                  unsigned thread, unsigned threads, Probe probe = {}) {
+  constexpr std::uint32_t kUnit = block_output<F>::kUnit;
   merge_full_units(b, stage, tile_begin_slot, tile_end_slot, thread, threads, probe);
-  const std::uint32_t last = b.slot_end & ~(kSlotsPerStore - 1);
+  const std::uint32_t last = b.slot_end & ~(kUnit - 1);
   const bool first_partial = b.lead != 0;
-  const bool last_partial =
-      (b.slot_end & (kSlotsPerStore - 1)) != 0 && !(first_partial && last == 0);
+  const bool last_partial = (b.slot_end & (kUnit - 1)) != 0 && !(first_partial && last == 0);
   const unsigned last_thread = threads > 1 ? 1 : 0;
   if (first_partial && thread == 0 && tile_begin_slot == 0) {
     merge_partial_unit(b, stage, tile_begin_slot, 0, probe);
@@ -887,8 +1080,12 @@ inline device_bundle_view make_device_bundle_view(const bundle_view& bundle, con
     return reinterpret_cast<const std::uint8_t*>(base + offset);
   };
   device_bundle_view v;
+  v.format = bundle.format();
   v.exponent_stream = at(layout.stream_offset);
-  v.sign_mantissa = at(layout.sign_mantissa_offset);
+  v.raw_bytes = format_has_raw_byte(v.format) ? at(layout.sign_mantissa_offset) : nullptr;
+  v.low_halves = format_has_low_half(v.format)
+                     ? reinterpret_cast<const std::uint16_t*>(base + layout.low_halves_offset)
+                     : nullptr;
   v.chunk_gaps = at(layout.chunk_gaps_offset);
   v.group_positions = reinterpret_cast<const std::uint64_t*>(base + layout.group_positions_offset);
   v.decode_tables = tables;
@@ -916,12 +1113,26 @@ inline error validate_view(const device_bundle_view& v) {
   auto invalid = [](const std::string& what) {
     return error{errc::invalid_argument, "gpu decompress: " + what};
   };
-  if (v.exponent_stream == nullptr || v.sign_mantissa == nullptr || v.chunk_gaps == nullptr ||
-      v.group_positions == nullptr || v.decode_tables == nullptr) {
+  if (!is_known(v.format)) {
+    return invalid("view.format " + to_string(static_cast<unsigned>(v.format)) +
+                   " is not a value format");
+  }
+  if (v.exponent_stream == nullptr || v.chunk_gaps == nullptr || v.group_positions == nullptr ||
+      v.decode_tables == nullptr) {
     return invalid("view has a null section pointer");
   }
-  if (!aligned_to(v.exponent_stream, 16) || !aligned_to(v.sign_mantissa, 16) ||
-      !aligned_to(v.group_positions, 16) || !aligned_to(v.decode_tables, 16)) {
+  // A plane the format has must be there, one it has not must be absent: the kernel of the
+  // view's format reads exactly the planes its traits name.
+  const bool raw = format_has_raw_byte(v.format);
+  const bool low = format_has_low_half(v.format);
+  if ((v.raw_bytes != nullptr) != raw || (v.low_halves != nullptr) != low) {
+    return invalid(std::string("view of a ") + std::string(to_string(v.format)) +
+                   " bundle must have " + (raw ? "a" : "no") + " raw-byte plane and " +
+                   (low ? "a" : "no") + " low-half plane");
+  }
+  if (!aligned_to(v.exponent_stream, 16) || (raw && !aligned_to(v.raw_bytes, 16)) ||
+      (low && !aligned_to(v.low_halves, 16)) || !aligned_to(v.group_positions, 16) ||
+      !aligned_to(v.decode_tables, 16)) {
     return invalid("view sections must be 16-byte aligned (upload the bundle with device_bundle)");
   }
   if (v.table_bits != kGpuTableBitsSmall && v.table_bits != kGpuTableBitsLarge) {
@@ -959,17 +1170,23 @@ inline error validate_view(const device_bundle_view& v) {
   return {};
 }
 
-// validate_view plus the output buffer: what a launch needs.
-inline error validate_launch(const device_bundle_view& v, const std::uint16_t* out,
-                             std::uint64_t out_capacity) {
+// validate_view plus the output buffer of out_bytes bytes: what a launch needs.
+inline error validate_launch(const device_bundle_view& v, const void* out,
+                             std::uint64_t out_bytes) {
   using std::to_string;
-  if (out_capacity < v.value_count) {
-    return {errc::insufficient_space, "gpu decompress: output holds " + to_string(out_capacity) +
-                                          " values, the bundle has " + to_string(v.value_count)};
+  if (!is_known(v.format)) return validate_view(v);
+  const std::uint64_t width = value_bytes(v.format);
+  if (out_bytes / width < v.value_count) {
+    return {errc::insufficient_space, "gpu decompress: output holds " + to_string(out_bytes) +
+                                          " bytes, the bundle has " + to_string(v.value_count) +
+                                          " " + std::string(to_string(v.format)) + " values (" +
+                                          to_string(v.value_count * width) + " bytes)"};
   }
   if (v.value_count == 0) return {};
-  if (out == nullptr || !aligned_to(out, 2)) {
-    return {errc::invalid_argument, "gpu decompress: output pointer null or odd"};
+  if (out == nullptr || !aligned_to(out, width)) {
+    return {errc::invalid_argument, "gpu decompress: output pointer null or not aligned to the " +
+                                        to_string(width) + "-byte values of " +
+                                        std::string(to_string(v.format))};
   }
   return validate_view(v);
 }
@@ -983,21 +1200,22 @@ inline error validate_launch_device(const device_bundle_view& v, int current_dev
 }
 
 // Stage size in slots: enough for the largest group in one tile if that fits max_stage_bytes,
-// else the size of equal tiles that do; at least one store unit, a multiple of 8.
+// else the size of equal tiles that do; at least one store unit, a multiple of the unit (of
+// slots_per_store(v.format) slots, itself a multiple of 4).
 inline std::uint32_t stage_slots_for(const device_bundle_view& v, std::uint64_t max_stage_bytes) {
+  const std::uint64_t unit = slots_per_store(v.format);
   // Every value takes at least one bit, which bounds a group whatever max_group_values says.
   const std::uint64_t group_bits = std::uint64_t{v.chunks_per_group} * v.chunk_bits;
   const std::uint64_t values = v.max_group_values < group_bits ? v.max_group_values : group_bits;
-  const std::uint64_t needed = (values + 2 * kSlotsPerStore - 1) / kSlotsPerStore * kSlotsPerStore;
-  std::uint64_t limit = max_stage_bytes / kSlotsPerStore * kSlotsPerStore;
-  if (limit < kSlotsPerStore) limit = kSlotsPerStore;
+  const std::uint64_t needed = (values + 2 * unit - 1) / unit * unit;
+  std::uint64_t limit = max_stage_bytes / unit * unit;
+  if (limit < unit) limit = unit;
   if (needed <= limit) return static_cast<std::uint32_t>(needed);
   // Equal tiles rather than full tiles and a small last one: a tile's decode takes as long as
   // its longest thread, and threads are only busy in the tiles their values fall into.
   const std::uint64_t tiles = (needed + limit - 1) / limit;
   const std::uint64_t per_tile = (needed + tiles - 1) / tiles;
-  return static_cast<std::uint32_t>((per_tile + kSlotsPerStore - 1) / kSlotsPerStore *
-                                    kSlotsPerStore);
+  return static_cast<std::uint32_t>((per_tile + unit - 1) / unit * unit);
 }
 
 // Shared memory of one block: the decode table, kScanStorageBytes for the block-wide scan (the
@@ -1039,7 +1257,7 @@ inline result<launch_shape> launch_shape_for(const device_bundle_view& v,
                                              const device_shared_limits& limits,
                                              std::uint32_t stage_bytes) {
   const std::uint32_t fixed = kernel_fixed_shared_bytes(v.table_bits);
-  if (limits.per_block_optin < fixed + kSlotsPerStore) {
+  if (limits.per_block_optin < fixed + kMaxSlotsPerStore) {
     return error{errc::invalid_argument,
                  "gpu decompress: the " + std::to_string(v.table_bits) +
                      "-bit decode tables need " + std::to_string(fixed) +
