@@ -357,9 +357,12 @@ TEST(codec_hostile, header_fields_are_checked) {
   EXPECT_EQ(with(4, std::uint16_t{3}), errc::unsupported_version);  // version
   EXPECT_EQ(with(6, std::uint8_t{0}), errc::bad_data);              // max length
   EXPECT_EQ(with(6, std::uint8_t{16}), errc::bad_data);
-  EXPECT_EQ(with(7, std::uint8_t{1}), errc::unsupported_version);   // flags
-  EXPECT_EQ(with(8, std::uint32_t{0}), errc::bad_data);             // chunk_bytes
-  EXPECT_EQ(with(12, std::uint32_t{0}), errc::bad_data);            // chunks_per_group
+  EXPECT_EQ(with(7, std::uint8_t{6}), errc::bad_data);  // value format
+  EXPECT_EQ(with(7, std::uint8_t{0xFF}), errc::bad_data);
+  EXPECT_EQ(with(7, std::uint8_t{2}), errc::truncated);   // fp32: the low halves do not fit
+  EXPECT_EQ(with(7, std::uint8_t{4}), errc::bad_data);    // fp8: no raw bytes, sizes disagree
+  EXPECT_EQ(with(8, std::uint32_t{0}), errc::bad_data);   // chunk_bytes
+  EXPECT_EQ(with(12, std::uint32_t{0}), errc::bad_data);  // chunks_per_group
   EXPECT_EQ(with(16, std::uint64_t{1} << 60), errc::too_large);     // value_count
   EXPECT_EQ(with(16, std::uint64_t{1} << 40), errc::bad_data);      // vs tensor counts
   EXPECT_EQ(with(24, std::uint32_t{0xFFFFFFFF}), errc::too_large);  // tensor_count

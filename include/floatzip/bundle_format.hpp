@@ -1,9 +1,10 @@
 // floatzip: the serialized bundle and a validating, non-owning view of it.
 //
-// A bundle is the unit of compression and of decode: a list of BF16 tensors (typically one
-// transformer block) decoded together into one output buffer. Its values are cut into one or
-// more segments, each a run of whole tensors with its own Huffman code for the exponent bytes,
-// its own exponent stream and its own run of raw sign/mantissa bytes; the encoder picks the cut
+// A bundle is the unit of compression and of decode: a list of tensors of one value format
+// (value_format.hpp; typically one transformer block) decoded together into one output buffer.
+// Its values are cut into one or more segments, each a run of whole tensors with its own Huffman
+// code for the symbol bytes (the exponents, for BF16), its own symbol ("exponent") stream and its
+// own raw planes (sign/mantissa bytes for BF16); the encoder picks the cut
 // that makes the bundle smallest (a code per tensor where that pays, one code for the whole
 // bundle where the tables would cost more than they save). Its serialized form is
 // self-describing; every section starts at a multiple of kSectionAlignment from the bundle's first
@@ -16,10 +17,12 @@
 //   4       2     format version (2)
 //   6       1     max_code_length L, 1..15: no codeword of any segment is longer; decoders index
 //                 tables by L bits
-//   7       1     flags, must be 0
+//   7       1     value format (value_format.hpp): 0 bf16, 1 fp16, 2 fp32, 3 bf16_in_fp32,
+//                 4 fp8_e4m3, 5 fp8_e5m2; any other value is refused. (Before the other formats,
+//                 this byte was "flags, must be 0": every bundle written then reads as bf16.)
 //   8       4     chunk_bytes: exponent streams are cut into chunks of 8 * chunk_bytes bits
 //   12      4     chunks_per_group: chunks per sync group (one GPU thread block)
-//   16      8     value_count: BF16 values in the bundle, all tensors together
+//   16      8     value_count: values (of the bundle's format) in the bundle, all tensors
 //   24      4     tensor_count T
 //   28      4     segment_count S, >= 1
 //   32      8     total_bytes: size of the whole serialized bundle
@@ -27,11 +30,13 @@
 //   ..      24*S  segment records: u64 value_count, u64 stream_bits, u64 body_offset
 //   then each segment's body, at its body_offset (16-aligned, in order, each right after the
 //   previous one):
-//   0       1     first_symbol F: the lowest exponent byte with a codeword
+//   0       1     first_symbol F: the lowest symbol byte with a codeword
 //   1       1     symbol_span N - 1: the code lengths of symbols F .. F + N - 1 follow (F + N <=
 //                 256); every other symbol is absent
 //   2       ⌈N/2⌉ code lengths: symbol F + 2i in the low nibble of byte i, F + 2i + 1 in the high
-//   (align) V     sign/mantissa bytes, one per value, in value order, then zero padding
+//   (align) V     raw bytes (for BF16 the sign/mantissa bytes), one per value, in value order,
+//                 then zero padding; absent (0 bytes) for the FP8 formats
+//   (align) 2*V   low halves, u16 per value, in value order: FP32 only (else absent)
 //   (align) 8*G   value position of each sync group: how many values of the segment precede its
 //                 first codeword
 //   (align) ⌈C/2⌉ chunk gaps: chunk c's first codeword starts gap(c) bits after 8*chunk_bytes*c;
@@ -67,6 +72,7 @@
 #include "floatzip/detail/bitstream.hpp"
 #include "floatzip/error.hpp"
 #include "floatzip/huffman.hpp"
+#include "floatzip/value_format.hpp"
 
 namespace floatzip {
 
@@ -91,8 +97,9 @@ inline constexpr std::uint32_t kMaxSegmentsPerBundle = 1u << 24;
 struct bundle_layout {
   std::uint64_t tensor_counts_offset = 0;
   std::uint64_t segment_records_offset = 0;
-  std::uint64_t code_offset = 0;  // the segment's first_symbol byte
-  std::uint64_t sign_mantissa_offset = 0;
+  std::uint64_t code_offset = 0;           // the segment's first_symbol byte
+  std::uint64_t sign_mantissa_offset = 0;  // the raw bytes (empty for FP8)
+  std::uint64_t low_halves_offset = 0;     // the low halves (empty but for FP32)
   std::uint64_t group_positions_offset = 0;
   std::uint64_t chunk_gaps_offset = 0;
   std::uint64_t stream_offset = 0;
@@ -106,6 +113,7 @@ struct bundle_layout {
 // The header fields; value_count and stream_bits are a segment view's own (for a bundle of one
 // segment, the bundle's).
 struct bundle_header {
+  value_format format = value_format::bf16;
   std::uint8_t max_code_length = 0;
   std::uint32_t chunk_bytes = 0;
   std::uint32_t chunks_per_group = 0;
@@ -137,12 +145,12 @@ constexpr std::uint64_t first_segment_offset(std::uint32_t tensors, std::uint32_
                   kSectionAlignment);
 }
 
-// The sections of a segment whose body starts at `body`, holds `values` values and
-// `stream_bits` bits, and whose code covers `symbol_span` symbols. Precondition: the fields are
-// within the documented bounds, so nothing here overflows.
-inline bundle_layout compute_segment_layout(std::uint64_t body, std::uint64_t values,
-                                            std::uint64_t stream_bits, unsigned symbol_span,
-                                            std::uint32_t chunk_bytes,
+// The sections of a segment of format `format` whose body starts at `body`, holds `values` values
+// and `stream_bits` bits, and whose code covers `symbol_span` symbols. Precondition: the fields
+// are within the documented bounds, so nothing here overflows.
+inline bundle_layout compute_segment_layout(value_format format, std::uint64_t body,
+                                            std::uint64_t values, std::uint64_t stream_bits,
+                                            unsigned symbol_span, std::uint32_t chunk_bytes,
                                             std::uint32_t chunks_per_group) noexcept {
   bundle_layout l;
   const std::uint64_t chunk_bits = std::uint64_t{chunk_bytes} * 8;
@@ -151,7 +159,10 @@ inline bundle_layout compute_segment_layout(std::uint64_t body, std::uint64_t va
   l.code_offset = body;
   l.sign_mantissa_offset =
       align_up(body + kSegmentCodeHeaderBytes + (symbol_span + 1) / 2, kSectionAlignment);
-  l.group_positions_offset = align_up(l.sign_mantissa_offset + values, kSectionAlignment);
+  const std::uint64_t raw_bytes = format_has_raw_byte(format) ? values : 0;
+  l.low_halves_offset = align_up(l.sign_mantissa_offset + raw_bytes, kSectionAlignment);
+  const std::uint64_t low_bytes = format_has_low_half(format) ? 2 * values : 0;
+  l.group_positions_offset = align_up(l.low_halves_offset + low_bytes, kSectionAlignment);
   l.chunk_gaps_offset = align_up(l.group_positions_offset + l.group_count * 8, kSectionAlignment);
   l.stream_offset = align_up(l.chunk_gaps_offset + (l.chunk_count + 1) / 2, kSectionAlignment);
   l.stream_section_bytes = align_up((stream_bits + 7) / 8 + kStreamPaddingBytes, kSectionAlignment);
@@ -189,6 +200,8 @@ class bundle_view {
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return bytes_; }
   [[nodiscard]] std::uint64_t size_bytes() const noexcept { return layout_.total_bytes; }
 
+  // The format of every value in the bundle (its tensors all share it).
+  [[nodiscard]] value_format format() const noexcept { return header_.format; }
   [[nodiscard]] std::uint64_t value_count() const noexcept { return header_.value_count; }
   [[nodiscard]] std::uint64_t stream_bits() const noexcept { return header_.stream_bits; }
   [[nodiscard]] int max_code_length() const noexcept { return header_.max_code_length; }
@@ -230,8 +243,17 @@ class bundle_view {
     return offset;
   }
 
-  [[nodiscard]] const std::uint8_t* sign_mantissa() const noexcept {
-    return section(layout_.sign_mantissa_offset);
+  // The raw bytes, one per value (the sign/mantissa bytes of BF16); nullptr for the FP8 formats,
+  // which have none.
+  [[nodiscard]] const std::uint8_t* raw_bytes() const noexcept {
+    return format_has_raw_byte(header_.format) ? section(layout_.sign_mantissa_offset) : nullptr;
+  }
+  [[nodiscard]] const std::uint8_t* sign_mantissa() const noexcept { return raw_bytes(); }
+  // The low halves, one u16 per value (16-byte aligned from the bundle's first byte); nullptr
+  // unless the format is fp32.
+  [[nodiscard]] const std::uint16_t* low_halves() const noexcept {
+    if (!format_has_low_half(header_.format)) return nullptr;
+    return reinterpret_cast<const std::uint16_t*>(bytes_.data() + layout_.low_halves_offset);
   }
   [[nodiscard]] const std::uint8_t* exponent_stream() const noexcept {
     return section(layout_.stream_offset);

@@ -46,8 +46,9 @@ inline bundle_view bundle_view::segment_at(std::uint32_t s,
   const std::uint64_t body = detail::read_le64(record + 16);
   const auto first_symbol = static_cast<unsigned>(bytes_[body]);
   const unsigned span = static_cast<unsigned>(bytes_[body + 1]) + 1;
-  v.layout_ = detail::compute_segment_layout(body, v.header_.value_count, v.header_.stream_bits,
-                                             span, header_.chunk_bytes, header_.chunks_per_group);
+  v.layout_ = detail::compute_segment_layout(header_.format, body, v.header_.value_count,
+                                             v.header_.stream_bits, span, header_.chunk_bytes,
+                                             header_.chunks_per_group);
   v.layout_.tensor_counts_offset = layout_.tensor_counts_offset;
   v.layout_.segment_records_offset = layout_.segment_records_offset;
   v.layout_.total_bytes = layout_.total_bytes;
@@ -92,7 +93,8 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
   }
   bundle_header h;
   h.max_code_length = static_cast<std::uint8_t>(p[6]);
-  const auto flags = static_cast<std::uint8_t>(p[7]);
+  const auto format_byte = static_cast<std::uint8_t>(p[7]);
+  h.format = static_cast<value_format>(format_byte);
   h.chunk_bytes = detail::read_le32(p + 8);
   h.chunks_per_group = detail::read_le32(p + 12);
   h.value_count = detail::read_le64(p + 16);
@@ -105,9 +107,10 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
                         "header field max_code_length: " + to_string(h.max_code_length) +
                             " not in [1, " + to_string(kMaxCodeLength) + "]");
   }
-  if (flags != 0) {
-    return bundle_error(errc::unsupported_version,
-                        "header field flags: nonzero (written by a newer floatzip?)");
+  if (!is_known(h.format)) {
+    return bundle_error(errc::bad_data, "header field value_format: " + to_string(format_byte) +
+                                            " is no known value format (0.." +
+                                            to_string(kValueFormatCount - 1) + ")");
   }
   if (h.chunk_bytes < kMinChunkBytes || h.chunk_bytes > kMaxChunkBytes) {
     return bundle_error(errc::bad_data, "header field chunk_bytes: " + to_string(h.chunk_bytes) +
@@ -203,8 +206,8 @@ inline result<bundle_view> parse_bundle(std::span<const std::byte> bytes) {
       return bundle_error(errc::bad_data, where + "code symbols " + to_string(first_symbol) +
                                               " + " + to_string(span) + " exceed 256");
     }
-    const bundle_layout l = detail::compute_segment_layout(body, values, stream_bits, span,
-                                                           h.chunk_bytes, h.chunks_per_group);
+    const bundle_layout l = detail::compute_segment_layout(h.format, body, values, stream_bits,
+                                                           span, h.chunk_bytes, h.chunks_per_group);
     if (l.end_offset > h.total_bytes) {
       return bundle_error(errc::truncated, where + "sections end at " + to_string(l.end_offset) +
                                                ", past total_bytes " + to_string(h.total_bytes));

@@ -499,8 +499,9 @@ namespace detail {
 // symbols takes in a bundle: its record and its body.
 inline std::uint64_t segment_bytes(std::uint64_t values, std::uint64_t stream_bits,
                                    unsigned symbol_span, const encode_options& o) {
-  return kSegmentRecordBytes + compute_segment_layout(0, values, stream_bits, symbol_span,
-                                                      o.chunk_bytes, o.chunks_per_group)
+  return kSegmentRecordBytes + compute_segment_layout(value_format::bf16, 0, values, stream_bits,
+                                                      symbol_span, o.chunk_bytes,
+                                                      o.chunks_per_group)
                                    .end_offset;
 }
 
@@ -742,7 +743,7 @@ inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_
     seg.part_value_begin.push_back(first_value);
     seg.part_first_bit.push_back(first_bit);
     seg.stream_bits = first_bit;
-    seg.layout = detail::compute_segment_layout(body, seg.value_count, seg.stream_bits,
+    seg.layout = detail::compute_segment_layout(h.format, body, seg.value_count, seg.stream_bits,
                                                 seg.symbol_span, h.chunk_bytes, h.chunks_per_group);
     body = seg.layout.end_offset;
     plan.segments_.push_back(std::move(seg));
@@ -772,6 +773,7 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
   put_le(0, kBundleMagic);
   put_le(4, kBundleFormatVersion);
   put_le(6, h.max_code_length);
+  put_le(7, static_cast<std::uint8_t>(h.format));
   put_le(8, h.chunk_bytes);
   put_le(12, h.chunks_per_group);
   put_le(16, h.value_count);
