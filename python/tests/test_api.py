@@ -213,16 +213,16 @@ def test_every_float_format_is_coded_and_loads_bit_exactly(tmp_path):
 
 def test_every_float_format_loads_into_torch(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed: torch round trips skipped")
-    if not hasattr(torch, "float8_e4m3fn"):
-        pytest.skip(f"torch {torch.__version__} has no float8 types")
     tensors = weights_of_every_format(np.random.default_rng(13))
+    if not hasattr(torch, "float8_e4m3fn"):  # torch before 2.1: the other formats
+        tensors = {k: v for k, v in tensors.items() if v.dtype.itemsize > 1}
     path = tmp_path / "formats.fzip"
     floatzip.save_file(tensors, path)
     loaded = floatzip.torch.load_file(path)
     expected_dtypes = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
                        np.dtype(ml_dtypes.bfloat16): torch.bfloat16,
-                       np.dtype(ml_dtypes.float8_e4m3fn): torch.float8_e4m3fn,
-                       np.dtype(ml_dtypes.float8_e5m2): torch.float8_e5m2}
+                       np.dtype(ml_dtypes.float8_e4m3fn): getattr(torch, "float8_e4m3fn", None),
+                       np.dtype(ml_dtypes.float8_e5m2): getattr(torch, "float8_e5m2", None)}
     for name, array in tensors.items():
         assert loaded[name].dtype == expected_dtypes[array.dtype], name
         assert list(loaded[name].shape) == list(array.shape), name
@@ -233,9 +233,9 @@ def test_every_float_format_loads_into_torch(tmp_path):
     for name, tensor in floatzip.torch.load_file(again).items():
         assert tensor.dtype == loaded[name].dtype and raw_bytes(tensor) == raw_bytes(loaded[name])
     with floatzip.safe_open(path, framework="pt") as f:
-        tensor = f.get_tensor("model.layers.1.e5m2.weight")
-        assert tensor.dtype == torch.float8_e5m2
-        assert raw_bytes(tensor) == raw_bytes(tensors["model.layers.1.e5m2.weight"])
+        for name in reversed(f.keys()):
+            tensor = f.get_tensor(name)
+            assert tensor.dtype == loaded[name].dtype and raw_bytes(tensor) == raw_bytes(tensors[name])
 
 
 def test_a_block_of_another_format_shares_one_decoded_buffer(tmp_path):
