@@ -11,6 +11,7 @@
 // nearest FP8 value (ties to an even code, saturating at the largest finite value); the inverse
 // scale is kept as an F32 scalar tensor "<name>_scale" beside it. BF16-in-FP32 weights are BF16
 // values widened to FP32 (low 16 bits zero), as many FP32 checkpoints of BF16-trained models are.
+// F16 weights, where a model has none, are its weights rounded to F16.
 #pragma once
 
 #include <algorithm>
@@ -207,6 +208,23 @@ inline tensor widened(const tensor& t) {
     w.data[4 * i + 3] = t.data[2 * i + 1];
   }
   return w;
+}
+
+// A float tensor rounded to F16 (to nearest even; beyond F16's range: infinities, as a cast does).
+inline tensor to_f16(const tensor& t) {
+  const std::vector<double> values = float_values(t);
+  tensor h{t.name, safetensors::dtype::f16, t.shape, std::vector<std::byte>(2 * values.size())};
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const auto v = static_cast<_Float16>(static_cast<float>(values[i]));
+    std::memcpy(h.data.data() + 2 * i, &v, 2);
+  }
+  return h;
+}
+
+inline std::vector<tensor> to_f16_file(const std::vector<tensor>& source) {
+  std::vector<tensor> out;
+  for (const auto& t : source) out.push_back(to_f16(t));
+  return out;
 }
 
 // Every tensor of a BF16 model as FP8 with its scale beside it.

@@ -296,6 +296,13 @@ def main():
             subprocess.run([args.floatzip, "demo", "--size-mb", str(args.llama_mb), "--keep",
                             keep], check=True, stdout=subprocess.DEVNULL)
             files.append(os.path.join(keep, "llama.safetensors"))
+            if args.format_files and not args.files:
+                # The same weights in the other formats (F16 and FP8 rounded from them, BF16
+                # widened to F32): bigger inputs for the speeds of every format.
+                os.symlink(files[-1], os.path.join(keep, "llama.bf16.safetensors"))
+                made = subprocess.run([args.format_files, keep, os.path.join(work, "llama-formats")],
+                                      check=True, capture_output=True, text=True).stdout.split()
+                files += sorted(made)
         results = []
         for f in files:
             print("measuring %s ..." % f, file=sys.stderr, flush=True)
