@@ -22,16 +22,17 @@ inline constexpr page_policy kValuesPagePolicy = page_policy::huge_pages;
 inline result<value_buffer> decompress_values(const bundle_view& bundle,
                                               const decode_options& options, page_policy policy) {
   const std::uint64_t count = bundle.value_count();
-  if (count > SIZE_MAX / sizeof(std::uint16_t)) {
+  const std::size_t width = value_bytes(bundle.format());
+  if (count > SIZE_MAX / width) {
     return error{errc::too_large,
                  "decompress: " + std::to_string(count) + " values do not fit in memory"};
   }
-  auto memory =
-      page_memory::allocate(static_cast<std::size_t>(count) * sizeof(std::uint16_t), policy);
+  auto memory = page_memory::allocate(static_cast<std::size_t>(count) * width, policy);
   if (!memory) return memory.error();
   value_buffer buffer;
   buffer.memory_ = std::move(*memory);
   buffer.count_ = static_cast<std::size_t>(count);
+  buffer.format_ = bundle.format();
   if (policy == page_policy::populate_parallel) {
     // The decoding threads' share of the faults, taken in bulk before they decode.
     const std::size_t bytes = buffer.memory_.size();
@@ -40,7 +41,7 @@ inline result<value_buffer> decompress_values(const bundle_view& bundle,
       buffer.memory_.populate(i * kHugePageBytes, kHugePageBytes);
     });
   }
-  if (error e = decompress(bundle, buffer.values(), options)) return e;
+  if (error e = decompress(bundle, buffer.bytes(), options)) return e;
   return buffer;
 }
 

@@ -11,8 +11,12 @@
 // symbols, their total length and their count still fit a 32-bit entry. (The GPU kernel keeps the
 // single-symbol table of huffman.hpp: its 16-bit entries fit shared memory twice as well.)
 //
-// Exponents are decoded into a small per-lane byte buffer, then merged with the sign/mantissa
-// bytes by a separate loop that the compiler vectorises (and that prefetches the next region).
+// Exponents (symbols, in general) are decoded into a small per-lane byte buffer, then merged with
+// the raw planes (the sign/mantissa bytes, for BF16) by a separate loop that the compiler
+// vectorises (and that prefetches the next region). Only that merge depends on the value format
+// (value_format.hpp): it is a template over the format, and so are the functions that call it;
+// the Huffman loops are shared by every format. The format becomes a template argument once, in
+// decompress (visit_format).
 // Groups left over when fewer than kDecodeLanes remain (all of a small bundle's) are each cut
 // at chunk starts into pieces that take the lanes instead: see "a lone sync group" below.
 #pragma once
@@ -87,11 +91,12 @@ struct decode_lane {
 
 struct decode_context {
   const std::uint8_t* stream;
-  const std::uint8_t* sign_mantissa;
+  const std::uint8_t* raw_bytes;   // one per value; null for formats without
+  const std::uint8_t* low_halves;  // u16 little-endian per value; null but for fp32
   const multi_entry* table;
   const decode_entry* single;  // the same code, one symbol per entry
   unsigned index_shift;        // 64 - max_code_length
-  std::uint16_t* out;
+  std::byte* out;              // value i at out + i * value_bytes (any alignment)
 };
 
 inline error group_error(const decode_lane& lane, const char* what) {
@@ -217,33 +222,62 @@ inline error decode_tail(const decode_context& ctx, decode_lane& lane, std::uint
   return {};
 }
 
-// Merges `count` exponents with their sign/mantissa bytes into the output from value `first` on,
-// and meanwhile prefetches the sign/mantissa bytes and output lines of the `ahead_count` values
-// from `ahead_first` on: the region that is merged next. Each lane's regions are touched in
-// bursts of one batch (2 KiB read, 4 KiB written) that jump between lanes, too short for the
-// hardware prefetchers to follow, so without this every new line misses.
-inline void merge_values(const decode_context& ctx, std::uint64_t first,
-                         const std::uint8_t* exponents, std::size_t count,
-                         std::uint64_t ahead_first, std::size_t ahead_count) {
-  const std::uint8_t* sm = ctx.sign_mantissa + first;
-  std::uint16_t* out = ctx.out + first;
-  const std::uint8_t* sm_ahead = ctx.sign_mantissa + ahead_first;
-  const std::uint16_t* out_ahead = ctx.out + ahead_first;
-  constexpr std::size_t kStep = 64;  // values per cache line of sign/mantissa bytes
-  std::size_t i = 0;
-  for (; i + kStep <= count; i += kStep) {
-    if (i < ahead_count) {
-      __builtin_prefetch(sm_ahead + i);
-      __builtin_prefetch(out_ahead + i, 1);
-      if (i + kStep / 2 < ahead_count) __builtin_prefetch(out_ahead + i + kStep / 2, 1);
+// Merges `count` symbols with their raw planes into the output from value `first` on, and
+// meanwhile prefetches the raw planes and output lines of the `ahead_count` values from
+// `ahead_first` on: the region that is merged next. Each lane's regions are touched in bursts of
+// one batch (2 KiB of raw bytes read, 4 KiB of BF16 written) that jump between lanes, too short
+// for the hardware prefetchers to follow, so without this every new line misses.
+template <value_format F>
+void merge_values(const decode_context& ctx, std::uint64_t first, const std::uint8_t* symbols,
+                  std::size_t count, std::uint64_t ahead_first, std::size_t ahead_count) {
+  using traits = format_traits<F>;
+  using value_type = typename traits::value_type;
+  constexpr std::size_t kValueBytes = sizeof(value_type);
+  std::byte* const out = ctx.out + first * kValueBytes;
+  const std::byte* const out_ahead = ctx.out + ahead_first * kValueBytes;
+  if constexpr (!traits::has_raw_byte) {
+    // FP8: the symbols are the values.
+    std::memcpy(out, symbols, count);
+    for (std::size_t i = 0; i < ahead_count; i += 64) __builtin_prefetch(out_ahead + i, 1);
+    return;
+  } else {
+    const std::uint8_t* const raw = ctx.raw_bytes + first;
+    const std::uint8_t* const raw_ahead = ctx.raw_bytes + ahead_first;
+    const std::uint8_t* low = nullptr;
+    const std::uint8_t* low_ahead = nullptr;
+    if constexpr (traits::has_low_half) {
+      low = ctx.low_halves + 2 * first;
+      low_ahead = ctx.low_halves + 2 * ahead_first;
     }
-    for (std::size_t j = i; j < i + kStep; ++j) out[j] = bf16_merge(exponents[j], sm[j]);
+    auto merge_one = [&](std::size_t j) __attribute__((always_inline)) {
+      std::uint16_t low_half = 0;
+      if constexpr (traits::has_low_half) std::memcpy(&low_half, low + 2 * j, 2);
+      const value_type v = traits::merge(symbols[j], raw[j], low_half);
+      std::memcpy(out + j * kValueBytes, &v, kValueBytes);
+    };
+    constexpr std::size_t kStep = 64;  // values per cache line of raw bytes
+    std::size_t i = 0;
+    for (; i + kStep <= count; i += kStep) {
+      if (i < ahead_count) {
+        __builtin_prefetch(raw_ahead + i);
+        if constexpr (traits::has_low_half) {
+          __builtin_prefetch(low_ahead + 2 * i);
+          if (i + kStep / 2 < ahead_count) __builtin_prefetch(low_ahead + 2 * i + 64);
+        }
+        for (std::size_t line = 0; line < kStep * kValueBytes; line += 64) {
+          if (i + line / kValueBytes < ahead_count) {
+            __builtin_prefetch(out_ahead + i * kValueBytes + line, 1);
+          }
+        }
+      }
+      for (std::size_t j = i; j < i + kStep; ++j) merge_one(j);
+    }
+    for (; i < count; ++i) merge_one(i);
   }
-  for (; i < count; ++i) out[i] = bf16_merge(exponents[i], sm[i]);
 }
 
 // Decodes one batch (up to kDecodeBatch values) of every lane.
-template <int Lanes, int TableBits>
+template <value_format F, int Lanes, int TableBits>
 error decode_batch(const decode_context& ctx, decode_lane* lanes,
                    std::uint8_t (*exponents)[kDecodeBatch + kDecodeBatchSlack]) {
   std::size_t target[Lanes];
@@ -279,22 +313,23 @@ error decode_batch(const decode_context& ctx, decode_lane* lanes,
     const decode_lane& ahead = lanes[(l + 1) % Lanes];
     const std::size_t ahead_count = static_cast<std::size_t>(
         std::min<std::uint64_t>(kDecodeBatch, ahead.end_value - ahead.next_value));
-    merge_values(ctx, lanes[l].next_value, exponents[l], target[l], ahead.next_value, ahead_count);
+    merge_values<F>(ctx, lanes[l].next_value, exponents[l], target[l], ahead.next_value,
+                    ahead_count);
     lanes[l].next_value += target[l];
   }
   return {};
 }
 
-template <int TableBits>
+template <value_format F, int TableBits>
 error decode_lanes(const decode_context& ctx, decode_lane* lanes, int lane_count) {
   alignas(64) std::uint8_t exponents[kDecodeLanes][kDecodeBatch + kDecodeBatchSlack];
   while (lane_count > 0) {
     error e;
     switch (lane_count) {
-      case 4: e = decode_batch<4, TableBits>(ctx, lanes, exponents); break;
-      case 3: e = decode_batch<3, TableBits>(ctx, lanes, exponents); break;
-      case 2: e = decode_batch<2, TableBits>(ctx, lanes, exponents); break;
-      default: e = decode_batch<1, TableBits>(ctx, lanes, exponents); break;
+      case 4: e = decode_batch<F, 4, TableBits>(ctx, lanes, exponents); break;
+      case 3: e = decode_batch<F, 3, TableBits>(ctx, lanes, exponents); break;
+      case 2: e = decode_batch<F, 2, TableBits>(ctx, lanes, exponents); break;
+      default: e = decode_batch<F, 1, TableBits>(ctx, lanes, exponents); break;
     }
     if (e) return e;
     // Retire finished lanes, checking that each consumed its codewords exactly.
@@ -367,7 +402,7 @@ inline error piece_error(const decode_lane& group, std::uint64_t begin_bit, std:
                               std::to_string(bit) + ")"};
 }
 
-template <int TableBits>
+template <value_format F, int TableBits>
 error decode_split_group(const decode_context& ctx, const decode_lane& group,
                          const group_split& split) {
   constexpr std::size_t kRoundValues = round_shape<TableBits>::kRoundValues;
@@ -395,7 +430,7 @@ error decode_split_group(const decode_context& ctx, const decode_lane& group,
   };
   auto flush_lead = [&] {
     const auto n = static_cast<std::size_t>(out[0] - begin[0]);
-    merge_values(ctx, group.next_value + lead_merged, begin[0], n, 0, 0);
+    merge_values<F>(ctx, group.next_value + lead_merged, begin[0], n, 0, 0);
     lead_merged += n;
     out[0] = begin[0];
     room_end[0] = begin[0] + std::min<std::uint64_t>(kDecodeBatch, group_values - lead_merged);
@@ -482,7 +517,7 @@ error decode_split_group(const decode_context& ctx, const decode_lane& group,
   std::uint64_t position = group.next_value + lead_merged;
   for (int p = 1; p < pieces; ++p) {
     const auto count = static_cast<std::size_t>(out[p] - begin[p]);
-    merge_values(ctx, position, begin[p], count, 0, 0);
+    merge_values<F>(ctx, position, begin[p], count, 0, 0);
     position += count;
   }
   return {};
@@ -514,9 +549,10 @@ auto dispatch_table_bits(int table_bits, Fn&& fn) {
 
 namespace detail {
 
-// Decodes one segment (or a bundle of one segment) into out[0 .. value_count()).
-inline error decompress_segment(const bundle_view& bundle, std::span<std::uint16_t> out,
-                                const decode_options& options) {
+// Decodes one segment (or a bundle of one segment) of format F into value_count() values at
+// `out` (room checked by the caller; any alignment).
+template <value_format F>
+error decompress_segment(const bundle_view& bundle, std::byte* out, const decode_options& options) {
   const std::uint64_t value_count = bundle.value_count();
   if (value_count == 0) return {};
 
@@ -528,11 +564,12 @@ inline error decompress_segment(const bundle_view& bundle, std::span<std::uint16
                             std::span<decode_entry>(single.data(), table_size),
                             std::span<detail::multi_entry>(table.data(), table_size));
   const detail::decode_context ctx{bundle.exponent_stream(),
-                                   bundle.sign_mantissa(),
+                                   bundle.raw_bytes(),
+                                   reinterpret_cast<const std::uint8_t*>(bundle.low_halves()),
                                    table.data(),
                                    single.data(),
                                    static_cast<unsigned>(64 - table_bits),
-                                   out.data()};
+                                   out};
 
   unsigned shortest_length = 0;
   for (const std::uint8_t length : bundle.code()) {
@@ -562,13 +599,13 @@ inline error decompress_segment(const bundle_view& bundle, std::span<std::uint16
     // cut between the lanes in turn instead.
     const bool cut = lane_count < detail::kDecodeLanes;
     error e = detail::dispatch_table_bits(table_bits, [&]<int Bits>() {
-      if (!cut) return detail::decode_lanes<Bits>(ctx, lanes, lane_count);
+      if (!cut) return detail::decode_lanes<F, Bits>(ctx, lanes, lane_count);
       for (int l = 0; l < lane_count; ++l) {
         const detail::group_split split =
             detail::plan_group_split(bundle, lanes[l].group, shortest_length);
         error group_result = split.pieces > 1
-                                 ? detail::decode_split_group<Bits>(ctx, lanes[l], split)
-                                 : detail::decode_lanes<Bits>(ctx, lanes + l, 1);
+                                 ? detail::decode_split_group<F, Bits>(ctx, lanes[l], split)
+                                 : detail::decode_lanes<F, Bits>(ctx, lanes + l, 1);
         if (group_result) return group_result;
       }
       return error{};
@@ -583,18 +620,17 @@ inline error decompress_segment(const bundle_view& bundle, std::span<std::uint16
 
 }  // namespace detail
 
-inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
-                        const decode_options& options) {
-  const std::uint64_t value_count = bundle.value_count();
-  if (out.size() < value_count) {
-    return {errc::insufficient_space, "decompress: output holds " + std::to_string(out.size()) +
-                                          " values, the bundle has " + std::to_string(value_count)};
-  }
-  if (bundle.segment_count() == 1) return detail::decompress_segment(bundle, out, options);
+namespace detail {
+
+// Decodes every segment of the bundle into value_count() values of its format at `out`, whose
+// room the caller has checked.
+template <value_format F>
+error decompress_all(const bundle_view& bundle, std::byte* out, const decode_options& options) {
+  if (bundle.segment_count() == 1) return decompress_segment<F>(bundle, out, options);
   auto decode_one = [&](const bundle_view& segment, std::uint32_t s) -> error {
-    const auto segment_out =
-        out.subspan(segment.first_value() - bundle.first_value(), segment.value_count());
-    if (error e = detail::decompress_segment(segment, segment_out, options))
+    std::byte* const segment_out =
+        out + (segment.first_value() - bundle.first_value()) * value_bytes(F);
+    if (error e = decompress_segment<F>(segment, segment_out, options))
       return {e.code, "segment " + std::to_string(s) + ": " + e.message};
     return {};
   };
@@ -611,17 +647,65 @@ inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
   std::atomic<bool> failed{false};
   error first_error;
   std::atomic_flag error_taken;
-  detail::parallel_for(bundle.segment_count(), detail::resolve_threads(options.threads),
-                       [&](std::size_t s) {
-                         if (failed.load(std::memory_order_relaxed)) return;
-                         const auto index = static_cast<std::uint32_t>(s);
-                         error e = decode_one(bundle.segment(index), index);
-                         if (e && !error_taken.test_and_set()) {
-                           first_error = std::move(e);
-                           failed.store(true);
-                         }
-                       });
+  parallel_for(bundle.segment_count(), resolve_threads(options.threads), [&](std::size_t s) {
+    if (failed.load(std::memory_order_relaxed)) return;
+    const auto index = static_cast<std::uint32_t>(s);
+    error e = decode_one(bundle.segment(index), index);
+    if (e && !error_taken.test_and_set()) {
+      first_error = std::move(e);
+      failed.store(true);
+    }
+  });
   return first_error;
+}
+
+// Checks the room (`out_count` elements of `element_bytes` bytes; 0: raw bytes, any format) and
+// decodes.
+inline error decompress_checked(const bundle_view& bundle, std::byte* out, std::size_t out_count,
+                                std::size_t element_bytes, const decode_options& options) {
+  const value_format format = bundle.format();
+  const std::size_t width = value_bytes(format);
+  if (element_bytes != 0 && element_bytes != width) {
+    return {errc::invalid_argument,
+            "decompress: the bundle holds " + std::string(to_string(format)) + " values of " +
+                std::to_string(width) + " bytes, the output span has elements of " +
+                std::to_string(element_bytes) + " bytes"};
+  }
+  const std::uint64_t value_count = bundle.value_count();
+  if (element_bytes == 0 ? out_count / width < value_count : out_count < value_count) {
+    const char* unit = element_bytes == 0 ? " bytes" : " values";
+    const std::uint64_t need = element_bytes == 0 ? value_count * width : value_count;
+    return {errc::insufficient_space, "decompress: output holds " + std::to_string(out_count) +
+                                          unit + ", the bundle's " + std::to_string(value_count) +
+                                          " values need " + std::to_string(need) + unit};
+  }
+  return visit_format(format,
+                      [&]<value_format F>() { return decompress_all<F>(bundle, out, options); });
+}
+
+}  // namespace detail
+
+inline error decompress(const bundle_view& bundle, std::span<std::byte> out,
+                        const decode_options& options) {
+  return detail::decompress_checked(bundle, out.data(), out.size(), 0, options);
+}
+
+inline error decompress(const bundle_view& bundle, std::span<std::uint16_t> out,
+                        const decode_options& options) {
+  return detail::decompress_checked(bundle, reinterpret_cast<std::byte*>(out.data()), out.size(),
+                                    sizeof(std::uint16_t), options);
+}
+
+inline error decompress(const bundle_view& bundle, std::span<std::uint32_t> out,
+                        const decode_options& options) {
+  return detail::decompress_checked(bundle, reinterpret_cast<std::byte*>(out.data()), out.size(),
+                                    sizeof(std::uint32_t), options);
+}
+
+inline error decompress(const bundle_view& bundle, std::span<std::uint8_t> out,
+                        const decode_options& options) {
+  return detail::decompress_checked(bundle, reinterpret_cast<std::byte*>(out.data()), out.size(),
+                                    sizeof(std::uint8_t), options);
 }
 
 }  // namespace floatzip

@@ -1,11 +1,17 @@
 // floatzip internals: the CPU bundle encoder.
 //
 // Two passes over the input, both split into equal runs of values ("parts") that run on separate
-// threads: pass 1 counts exponents per part; the code is built from the sum; since each part's
-// encoded length is then known from its own histogram, every part knows the stream position it
-// starts at, and pass 2 encodes all parts in parallel straight into the bundle. Neighbouring
-// parts share a byte, and the writer stores whole 64-bit words, so each part (but the last)
-// writes its final few bytes into a small private tail that is OR-ed into place after the join.
+// threads: pass 1 counts symbols (exponents, for BF16) per part; the code is built from the sum;
+// since each part's encoded length is then known from its own histogram, every part knows the
+// stream position it starts at, and pass 2 encodes all parts in parallel straight into the bundle.
+// Neighbouring parts share a byte, and the writer stores whole 64-bit words, so each part (but the
+// last) writes its final few bytes into a small private tail that is OR-ed into place after the
+// join.
+//
+// Every value format goes through the same code: the functions that touch values are templates
+// over the format (value_format.hpp), which splits each value into its symbol and raw planes in
+// one vectorised loop per block (split_block); the coding loop only sees symbol bytes. The format
+// becomes a template argument once, in make_encode_plan and encode_bundle (visit_format).
 #pragma once
 
 #include <algorithm>
@@ -41,48 +47,75 @@ inline error validate(const encode_options& o) {
 
 namespace detail {
 
-// Calls fn(values, first_index) for the pieces of the concatenated tensors in [begin, end).
+// Value i of little-endian values at `values` (any alignment).
+template <class T>
+T load_value(const std::byte* values, std::size_t i) noexcept {
+  T v;
+  std::memcpy(&v, values + i * sizeof(T), sizeof v);
+  return v;
+}
+
+// Calls fn(values, count, first_index) for the pieces of the concatenated tensors (of values of
+// `value_size` bytes) in [begin, end); `values` points at the piece's first value.
 template <class Fn>
-void for_each_piece(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
-                    std::uint64_t end, Fn&& fn) {
+void for_each_piece(std::span<const std::span<const std::byte>> tensors, std::size_t value_size,
+                    std::uint64_t begin, std::uint64_t end, Fn&& fn) {
   std::uint64_t tensor_first = 0;
   for (const auto& t : tensors) {
-    const std::uint64_t tensor_end = tensor_first + t.size();
+    const std::uint64_t tensor_end = tensor_first + t.size() / value_size;
     const std::uint64_t lo = std::max(begin, tensor_first);
     const std::uint64_t hi = std::min(end, tensor_end);
-    if (lo < hi) fn(t.subspan(lo - tensor_first, hi - lo), lo);
+    if (lo < hi) {
+      fn(t.data() + (lo - tensor_first) * value_size, static_cast<std::size_t>(hi - lo), lo);
+    }
     tensor_first = tensor_end;
     if (tensor_first >= end) break;
   }
 }
 
-// Counts exponents one at a time, four values per 64-bit load (value k of a little-endian load
-// has its exponent at bits 16k+7..14), into eight sub-histograms so that runs of equal exponents
-// do not serialise on one counter. For short inputs; long ones take add_exponent_histogram's
-// pair count.
-inline void add_exponent_histogram_single(std::span<const std::uint16_t> values,
+// Writes the symbols of values [first, first + count) to `symbols`, and returns the OR of their
+// low halves for bf16_in_fp32 (which must all be zero; 0 for every other format). One simple loop
+// the compiler vectorises.
+template <value_format F>
+std::uint32_t extract_symbols(const std::byte* values, std::size_t first, std::size_t count,
+                              std::uint8_t* symbols) {
+  using traits = format_traits<F>;
+  using value_type = typename traits::value_type;
+  std::uint32_t low = 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    const auto v = load_value<value_type>(values, first + k);
+    symbols[k] = traits::symbol(v);
+    if constexpr (F == value_format::bf16_in_fp32) low |= v & 0xFFFFu;
+  }
+  return low;
+}
+
+// Values per block whose symbols are extracted (vectorised) before they are counted.
+inline constexpr std::size_t kHistogramBlock = 1024;
+
+// Counts symbols one at a time, extracted a block at a time, into eight sub-histograms so that
+// runs of equal symbols do not serialise on one counter. For short inputs; long ones take
+// add_symbol_histogram's pair count. Returns extract_symbols' low-half OR.
+template <value_format F>
+std::uint32_t add_symbol_histogram_single(const std::byte* values, std::size_t n,
                                           symbol_histogram& out) {
   std::array<std::array<std::uint32_t, kSymbolCount>, 8> sub{};
+  alignas(64) std::uint8_t symbols[kHistogramBlock];
+  std::uint32_t low = 0;
   std::size_t i = 0;
-  const std::size_t n = values.size();
-  const std::uint16_t* v = values.data();
   while (i < n) {
     // Flush before a 32-bit counter could overflow.
     const std::size_t stop = i + std::min<std::size_t>(n - i, std::size_t{1} << 30);
-    for (; i + 8 <= stop; i += 8) {
-      std::uint64_t lo, hi;
-      std::memcpy(&lo, v + i, 8);
-      std::memcpy(&hi, v + i + 4, 8);
-      ++sub[0][(lo >> 7) & 0xFF];
-      ++sub[1][(lo >> 23) & 0xFF];
-      ++sub[2][(lo >> 39) & 0xFF];
-      ++sub[3][(lo >> 55) & 0xFF];
-      ++sub[4][(hi >> 7) & 0xFF];
-      ++sub[5][(hi >> 23) & 0xFF];
-      ++sub[6][(hi >> 39) & 0xFF];
-      ++sub[7][(hi >> 55) & 0xFF];
+    for (; i < stop;) {
+      const std::size_t m = std::min(kHistogramBlock, stop - i);
+      low |= extract_symbols<F>(values, i, m, symbols);
+      std::size_t k = 0;
+      for (; k + 8 <= m; k += 8) {
+        for (int j = 0; j < 8; ++j) ++sub[j][symbols[k + j]];
+      }
+      for (; k < m; ++k) ++sub[0][symbols[k]];
+      i += m;
     }
-    for (; i < stop; ++i) ++sub[0][bf16_exponent(v[i])];
     for (int s = 0; s < kSymbolCount; ++s) {
       std::uint64_t total = 0;
       for (auto& h : sub) {
@@ -92,22 +125,20 @@ inline void add_exponent_histogram_single(std::span<const std::uint16_t> values,
       out[s] += total;
     }
   }
+  return low;
 }
 
-// Values per block whose exponents are extracted (vectorised) before they are counted.
-inline constexpr std::size_t kHistogramBlock = 1024;
-
-// Counts exponents in pairs: one increment per two values, indexed by the two exponent bytes
+// Counts symbols in pairs: one increment per two values, indexed by the two symbol bytes
 // as one 16-bit load, so half the read-modify-writes of counting them singly. With ~30 exponents
 // in use, the ~900 live counters sit in a few KiB of cache lines; equal neighbouring pairs (which
 // would serialise on one counter) are rare. The 256 KiB table is kept per thread, all zero
 // between calls: each use folds what it counted into row and column sums and clears it.
-inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol_histogram& out) {
+// Returns extract_symbols' low-half OR (non-zero: not bf16_in_fp32).
+template <value_format F>
+std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_histogram& out) {
   constexpr std::size_t kMinPairCount = std::size_t{1} << 12;  // below: the fold would dominate
-  if (values.size() < kMinPairCount) {
-    add_exponent_histogram_single(values, out);
-    return;
-  }
+  if (n < kMinPairCount) return add_symbol_histogram_single<F>(v, n, out);
+  constexpr std::size_t kValueBytes = value_bytes(F);
   thread_local std::unique_ptr<std::uint32_t[]> storage;
   if (!storage) storage.reset(new std::uint32_t[kSymbolCount * kSymbolCount]());
   std::uint32_t* const pairs = storage.get();
@@ -134,26 +165,24 @@ inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol
     lowest = kSymbolCount - 1;
     highest = 0;
   };
-  const std::uint16_t* v = values.data();
-  const std::size_t n = values.size();
   alignas(64) std::uint8_t exponents[kHistogramBlock];
+  std::uint32_t low = 0;
   std::size_t i = 0;
   std::size_t since_fold = 0;
   for (; i + kHistogramBlock <= n; i += kHistogramBlock) {
     // Pass 1 is the first to read a bundle, usually from DRAM: ask for the block after next,
     // one request per cache line (the hardware prefetcher alone left the loads stalling).
     if (i + 3 * kHistogramBlock <= n) {
-      for (std::size_t k = 0; k < kHistogramBlock; k += 64 / sizeof(std::uint16_t)) {
-        __builtin_prefetch(v + i + 2 * kHistogramBlock + k);
+      for (std::size_t k = 0; k < kHistogramBlock * kValueBytes; k += 64) {
+        __builtin_prefetch(v + (i + 2 * kHistogramBlock) * kValueBytes + k);
       }
     }
+    low |= extract_symbols<F>(v, i, kHistogramBlock, exponents);
     std::uint8_t block_low = 0xFF;
     std::uint8_t block_high = 0;
     for (std::size_t k = 0; k < kHistogramBlock; ++k) {
-      const std::uint8_t e = bf16_exponent(v[i + k]);
-      exponents[k] = e;
-      block_low = std::min(block_low, e);
-      block_high = std::max(block_high, e);
+      block_low = std::min(block_low, exponents[k]);
+      block_high = std::max(block_high, exponents[k]);
     }
     lowest = std::min<unsigned>(lowest, block_low);
     highest = std::max<unsigned>(highest, block_high);
@@ -173,7 +202,7 @@ inline void add_exponent_histogram(std::span<const std::uint16_t> values, symbol
     }
   }
   fold();
-  add_exponent_histogram_single(values.subspan(i), out);
+  return low | add_symbol_histogram_single<F>(v + i * kValueBytes, n - i, out);
 }
 
 // Where one chunk's first codeword starts, found while encoding.
@@ -289,21 +318,37 @@ inline void record_chunk_starts(const std::uint8_t* exponents, std::size_t count
   }
 }
 
-// Values are split in blocks of this many: exponents to a stack buffer, sign/mantissa bytes
+// Values are split in blocks of this many: symbols to a stack buffer, raw bytes and low halves
 // straight to the bundle. One simple loop the compiler vectorises, then the codeword loop reads
 // bytes that are already extracted.
 inline constexpr std::size_t kEncodeBlock = 2048;
 
-inline void split_block(const std::uint16_t* values, std::size_t count, std::uint8_t* exponents,
-                        std::uint8_t* sign_mantissa) {
-  for (std::size_t i = 0; i < count; ++i) {
-    exponents[i] = bf16_exponent(values[i]);
-    sign_mantissa[i] = bf16_sign_mantissa(values[i]);
+// Splits values [0, count) of `values`; raw_bytes / low_halves point at the first value's place
+// in the planes (unused where the format has no such plane). low_halves: u16 little-endian.
+template <value_format F>
+void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbols,
+                 std::uint8_t* raw_bytes, std::uint8_t* low_halves) {
+  using traits = format_traits<F>;
+  using value_type = typename traits::value_type;
+  if constexpr (!traits::has_raw_byte) {
+    static_assert(!traits::has_low_half);
+    std::memcpy(symbols, values, count);  // FP8: the byte is the symbol
+  } else {
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto v = load_value<value_type>(values, i);
+      symbols[i] = traits::symbol(v);
+      raw_bytes[i] = traits::raw_byte(v);
+      if constexpr (traits::has_low_half) {
+        const std::uint16_t low = traits::low_half(v);
+        std::memcpy(low_halves + 2 * i, &low, 2);
+      }
+    }
   }
 }
 
 // Encodes the values [begin, end), whose codewords occupy stream bits [first_bit, end_bit), into
-// `stream` (the bundle's stream section), and writes their sign/mantissa bytes. Records every
+// `stream` (the bundle's stream section), and writes their raw planes (raw_bytes and low_halves
+// point at value `begin`'s place; null where the format has no such plane). Records every
 // chunk boundary c * chunk_bits in [first_bit, end_bit) with where the first codeword at or after
 // it starts. Unless `last_part`, stores stay 16 bytes clear of byte end_bit / 8; the bytes from
 // there on go to `tail`.
@@ -315,12 +360,13 @@ inline void split_block(const std::uint16_t* values, std::size_t count, std::uin
 // the pending bits, else two (four values); with 15-bit codes, every look-up. Chunk boundaries
 // are checked once per flush; a batch that reaches one is noted and, after the block, walked
 // again to find the codeword that starts the chunk.
-template <int PairsPerFlush>
-void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::uint64_t begin,
+template <value_format F, int PairsPerFlush>
+void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint64_t begin,
                  std::uint64_t end, std::uint64_t first_bit, std::uint64_t end_bit,
                  std::uint64_t chunk_bits, const encode_tables& tables, std::uint8_t* stream,
-                 std::uint8_t* sign_mantissa, bool last_part, part_tail& tail,
+                 std::uint8_t* raw_bytes, std::uint8_t* low_halves, bool last_part, part_tail& tail,
                  std::vector<chunk_start_record>& records) {
+  constexpr std::size_t kValueBytes = value_bytes(F);
   constexpr std::size_t kFlushValues = 2 * PairsPerFlush;
   const std::uint32_t* const pair_code = tables.pair_code;
   const std::uint32_t* const code = tables.code.data();
@@ -355,7 +401,8 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
   // At most one crossing per flush, and a flush takes two values or more.
   std::array<boundary_crossing, kEncodeBlock / 2 + 1> crossings;
   for_each_piece(
-      tensors, begin, end, [&](std::span<const std::uint16_t> values, std::uint64_t first_index) {
+      tensors, kValueBytes, begin, end,
+      [&](const std::byte* values, std::size_t value_count, std::uint64_t first_index) {
         // Locals, so that nothing in the loop has its address taken (the byte stores may alias
         // anything reached through a reference, which would be reloaded after every store).
         const std::uint32_t* const pair_codes = pair_code;
@@ -380,11 +427,13 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
           return c;
         };
         std::uintptr_t check = next_check();
-        for (std::size_t block = 0; block < values.size(); block += kEncodeBlock) {
-          const std::size_t n = std::min(kEncodeBlock, values.size() - block);
+        for (std::size_t block = 0; block < value_count; block += kEncodeBlock) {
+          const std::size_t n = std::min(kEncodeBlock, value_count - block);
           const std::uint64_t block_index = first_index + block;
-          split_block(values.data() + block, n, exponent_bytes,
-                      sign_mantissa + (block_index - begin));
+          const std::uint64_t plane_index = block_index - begin;
+          split_block<F>(values + block * kValueBytes, n, exponent_bytes,
+                         raw_bytes == nullptr ? nullptr : raw_bytes + plane_index,
+                         low_halves == nullptr ? nullptr : low_halves + 2 * plane_index);
           std::size_t crossing_count = 0;
           // Flush: store the pending bits left-aligned in eight bytes, advance over the
           // complete ones. p <= 63: eight values only when p + their bits < 64, else four
@@ -489,32 +538,57 @@ void encode_part(std::span<const std::span<const std::uint16_t>> tensors, std::u
 
 inline symbol_histogram exponent_histogram(std::span<const std::uint16_t> values) {
   symbol_histogram h{};
-  detail::add_exponent_histogram(values, h);
+  detail::add_symbol_histogram<value_format::bf16>(std::as_bytes(values).data(), values.size(), h);
   return h;
+}
+
+inline symbol_histogram symbol_histogram_of(value_format format,
+                                            std::span<const std::byte> values) {
+  symbol_histogram h{};
+  if (!is_known(format)) return h;
+  visit_format(format, [&]<value_format F>() {
+    detail::add_symbol_histogram<F>(values.data(), values.size() / value_bytes(F), h);
+  });
+  return h;
+}
+
+inline bool low_halves_zero(std::span<const std::byte> fp32_values) noexcept {
+  if (fp32_values.size() % 4 != 0) return false;
+  const std::size_t n = fp32_values.size() / 4;
+  constexpr std::size_t kBlock = 4096;  // stop early at a non-zero block
+  for (std::size_t i = 0; i < n; i += kBlock) {
+    const std::size_t m = std::min(kBlock, n - i);
+    std::uint32_t low = 0;
+    for (std::size_t k = 0; k < m; ++k) {
+      low |= detail::load_value<std::uint32_t>(fp32_values.data(), i + k);
+    }
+    if ((low & 0xFFFFu) != 0) return false;
+  }
+  return true;
 }
 
 namespace detail {
 
 // Bytes a segment of `values` values, `stream_bits` bits and a code spanning `symbol_span`
 // symbols takes in a bundle: its record and its body.
-inline std::uint64_t segment_bytes(std::uint64_t values, std::uint64_t stream_bits,
-                                   unsigned symbol_span, const encode_options& o) {
-  return kSegmentRecordBytes + compute_segment_layout(value_format::bf16, 0, values, stream_bits,
-                                                      symbol_span, o.chunk_bytes,
-                                                      o.chunks_per_group)
+inline std::uint64_t segment_bytes(value_format format, std::uint64_t values,
+                                   std::uint64_t stream_bits, unsigned symbol_span,
+                                   const encode_options& o) {
+  return kSegmentRecordBytes + compute_segment_layout(format, 0, values, stream_bits, symbol_span,
+                                                      o.chunk_bytes, o.chunks_per_group)
                                    .end_offset;
 }
 
 // Estimated size of a candidate segment: its stream under an unlimited Huffman code (the length
 // limit changes trained weights' streams by < 0.001 bits per value, and package-merge for every
 // candidate run would cost more time than the encoding) plus its exact fixed costs.
-inline std::uint64_t cost_of_segment(const symbol_histogram& hist, std::uint64_t values,
-                                     const encode_options& o) {
+inline std::uint64_t cost_of_segment(value_format format, const symbol_histogram& hist,
+                                     std::uint64_t values, const encode_options& o) {
   unsigned first = 0;
   while (first + 1 < kSymbolCount && hist[first] == 0) ++first;
   unsigned last = kSymbolCount - 1;
   while (last > first && hist[last] == 0) --last;
-  return segment_bytes(values, unlimited_huffman_bits(hist), last - first + 1, o);
+  return segment_bytes(format, values, unlimited_huffman_bits(hist), last - first + 1, o);
 }
 
 // Cuts tensors [0, n) into runs, each with a code of its own, so that the bundle is smallest:
@@ -522,20 +596,27 @@ inline std::uint64_t cost_of_segment(const symbol_histogram& hist, std::uint64_t
 // gains where its tensors' exponents differ from their neighbours'. Sizes as cost_of_segment
 // estimates them, by dynamic programming over the cut points; runs are limited to kMaxRunTensors
 // tensors so the cost stays linear in the tensor count. Returns the first tensor of each run, then
-// n. Pass 2 for one segment: its code lengths, sign/mantissa bytes, exponent codewords, chunk gaps
-// and group positions, straight into place in the bundle at `base`.
-inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_tensors,
-                            unsigned threads, const bundle_header& h, const segment_plan& seg,
-                            std::byte* base) {
+// n.
+//
+// encode_segment, pass 2 for one segment: its code lengths, raw planes, symbol codewords, chunk
+// gaps and group positions, straight into place in the bundle at `base`.
+template <value_format F>
+error encode_segment(std::span<const std::span<const std::byte>> all_tensors, unsigned threads,
+                     const bundle_header& h, const segment_plan& seg, std::byte* base) {
+  using traits = format_traits<F>;
   const bundle_layout& layout = seg.layout;
   auto put_le = [&](std::uint64_t offset, auto value) {
     std::memcpy(base + offset, &value, sizeof value);
   };
-  // Everything but the sign/mantissa bytes and the stream's codewords, which are written whole
-  // below, starts as zero: alignment padding, the gap nibbles, stream padding.
+  // Everything but the raw planes and the stream's codewords, which are written whole below,
+  // starts as zero: alignment padding, the gap nibbles, stream padding.
+  const std::uint64_t raw_end =
+      layout.sign_mantissa_offset + (traits::has_raw_byte ? seg.value_count : 0);
+  const std::uint64_t low_end =
+      layout.low_halves_offset + (traits::has_low_half ? 2 * seg.value_count : 0);
   std::memset(base + layout.code_offset, 0, layout.sign_mantissa_offset - layout.code_offset);
-  std::memset(base + layout.sign_mantissa_offset + seg.value_count, 0,
-              layout.stream_offset - layout.sign_mantissa_offset - seg.value_count);
+  std::memset(base + raw_end, 0, layout.low_halves_offset - raw_end);
+  std::memset(base + low_end, 0, layout.stream_offset - low_end);
   std::memset(base + layout.stream_offset + seg.stream_bits / 8, 0,
               layout.stream_section_bytes - seg.stream_bits / 8);
   auto* code_bytes = reinterpret_cast<std::uint8_t*>(base + layout.code_offset);
@@ -552,9 +633,14 @@ inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_
   encode_tables tables;
   const pair_table_lease lease(code, tables);
 
-  // Pass 2: sign/mantissa bytes and exponent codewords straight into place.
+  // Pass 2: raw planes and symbol codewords straight into place.
   const std::size_t part_count = seg.part_value_begin.size() - 1;
-  auto* sign_mantissa = reinterpret_cast<std::uint8_t*>(base + layout.sign_mantissa_offset);
+  auto* raw_bytes = traits::has_raw_byte
+                        ? reinterpret_cast<std::uint8_t*>(base + layout.sign_mantissa_offset)
+                        : nullptr;
+  auto* low_halves = traits::has_low_half
+                         ? reinterpret_cast<std::uint8_t*>(base + layout.low_halves_offset)
+                         : nullptr;
   auto* stream = reinterpret_cast<std::uint8_t*>(base + layout.stream_offset);
   std::vector<part_tail> part_tails(part_count);
   std::vector<std::vector<chunk_start_record>> part_records(part_count);
@@ -566,13 +652,14 @@ inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_
     const std::uint64_t end_bit = seg.part_first_bit[p + 1];
     part_records[p].reserve((end_bit - first_bit) / chunk_bits + 2);
     const bool last = p + 1 == part_count;
-    std::uint8_t* part_sign_mantissa = sign_mantissa + begin;
+    std::uint8_t* part_raw = raw_bytes == nullptr ? nullptr : raw_bytes + begin;
+    std::uint8_t* part_low = low_halves == nullptr ? nullptr : low_halves + 2 * begin;
     if (h.max_code_length <= 14) {
-      encode_part<2>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
-                     part_sign_mantissa, last, part_tails[p], part_records[p]);
+      encode_part<F, 2>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+                        part_raw, part_low, last, part_tails[p], part_records[p]);
     } else {
-      encode_part<1>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
-                     part_sign_mantissa, last, part_tails[p], part_records[p]);
+      encode_part<F, 1>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+                        part_raw, part_low, last, part_tails[p], part_records[p]);
     }
   });
   // A tail's bytes are the part's own, except a final partial byte that the next part wrote
@@ -610,7 +697,8 @@ inline error encode_segment(std::span<const std::span<const std::uint16_t>> all_
 
 inline constexpr std::size_t kMaxRunTensors = 64;
 
-inline std::vector<std::uint32_t> plan_segments(std::span<const symbol_histogram> tensor_hist,
+inline std::vector<std::uint32_t> plan_segments(value_format format,
+                                                std::span<const symbol_histogram> tensor_hist,
                                                 std::span<const std::uint64_t> tensor_values,
                                                 const encode_options& o) {
   const std::size_t n = tensor_hist.size();
@@ -627,7 +715,7 @@ inline std::vector<std::uint32_t> plan_segments(std::span<const symbol_histogram
       for (int s = 0; s < kSymbolCount; ++s) hist[s] += tensor_hist[begin][s];
       values += tensor_values[begin];
       if (best[begin] == kInfinite) continue;
-      const std::uint64_t total = best[begin] + cost_of_segment(hist, values, o);
+      const std::uint64_t total = best[begin] + cost_of_segment(format, hist, values, o);
       if (total < best[end]) {
         best[end] = total;
         cut[end] = static_cast<std::uint32_t>(begin);
@@ -643,13 +731,29 @@ inline std::vector<std::uint32_t> plan_segments(std::span<const symbol_histogram
 
 }  // namespace detail
 
-inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>> tensors,
+inline encode_plan make_encode_plan(value_format format,
+                                    std::span<const std::span<const std::byte>> tensors,
                                     const encode_options& options) {
+  using std::to_string;
   throw_if_error(validate(options));
+  if (!is_known(format)) {
+    throw exception({errc::invalid_argument, "compress_bundle: unknown value format " +
+                                                 to_string(static_cast<unsigned>(format))});
+  }
+  const std::size_t value_size = value_bytes(format);
   encode_plan plan;
-  plan.tensors_ = tensors;
+  plan.tensors_.assign(tensors.begin(), tensors.end());
   std::uint64_t value_count = 0;
-  for (const auto& t : tensors) value_count += t.size();
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    if (tensors[t].size() % value_size != 0) {
+      throw exception({errc::invalid_argument, "compress_bundle: tensor " + to_string(t) + " has " +
+                                                   to_string(tensors[t].size()) +
+                                                   " bytes, not a whole number of " +
+                                                   std::string(to_string(format)) + " values of " +
+                                                   to_string(value_size) + " bytes"});
+    }
+    value_count += tensors[t].size() / value_size;
+  }
   if (value_count > kMaxBundleValues) {
     throw exception({errc::invalid_argument, "compress_bundle: more than 2^48 values"});
   }
@@ -670,7 +774,7 @@ inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_
   std::vector<std::size_t> tensor_first_part(tensors.size() + 1, 0);
   for (std::uint32_t t = 0; t < tensors.size(); ++t) {
     tensor_first_part[t] = parts.size();
-    const std::uint64_t n = tensors[t].size();
+    const std::uint64_t n = tensors[t].size() / value_size;
     // An empty tensor has no part: a part writes the chunk start at its first bit.
     const std::uint64_t count =
         n == 0 ? 0
@@ -681,17 +785,29 @@ inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_
   }
   tensor_first_part[tensors.size()] = parts.size();
 
-  // Pass 1: exponent histograms per part, then per tensor.
+  // Pass 1: symbol histograms per part, then per tensor. bf16_in_fp32 also checks, on the way,
+  // that it holds what it claims.
   std::vector<symbol_histogram> part_hist(parts.size(), symbol_histogram{});
-  detail::parallel_for(parts.size(), plan.threads_, [&](std::size_t p) {
-    const part& q = parts[p];
-    detail::add_exponent_histogram(tensors[q.tensor].subspan(q.begin, q.end - q.begin),
-                                   part_hist[p]);
+  std::vector<std::uint32_t> part_low(parts.size(), 0);
+  visit_format(format, [&]<value_format F>() {
+    detail::parallel_for(parts.size(), plan.threads_, [&](std::size_t p) {
+      const part& q = parts[p];
+      part_low[p] = detail::add_symbol_histogram<F>(tensors[q.tensor].data() + q.begin * value_size,
+                                                    q.end - q.begin, part_hist[p]);
+    });
   });
+  for (std::size_t p = 0; p < parts.size(); ++p) {
+    if (part_low[p] != 0) {
+      throw exception({errc::invalid_argument,
+                       "compress_bundle: tensor " + to_string(parts[p].tensor) +
+                           " has values whose low 16 bits are not zero: not bf16-in-fp32 (code "
+                           "it as fp32)"});
+    }
+  }
   std::vector<symbol_histogram> tensor_hist(tensors.size(), symbol_histogram{});
   std::vector<std::uint64_t> tensor_values(tensors.size());
   for (std::uint32_t t = 0; t < tensors.size(); ++t) {
-    tensor_values[t] = tensors[t].size();
+    tensor_values[t] = tensors[t].size() / value_size;
     for (std::size_t p = tensor_first_part[t]; p < tensor_first_part[t + 1]; ++p)
       for (int s = 0; s < kSymbolCount; ++s) tensor_hist[t][s] += part_hist[p][s];
     for (int s = 0; s < kSymbolCount; ++s) plan.histogram_[s] += tensor_hist[t][s];
@@ -699,8 +815,9 @@ inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_
   }
 
   const std::vector<std::uint32_t> starts =
-      detail::plan_segments(tensor_hist, tensor_values, options);
+      detail::plan_segments(format, tensor_hist, tensor_values, options);
   bundle_header& h = plan.header_;
+  h.format = format;
   h.max_code_length = static_cast<std::uint8_t>(options.max_code_length);
   h.chunk_bytes = options.chunk_bytes;
   h.chunks_per_group = options.chunks_per_group;
@@ -780,8 +897,9 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
   put_le(24, h.tensor_count);
   put_le(28, h.segment_count);
   put_le(32, h.total_bytes);
+  const std::size_t value_size = value_bytes(h.format);
   for (std::size_t t = 0; t < plan.tensors_.size(); ++t) {
-    put_le(kBundleHeaderBytes + t * 8, std::uint64_t{plan.tensors_[t].size()});
+    put_le(kBundleHeaderBytes + t * 8, std::uint64_t{plan.tensors_[t].size() / value_size});
   }
   const std::uint64_t records = kBundleHeaderBytes + std::uint64_t{h.tensor_count} * 8;
   for (std::size_t s = 0; s < plan.segments_.size(); ++s) {
@@ -793,12 +911,32 @@ inline error encode_bundle(const encode_plan& plan, std::span<std::byte> out) {
   // Segments write disjoint sections: they are encoded concurrently, each on the pool as well,
   // so that idle threads help a big segment and small ones do not each wait for a join.
   std::vector<error> failures(plan.segments_.size());
-  detail::parallel_for(plan.segments_.size(), plan.threads_, [&](std::size_t s) {
-    failures[s] = detail::encode_segment(plan.tensors_, plan.threads_, h, plan.segments_[s], base);
+  visit_format(h.format, [&]<value_format F>() {
+    detail::parallel_for(plan.segments_.size(), plan.threads_, [&](std::size_t s) {
+      failures[s] =
+          detail::encode_segment<F>(plan.tensors_, plan.threads_, h, plan.segments_[s], base);
+    });
   });
   for (const error& e : failures)
     if (e) throw std::logic_error(e.message);
   return {};
+}
+
+inline encode_plan make_encode_plan(std::span<const std::span<const std::uint16_t>> tensors,
+                                    const encode_options& options) {
+  std::vector<std::span<const std::byte>> bytes;
+  bytes.reserve(tensors.size());
+  for (const auto& t : tensors) bytes.push_back(std::as_bytes(t));
+  return make_encode_plan(value_format::bf16, bytes, options);
+}
+
+inline std::vector<std::byte> compress_bundle(value_format format,
+                                              std::span<const std::span<const std::byte>> tensors,
+                                              const encode_options& options) {
+  const encode_plan plan = make_encode_plan(format, tensors, options);
+  std::vector<std::byte> bundle(plan.encoded_size());
+  throw_if_error(encode_bundle(plan, bundle));
+  return bundle;
 }
 
 inline std::vector<std::byte> compress_bundle(
