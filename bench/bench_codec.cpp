@@ -15,6 +15,10 @@
 //   zstd1_compress/<input>/threads:N  ZSTD_compressCCtx level 1 per bundle, bundles on N threads
 //   zstd_decompress/<input>/threads:N ZSTD_decompressDCtx per bundle, bundles on N threads
 //   zstd19_ratio/<input>              level 19 vs level 1 vs floatzip size on a <= 16 MB sample
+//   encode_format/<format>/<synth>/threads:N, decode_format/<format>/<synth>/threads:N
+//                                     the same as encode and decode for the synthetic checkpoint
+//                                     in every value format (see format_input), through the byte
+//                                     API; bytes per second are of that format's values
 //
 // Counters (bits per weight unless named otherwise): bits_per_weight = the serialized bundles,
 // everything included; entropy_bound = 8 + exponent entropy (per bundle, value-weighted);
@@ -36,11 +40,13 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/float_conversions.hpp"
 #include "bench_data.hpp"
 #include "floatzip/bundle_format.hpp"
 #include "floatzip/decoder.hpp"
 #include "floatzip/detail/parallel.hpp"
 #include "floatzip/encoder.hpp"
+#include "floatzip/value_format.hpp"
 
 namespace {
 
@@ -308,6 +314,156 @@ void bm_zstd19_ratio(benchmark::State& state, std::size_t index) {
   state.counters["floatzip_ratio"] = static_cast<double>(fz) / bytes;
 }
 
+// ---- every value format
+// --------------------------------------------------------------------------
+
+// The synthetic checkpoint in one value format: its BF16 values widened to FP32 with pseudo-random
+// low mantissa bits (nearly uniform, as an FP32 checkpoint's are), then rounded to FP16 or
+// quantised to FP8 with a per-tensor scale (tests/float_conversions.hpp); bf16_in_fp32 is the BF16
+// values widened, bf16 the values themselves.
+struct format_input {
+  floatzip::value_format format = floatzip::value_format::bf16;
+  std::vector<std::vector<std::vector<std::byte>>> tensors;  // per bundle
+  std::vector<std::vector<std::span<const std::byte>>> spans;
+  std::vector<std::uint64_t> bundle_first_byte;
+  std::vector<std::vector<std::byte>> bundles;
+  std::vector<floatzip::bundle_view> views;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t compressed_bytes = 0;
+  std::vector<std::byte> output;  // decode target, pages already touched
+};
+
+std::unique_ptr<format_input> g_format_input;
+
+std::vector<std::byte> convert_tensor(std::span<const std::uint16_t> bf16, std::uint64_t salt,
+                                      floatzip::value_format f) {
+  using floatzip::value_format;
+  namespace test = floatzip::test;
+  std::vector<float> wide(bf16.size());
+  for (std::size_t i = 0; i < bf16.size(); ++i) {
+    const std::uint32_t low = static_cast<std::uint32_t>(
+        floatzip::bench::splitmix64_mix(salt + i * floatzip::bench::kGoldenGamma) & 0xFFFF);
+    wide[i] = std::bit_cast<float>(std::uint32_t{bf16[i]} << 16 | low);
+  }
+  auto bytes_of = [](const auto& v) {
+    std::vector<std::byte> out(v.size() * sizeof(v[0]));
+    std::memcpy(out.data(), v.data(), out.size());
+    return out;
+  };
+  switch (f) {
+    case value_format::bf16: return bytes_of(std::vector<std::uint16_t>(bf16.begin(), bf16.end()));
+    case value_format::fp16: {
+      std::vector<std::uint16_t> v(wide.size());
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = test::float_to_fp16(wide[i]);
+      return bytes_of(v);
+    }
+    case value_format::fp32: return bytes_of(wide);
+    case value_format::bf16_in_fp32: {
+      std::vector<std::uint32_t> v(bf16.size());
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = std::uint32_t{bf16[i]} << 16;
+      return bytes_of(v);
+    }
+    case value_format::fp8_e4m3: return bytes_of(test::quantise_fp8(wide, test::fp8_kind::e4m3));
+    case value_format::fp8_e5m2: return bytes_of(test::quantise_fp8(wide, test::fp8_kind::e5m2));
+  }
+  return {};
+}
+
+format_input& format_data(std::size_t synth_index, floatzip::value_format f) {
+  if (g_format_input && g_format_input->format == f) return *g_format_input;
+  g_format_input.reset();
+  const prepared_input& source = input(synth_index);
+  auto p = std::make_unique<format_input>();
+  p->format = f;
+  std::uint64_t salt = 0;
+  for (const auto& b : source.data.bundles) {
+    auto& tensors = p->tensors.emplace_back();
+    for (const auto& t : b.tensors) tensors.push_back(convert_tensor(t, salt += 1u << 30, f));
+    p->spans.emplace_back(tensors.begin(), tensors.end());
+    p->bundle_first_byte.push_back(p->total_bytes);
+    for (const auto& t : tensors) p->total_bytes += t.size();
+    p->bundles.push_back(floatzip::compress_bundle(f, p->spans.back()));
+    p->views.push_back(floatzip::parse_bundle(p->bundles.back()).value());
+    p->compressed_bytes += p->bundles.back().size();
+  }
+  p->output.assign(p->total_bytes, std::byte{0});
+  for (std::size_t b = 0; b < p->views.size(); ++b) {
+    auto out = std::span<std::byte>(p->output).subspan(p->bundle_first_byte[b]);
+    if (auto e = floatzip::decompress(p->views[b], out)) throw floatzip::exception(e);
+    std::uint64_t at = p->bundle_first_byte[b];
+    for (const auto& t : p->tensors[b]) {
+      if (std::memcmp(p->output.data() + at, t.data(), t.size()) != 0) {
+        throw std::runtime_error(std::string(to_string(f)) + ": decoded values differ");
+      }
+      at += t.size();
+    }
+  }
+  g_format_input = std::move(p);
+  return *g_format_input;
+}
+
+void set_format_counters(benchmark::State& state, const format_input& p) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                          static_cast<std::int64_t>(p.total_bytes));
+  state.counters["input_MB"] = static_cast<double>(p.total_bytes) / 1e6;
+  state.counters["ratio"] =
+      static_cast<double>(p.compressed_bytes) / static_cast<double>(p.total_bytes);
+}
+
+void bm_encode_format(benchmark::State& state, std::size_t synth_index, floatzip::value_format f) {
+  format_input& p = format_data(synth_index, f);
+  floatzip::encode_options options;
+  options.threads = threads_arg(state);
+  std::uint64_t largest = 0;
+  for (const auto& bundle : p.bundles) largest = std::max<std::uint64_t>(largest, bundle.size());
+  std::vector<std::byte> buffer(largest);
+  for (auto _ : state) {
+    for (const auto& spans : p.spans) {
+      const floatzip::encode_plan plan = floatzip::make_encode_plan(f, spans, options);
+      if (auto e = floatzip::encode_bundle(plan, buffer)) {
+        state.SkipWithError(e.message.c_str());
+        return;
+      }
+      benchmark::DoNotOptimize(buffer.data());
+    }
+  }
+  set_format_counters(state, p);
+}
+
+void bm_decode_format(benchmark::State& state, std::size_t synth_index, floatzip::value_format f) {
+  format_input& p = format_data(synth_index, f);
+  floatzip::decode_options options;
+  options.threads = threads_arg(state);
+  for (auto _ : state) {
+    for (std::size_t b = 0; b < p.views.size(); ++b) {
+      auto out = std::span<std::byte>(p.output).subspan(p.bundle_first_byte[b]);
+      if (auto e = floatzip::decompress(p.views[b], out, options)) {
+        state.SkipWithError(e.message.c_str());
+        return;
+      }
+    }
+    benchmark::DoNotOptimize(p.output.data());
+    benchmark::ClobberMemory();
+  }
+  set_format_counters(state, p);
+}
+
+void register_formats(const std::string& synth_name, std::size_t synth_index) {
+  const int all = static_cast<int>(floatzip::detail::resolve_threads(0));
+  for (unsigned i = 0; i < floatzip::kValueFormatCount; ++i) {
+    const auto f = static_cast<floatzip::value_format>(i);
+    const std::string suffix = std::string(to_string(f)) + "/" + synth_name;
+    for (const bool encode : {true, false}) {
+      auto* b = benchmark::RegisterBenchmark(
+          ((encode ? "encode_format/" : "decode_format/") + suffix).c_str(),
+          encode ? bm_encode_format : bm_decode_format, synth_index, f);
+      b->ArgName("threads")->Arg(1);
+      if (all > 1) b->Arg(all);
+      b->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
 // small: the real models (< 2 MB), where 0.1 s per measurement is thousands of iterations.
 void register_input(const std::string& name, bool small, std::function<dataset()> loader) {
   const std::size_t index = g_loaders.size();
@@ -361,9 +517,12 @@ int main(int argc, char** argv) {
     // The name is known before generation: llama_dims_for_bytes fixes the size.
     const auto dims = floatzip::bench::llama_dims_for_bytes(g_synth_mb << 20);
     const std::uint64_t mb = (dims.value_count() * 2 + (1 << 19)) >> 20;
-    register_input("synth" + std::to_string(mb) + "MB", /*small=*/false, [] {
+    const std::string name = "synth" + std::to_string(mb) + "MB";
+    const std::size_t index = g_loaders.size();
+    register_input(name, /*small=*/false, [] {
       return floatzip::bench::make_synthetic_dataset(g_synth_mb << 20, kSynthSeed);
     });
+    register_formats(name, index);
   }
   const auto models = floatzip::bench::real_model_files(g_models_dir);
   if (models.empty()) {

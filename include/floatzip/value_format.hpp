@@ -16,11 +16,12 @@
 //   fp8_e4m3       1      the whole byte                  -                   -
 //   fp8_e5m2       1      the whole byte                  -                   -
 //
-// FP16 takes bits 14..7 as its symbol: the same bit positions as BF16, so its 5 exponent bits
-// and the 3 mantissa bits below them (which, in a binade, are skewed towards small values) are
-// coded, and the sign (independent of magnitude in trained weights) is stored raw. Measured on
-// real weights against the alternative of sign, exponent and 2 mantissa bits (bits 15..8): see
-// the commit that chose it and bench/RESULTS.md.
+// Splits chosen by the ideal size (symbol entropy per tensor plus raw bits) on real weights
+// (stories260K, bench/RESULTS.md): FP16's symbol byte must hold 3 bits beside its 5 exponent
+// bits; the top 3 mantissa bits (bits 14..7, 13.5148 bits/value) and the sign with the top 2
+// (bits 15..8, 13.5151) tie, and bits 14..7 are BF16's positions, so FP16 merges exactly as BF16
+// does. For FP32, bits 30..23 (the exponent, 26.6075) beat bits 29..22 (27.5498), which trade the
+// constant top exponent bit for a nearly uniform mantissa bit.
 //
 // bf16_in_fp32 is an FP32 tensor whose every value has its low 16 bits zero (BF16 values
 // widened, common in FP32 checkpoints): coded exactly like BF16 of the high halves, decoded
