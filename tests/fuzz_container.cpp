@@ -25,12 +25,12 @@
 namespace {
 
 void read_everything(const floatzip::container_reader& reader) {
-  std::vector<std::uint16_t> values;
+  std::vector<std::byte> values;
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
     const auto& rec = reader.bundles()[b];
-    if (rec.is_bf16()) {
-      // value_count <= stored bytes <= input size was checked by the reader: bounded.
-      values.assign(rec.value_count, 0);
+    if (rec.has_values()) {
+      // decoded_bytes <= 8 * stored bytes <= 8 * input size was checked by the reader: bounded.
+      values.assign(rec.decoded_bytes, std::byte{0});
       (void)reader.decode_bundle(b, values, {1});
     } else {
       (void)reader.bundle_bytes(b);

@@ -134,18 +134,22 @@ int main(int argc, char** argv) {
   } else {
     std::fprintf(stderr, "fuzz_seeds: %s not present; only the hand-built seed\n", models.c_str());
   }
-  // Gaps, an empty tensor, mixed dtypes and an odd header length.
+  // Gaps, an empty tensor, mixed dtypes (FP8 values of a few codes: a coded FP8 bundle; F16 and
+  // F32 ones) and an odd header length.
   const std::string json =
       R"({"model.layers.0.a":{"dtype":"BF16","shape":[40],"data_offsets":[0,80]},)"
       R"("model.layers.0.b":{"dtype":"BF16","shape":[8],"data_offsets":[80,96]},)"
       R"("f":{"dtype":"F32","shape":[2],"data_offsets":[100,108]},)"
       R"("e":{"dtype":"BF16","shape":[0],"data_offsets":[108,108]},)"
-      R"("h":{"dtype":"BF16","shape":[3],"data_offsets":[108,114]}})";
+      R"("h":{"dtype":"BF16","shape":[3],"data_offsets":[108,114]},)"
+      R"("q":{"dtype":"F8_E4M3","shape":[160],"data_offsets":[114,274]},)"
+      R"("g":{"dtype":"F16","shape":[8],"data_offsets":[274,290]}})";
   std::string image(8, '\0');
   const std::uint64_t n = json.size();
   for (int i = 0; i < 8; ++i) image[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
   image += json;
-  for (int i = 0; i < 120; ++i) image += static_cast<char>((i * 37) & 0x7F);
+  for (int i = 0; i < 296; ++i)
+    image += static_cast<char>(i >= 114 && i < 274 ? 0x30 + (i * i) % 3 : (i * 37) & 0x7F);
   {
     std::FILE* f = std::fopen((corpus / "mixed.safetensors").c_str(), "wb");
     if (f == nullptr) die("cannot write the mixed seed");

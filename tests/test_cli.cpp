@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "../bench/format_files.hpp"
 #include "container_test_util.hpp"
 
 namespace floatzip {
@@ -220,13 +221,32 @@ TEST(Cli, InfoJsonAgreesWithTheFiles) {
     EXPECT_EQ(json.at("compressed_bytes").get<std::uint64_t>(), compressed);
     EXPECT_EQ(json.at("original_bytes").get<std::uint64_t>(), original);
     EXPECT_NEAR(json.at("ratio").get<double>(), double(compressed) / double(original), 1e-12);
-    // BF16 values from the safetensors header itself.
+    // Values of each format from the safetensors file itself.
     auto file = detail::mapped_file::open(model).value();
     const auto header = safetensors::parse_header(file.bytes(), file.size(), "m").value();
-    std::uint64_t bf16_values = 0;
-    for (const auto& t : header.tensors)
-      if (t.type == safetensors::dtype::bf16) bf16_values += t.element_count();
+    std::map<std::string, std::uint64_t> format_values;
+    std::uint64_t float_values = 0;
+    for (const auto& t : header.tensors) {
+      const auto data = file.bytes().subspan(header.header_size() + t.data.begin, t.size_bytes());
+      const auto format =
+          container_format_of(t.type, t.type == safetensors::dtype::f32 && low_halves_zero(data));
+      if (!format) continue;
+      format_values[std::string(to_string(*format))] += t.element_count();
+      float_values += t.element_count();
+    }
+    const std::uint64_t bf16_values = format_values["bf16"];
+    format_values.erase("bf16");
+    if (bf16_values > 0) format_values["bf16"] = bf16_values;
     EXPECT_EQ(json.at("bf16_values").get<std::uint64_t>(), bf16_values);
+    ASSERT_EQ(json.at("formats").size(), format_values.size());
+    for (const auto& [name, values] : format_values) {
+      const auto& f = json.at("formats").at(name);
+      EXPECT_EQ(f.at("values").get<std::uint64_t>(), values) << name;
+      EXPECT_NEAR(f.at("bits_per_value").get<double>(),
+                  8.0 * f.at("stored_bytes").get<double>() / double(values), 1e-9);
+      EXPECT_GE(f.at("bits_per_value").get<double>(),
+                f.at("huffman_ideal_bits_per_value").get<double>());
+    }
     // Per-bundle figures add up to the totals; bits per value follow from the stored bytes.
     std::uint64_t stored = 0;
     std::uint64_t decoded = 0;
@@ -236,7 +256,7 @@ TEST(Cli, InfoJsonAgreesWithTheFiles) {
       decoded += b.at("original_bytes").get<std::uint64_t>();
       values += b.at("values").get<std::uint64_t>();
     }
-    EXPECT_EQ(values, bf16_values);
+    EXPECT_EQ(values, float_values);
     EXPECT_EQ(decoded, original - header.header_size());
     EXPECT_LT(stored, compressed);
     if (bf16_values > 0) {
@@ -248,7 +268,68 @@ TEST(Cli, InfoJsonAgreesWithTheFiles) {
     }
     const auto text = run({"info", (dir / "m.fzip").string()});
     EXPECT_EQ(text.exit_code, 0);
-    EXPECT_NE(text.out.find("bits/w"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("bits/v"), std::string::npos) << text.out;
+  }
+}
+
+// Issue 12: one file with every float format the container codes (made from the real model in
+// BF16, F16 and F32: FP8 by a per-tensor scale, BF16-in-F32 by widening) and a raw I64 tensor.
+TEST(Cli, MixedDtypeFileRoundTripsAndInfoReportsEveryFormat) {
+  const fs::path models = testing::models_dir();
+  const fs::path bf16 = models / "stories260K.bf16.safetensors";
+  const fs::path f16 = models / "stories260K.f16.safetensors";
+  const fs::path f32 = models / "stories260K.f32.safetensors";
+  if (!fs::exists(bf16) || !fs::exists(f16) || !fs::exists(f32))
+    GTEST_SKIP() << "stories260K in BF16, F16 and F32 not present in " << models;
+  namespace ff = format_files;
+  temp_dir dir;
+  ff::write_safetensors(
+      dir / "mixed.safetensors",
+      ff::mixed_file(ff::read_tensors(bf16), ff::read_tensors(f16), ff::read_tensors(f32)));
+  for (const char* group : {"auto", "none"}) {
+    SCOPED_TRACE(group);
+    auto r = run({"compress", (dir / "mixed.safetensors").string(), "-o",
+                  (dir / "mixed.fzip").string(), "--force", "--group", group});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    for (const char* format : {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"})
+      EXPECT_NE(r.out.find(std::string("bits per ") + format + " value"), std::string::npos)
+          << r.out;
+    r = run({"decompress", (dir / "mixed.fzip").string(), "-o", (dir / "back.safetensors").string(),
+             "--force"});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    EXPECT_EQ(testing::read_file(dir / "back.safetensors"),
+              testing::read_file(dir / "mixed.safetensors"));
+    r = run({"verify", (dir / "mixed.safetensors").string(), (dir / "mixed.fzip").string()});
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+
+    r = run({"info", (dir / "mixed.fzip").string(), "--json"});
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    const auto json = nlohmann::json::parse(r.out);
+    const auto& formats = json.at("formats");
+    ASSERT_EQ(formats.size(), 6u) << formats.dump();
+    std::uint64_t stored = 0;
+    for (const auto& [name, f] : formats.items()) {
+      SCOPED_TRACE(name);
+      EXPECT_GT(f.at("values").get<std::uint64_t>(), 0u);
+      EXPECT_LT(f.at("ratio").get<double>(), 1.0);
+      EXPECT_GE(f.at("bits_per_value").get<double>(),
+                f.at("huffman_ideal_bits_per_value").get<double>());
+      stored += f.at("stored_bytes").get<std::uint64_t>();
+    }
+    // The per-bundle figures carry their format and add up to the per-format totals.
+    std::map<std::string, std::uint64_t> bundle_stored;
+    for (const auto& b : json.at("bundles"))
+      if (b.contains("format"))
+        bundle_stored[b.at("format").get<std::string>()] +=
+            b.at("stored_bytes").get<std::uint64_t>();
+    for (const auto& [name, f] : formats.items())
+      EXPECT_EQ(bundle_stored[name], f.at("stored_bytes").get<std::uint64_t>()) << name;
+    EXPECT_LT(stored, json.at("compressed_bytes").get<std::uint64_t>());
+    const auto text = run({"info", (dir / "mixed.fzip").string()});
+    ASSERT_EQ(text.exit_code, 0) << describe(text);
+    for (const char* line : {"fp16: ", "fp32: ", "bf16-in-fp32: ", "fp8-e4m3: ", "fp8-e5m2: ",
+                             "per-tensor Huffman ideal"})
+      EXPECT_NE(text.out.find(line), std::string::npos) << text.out;
   }
 }
 

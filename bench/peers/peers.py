@@ -22,19 +22,26 @@ import importlib.metadata
 ZSTD_19_PREFIX = 32 << 20  # zstd -19 runs at ~2 MB/s here: bigger files are measured on a prefix
 
 
-def bf16_values(path):
-    """BF16 values and header bytes of a safetensors file (for bits per value)."""
+# The float dtypes floatzip codes, their bytes per value, and ZipNN's name for them.
+FLOAT_DTYPES = {"BF16": (2, "bfloat16"), "F16": (2, "float16"), "F32": (4, "float32"),
+                "F8_E4M3": (1, "float8_e4m3fn"), "F8_E5M2": (1, "float8_e5m2")}
+
+
+def float_values(path):
+    """(float values, the dtype holding most of the file's bytes) of a safetensors file: the
+    values bits per value are counted over, and the dtype ZipNN is told the bytes are."""
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(n))
     values = 0
+    bytes_of = {}
     for name, info in header.items():
-        if name == "__metadata__":
+        if name == "__metadata__" or info["dtype"] not in FLOAT_DTYPES:
             continue
-        if info["dtype"] == "BF16":
-            begin, end = info["data_offsets"]
-            values += (end - begin) // 2
-    return values
+        begin, end = info["data_offsets"]
+        values += (end - begin) // FLOAT_DTYPES[info["dtype"]][0]
+        bytes_of[info["dtype"]] = bytes_of.get(info["dtype"], 0) + end - begin
+    return values, (max(bytes_of, key=bytes_of.get) if bytes_of else None)
 
 
 def median(xs):
@@ -67,12 +74,15 @@ class Floatzip:
 
 
 class ZipNNContender:
-    def __init__(self, name, chunk):
+    """ZipNN on the whole file's bytes, told the file's (main) float dtype."""
+
+    def __init__(self, name, chunk, dtype):
         self.name = name
         self.chunk = chunk
+        self.dtype = dtype
 
     def codec(self, threads):
-        return ZipNN(bytearray_dtype="bfloat16", input_format="byte", threads=threads,
+        return ZipNN(bytearray_dtype=self.dtype, input_format="byte", threads=threads,
                      compression_chunk=self.chunk)
 
     def compress(self, data, threads):
@@ -114,11 +124,12 @@ def timed(fn):
 def measure_file(path, args, work):
     data = open(path, "rb").read()
     size = len(data)
-    values = bf16_values(path)
+    values, dtype = float_values(path)
+    zipnn_dtype = FLOAT_DTYPES[dtype][1] if dtype else "bfloat16"  # no floats: its default
     fz = Floatzip(args.floatzip)
-    contenders = [fz, ZipNNContender("ZipNN default (256 KiB)", 256 * 1024),
-                  ZipNNContender("ZipNN 32 KiB chunks", 32 * 1024), ZstdContender(1),
-                  ZstdContender(19)]
+    contenders = [fz, ZipNNContender("ZipNN default (256 KiB)", 256 * 1024, zipnn_dtype),
+                  ZipNNContender("ZipNN 32 KiB chunks", 32 * 1024, zipnn_dtype),
+                  ZstdContender(1), ZstdContender(19)]
     rows = {c.name: {"sizes": [], "roundtrip": True, "note": "",
                      "mem_c": {}, "mem_d": {}, "file_c": {}, "file_d": {}} for c in contenders}
     zstd19_prefix = size > ZSTD_19_PREFIX
@@ -138,7 +149,7 @@ def measure_file(path, args, work):
                     mc, md = c.memory(path, threads)
                     r["mem_c"].setdefault(threads, []).append(mc)
                     r["mem_d"].setdefault(threads, []).append(md)
-                    r["note"] = ("in memory: the codec on the BF16 bundles (`floatzip bench`), "
+                    r["note"] = ("in memory: the codec on the coded bundles (`floatzip bench`), "
                                  "decoding into a reused buffer")
                     src_bytes = size
                 else:
@@ -184,8 +195,8 @@ def measure_file(path, args, work):
                     r["file_d"].setdefault(threads, []).append(src_bytes / td / 1e9)
                 r["sizes"].append(stored / src_bytes)
                 r["roundtrip"] = r["roundtrip"] and same
-    return {"file": path, "bytes": size, "bf16_values": values, "rows": rows,
-            "order": [c.name for c in contenders]}
+    return {"file": path, "bytes": size, "float_values": values, "dtype": dtype,
+            "zipnn_dtype": zipnn_dtype, "rows": rows, "order": [c.name for c in contenders]}
 
 
 def filecmp_bytes(path, data):
@@ -208,8 +219,9 @@ def report(results, args):
     lines = []
     for res in results:
         name = os.path.basename(res["file"])
-        lines.append("\n### %s (%d bytes, %d BF16 values)\n" % (name, res["bytes"],
-                                                                  res["bf16_values"]))
+        lines.append("\n### %s (%d bytes, %d float values, mostly %s; ZipNN told %s)\n"
+                     % (name, res["bytes"], res["float_values"], res["dtype"],
+                        res["zipnn_dtype"]))
         head = "| contender | ratio | bits/value |"
         sep = "|---|---|---|"
         for t in args.threads:
@@ -222,7 +234,7 @@ def report(results, args):
         for cname in res["order"]:
             r = res["rows"][cname]
             ratio = median(r["sizes"])
-            bits = ratio * res["bytes"] * 8 / res["bf16_values"] if res["bf16_values"] else 0
+            bits = ratio * res["bytes"] * 8 / res["float_values"] if res["float_values"] else 0
             row = "| %s | %.4f | %.3f |" % (cname, ratio, bits)
             for t in args.threads:
                 for key in ("mem_c", "mem_d", "file_c", "file_d"):
@@ -238,6 +250,19 @@ def report(results, args):
     return "\n".join(lines)
 
 
+def summary(results):
+    """One line per file: floatzip against ZipNN's best setting of the same run."""
+    lines = ["| file | dtype | floatzip | ZipNN best (setting) | floatzip / ZipNN best |",
+             "|---|---|---|---|---|"]
+    for res in results:
+        fz = median(res["rows"]["floatzip"]["sizes"])
+        zipnn = {c: median(res["rows"][c]["sizes"]) for c in res["order"] if c.startswith("ZipNN")}
+        best = min(zipnn, key=zipnn.get)
+        lines.append("| %s | %s | %.4f | %.4f (%s) | %.4f |" % (
+            os.path.basename(res["file"]), res["dtype"], fz, zipnn[best], best, fz / zipnn[best]))
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("files", nargs="*")
@@ -248,6 +273,9 @@ def main():
     p.add_argument("--llama-mb", type=int, default=256,
                    help="size of the generated Llama-shaped checkpoint (0: none)")
     p.add_argument("--json", help="write the raw measurements here")
+    p.add_argument("--format-files",
+                   help="floatzip_format_files: also measure the BF16-in-F32 and FP8 files it "
+                        "makes from the models (default: when no FILE is given)")
     args = p.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
     files = list(args.files)
@@ -257,12 +285,24 @@ def main():
     try:
         if not files and os.path.isdir(models):
             files = sorted(os.path.join(models, f) for f in os.listdir(models)
-                           if f.endswith(".safetensors") and bf16_values(os.path.join(models, f)))
+                           if f.endswith(".safetensors")
+                           and float_values(os.path.join(models, f))[0])
+            if args.format_files:
+                made = subprocess.run([args.format_files, models, os.path.join(work, "formats")],
+                                      check=True, capture_output=True, text=True).stdout.split()
+                files += sorted(f for f in made if not f.endswith(".mixed.safetensors"))
         if args.llama_mb > 0:
             keep = os.path.join(work, "llama")
             subprocess.run([args.floatzip, "demo", "--size-mb", str(args.llama_mb), "--keep",
                             keep], check=True, stdout=subprocess.DEVNULL)
             files.append(os.path.join(keep, "llama.safetensors"))
+            if args.format_files and not args.files:
+                # The same weights in the other formats (F16 and FP8 rounded from them, BF16
+                # widened to F32): bigger inputs for the speeds of every format.
+                os.symlink(files[-1], os.path.join(keep, "llama.bf16.safetensors"))
+                made = subprocess.run([args.format_files, keep, os.path.join(work, "llama-formats")],
+                                      check=True, capture_output=True, text=True).stdout.split()
+                files += sorted(made)
         results = []
         for f in files:
             print("measuring %s ..." % f, file=sys.stderr, flush=True)
@@ -274,10 +314,12 @@ def main():
                  zstandard.__version__, ".".join(map(str, zstandard.backend_features and
                                                       zstandard.ZSTD_VERSION or ())),
                  args.reps))
-        print("columns: whole-file ratio; bits per BF16 value (whole output / BF16 values); "
+        print("columns: whole-file ratio; bits per float value (whole output / float values); "
               "GB/s of original bytes: mem = in memory, file = file to file, c/d = compress/"
               "decompress, N = threads")
         print(report(results, args))
+        print("\n### floatzip against ZipNN's best setting (whole-file ratios, medians)\n")
+        print(summary(results))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # floatzip against its peers (ZipNN, zstd) on the same files in one run. See README.md here.
 #
-#   bench/peers/run.sh                      # every BF16 model in ../shared/models + a 256 MB
-#                                           # generated Llama-shaped checkpoint, 3 repetitions
+#   bench/peers/run.sh                      # every model in ../shared/models (BF16, F16, F32),
+#                                           # BF16-in-F32 and FP8 files made from them
+#                                           # (floatzip_format_files) + a 256 MB generated
+#                                           # Llama-shaped checkpoint, 3 repetitions
 #   bench/peers/run.sh --reps 5 --llama-mb 0 FILE...   # chosen files, no generated checkpoint
 #
 # Makes its own virtual environment (build/peers-venv) with a pinned ZipNN, installs the zstd
 # command from Debian when it is missing, and builds the floatzip command (Release) when
-# build/examples/floatzip is absent.
+# build/examples/floatzip or build/bench/floatzip_format_files is absent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -33,9 +35,11 @@ assert m.version('zipnn') == '$zipnn_version'" 2> /dev/null; then
 fi
 
 floatzip="${FLOATZIP_BIN:-$root/build/examples/floatzip}"
-if [ ! -x "$floatzip" ]; then
+format_files="${FLOATZIP_FORMAT_FILES_BIN:-$root/build/bench/floatzip_format_files}"
+if [ ! -x "$floatzip" ] || [ ! -x "$format_files" ]; then
   "$root/cmake/scripts/setup.sh"
   cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
-  cmake --build "$root/build" --target floatzip_cli
+  cmake --build "$root/build" --target floatzip_cli floatzip_format_files
 fi
-exec "$venv/bin/python" "$here/peers.py" --floatzip "$floatzip" --root "$root" "$@"
+exec "$venv/bin/python" "$here/peers.py" --floatzip "$floatzip" --format-files "$format_files" \
+  --root "$root" "$@"

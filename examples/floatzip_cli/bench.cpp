@@ -1,7 +1,8 @@
-// floatzip bench: codec throughput on the BF16 bundles of a model file.
+// floatzip bench: codec throughput on the float bundles (every value format) of a model file.
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -17,16 +18,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// One BF16 bundle's values, concatenated, and the sizes of its tensors.
+// One bundle's values (any value format), concatenated as bytes, and the sizes of its tensors.
 struct bench_bundle {
-  std::vector<std::uint16_t> values;
-  std::vector<std::uint64_t> tensor_sizes;
+  value_format format = value_format::bf16;
+  std::vector<std::byte> bytes;
+  std::vector<std::uint64_t> tensor_bytes;
 
-  [[nodiscard]] std::vector<std::span<const std::uint16_t>> tensors() const {
-    std::vector<std::span<const std::uint16_t>> out;
+  [[nodiscard]] std::vector<std::span<const std::byte>> tensors() const {
+    std::vector<std::span<const std::byte>> out;
     std::uint64_t at = 0;
-    for (std::uint64_t n : tensor_sizes) {
-      out.emplace_back(values.data() + at, n);
+    for (std::uint64_t n : tensor_bytes) {
+      out.emplace_back(bytes.data() + at, n);
       at += n;
     }
     return out;
@@ -38,42 +40,52 @@ bool starts_with_container_magic(const detail::mapped_file& file) {
          std::memcmp(file.bytes().data(), kContainerMagic.data(), kContainerMagic.size()) == 0;
 }
 
-// The BF16 bundles of a safetensors file, grouped as compression groups them.
+// The float bundles of a safetensors file, grouped and formatted as compression does.
 result<std::vector<bench_bundle>> load_safetensors(const detail::mapped_file& file) {
   auto header = safetensors::parse_header(file.bytes(), file.size(), file.path().string());
   if (!header) return header.error();
-  const auto plan = detail::plan_container(*header);
   const std::byte* data = file.bytes().data() + header->header_size();
+  const auto plan = detail::plan_container(
+      *header, {}, kMaxBundleValuesDefault,
+      [&](const safetensors::tensor_info& info) -> std::optional<value_format> {
+        return container_format_of(
+            info.type, info.type == safetensors::dtype::f32 &&
+                           low_halves_zero({data + info.data.begin, info.size_bytes()}));
+      });
   std::vector<bench_bundle> bundles;
   for (const auto& p : plan.bundles) {
-    if (p.kind != bundle_kind::bf16_huffman) continue;
+    if (p.kind != bundle_kind::huffman) continue;
     bench_bundle b;
+    b.format = p.format;
+    const std::uint64_t width = value_bytes(p.format);
     for (std::uint32_t m : p.members) {
       const auto& t = plan.tensors[m];
       // The whole tensor, or this bundle's piece of a tensor split across bundles.
-      const std::uint64_t bytes = p.piece_values != 0 ? 2 * p.piece_values : t.size_bytes();
-      const std::size_t at = b.values.size();
-      b.values.resize(at + bytes / 2);
-      std::memcpy(b.values.data() + at, data + t.original.begin + 2 * p.piece_first, bytes);
-      b.tensor_sizes.push_back(bytes / 2);
+      const std::uint64_t bytes = p.piece_values != 0 ? width * p.piece_values : t.size_bytes();
+      const std::byte* from = data + t.original.begin + width * p.piece_first;
+      b.bytes.insert(b.bytes.end(), from, from + bytes);
+      b.tensor_bytes.push_back(bytes);
     }
     bundles.push_back(std::move(b));
   }
   return bundles;
 }
 
-// The BF16 bundles of a container, decoded.
+// The float bundles of a container, decoded.
 result<std::vector<bench_bundle>> load_container(const fs::path& path) {
   auto reader = container_reader::open(path);
   if (!reader) return reader.error();
   std::vector<bench_bundle> bundles;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
-    if (!reader->bundles()[b].is_bf16()) continue;
+    const auto& rec = reader->bundles()[b];
+    if (!rec.has_values()) continue;
     bench_bundle bundle;
-    bundle.values.resize(reader->bundles()[b].value_count);
-    if (error e = reader->decode_bundle(b, bundle.values)) return e;
+    bundle.format = rec.format;
+    bundle.bytes.resize(rec.decoded_bytes);
+    if (error e = reader->decode_bundle(b, bundle.bytes)) return e;
     for (std::uint32_t m : reader->bundle_tensors(b))
-      bundle.tensor_sizes.push_back(reader->tensor_piece(b, reader->tensors()[m]).values);
+      bundle.tensor_bytes.push_back(value_bytes(rec.format) *
+                                    reader->tensor_piece(b, reader->tensors()[m]).values);
     bundles.push_back(std::move(bundle));
   }
   return bundles;
@@ -111,26 +123,35 @@ int bench_command(const std::vector<std::string>& tokens) {
       starts_with_container_magic(*file) ? load_container(input) : load_safetensors(*file);
   if (!loaded) return fail(loaded.error());
   const std::vector<bench_bundle>& bundles = *loaded;
-  if (bundles.empty()) return fail({errc::invalid_argument, input.string() + ": no BF16 tensors"});
+  if (bundles.empty())
+    return fail({errc::invalid_argument, input.string() + ": no float tensors to code"});
   std::uint64_t values = 0;
+  std::uint64_t original_bytes = 0;
   std::uint64_t largest = 0;
+  std::array<std::uint64_t, kValueFormatCount> format_values{};
   for (const auto& b : bundles) {
-    values += b.values.size();
-    largest = std::max<std::uint64_t>(largest, b.values.size());
+    const std::uint64_t n = b.bytes.size() / value_bytes(b.format);
+    values += n;
+    format_values[static_cast<std::size_t>(b.format)] += n;
+    original_bytes += b.bytes.size();
+    largest = std::max<std::uint64_t>(largest, b.bytes.size());
   }
-  const std::uint64_t bf16_bytes = 2 * values;
+  std::string formats;
+  for (unsigned f = 0; f < kValueFormatCount; ++f)
+    if (format_values[f] != 0)
+      formats += fmt::format("{}{} {}", formats.empty() ? "" : ", ", format_values[f],
+                             to_string(static_cast<value_format>(f)));
 
-  fmt::print("{}: {} BF16 bundles, {} values ({}); best of {} runs\n", input.string(),
-             bundles.size(), values, human_bytes(double(bf16_bytes)), repeat);
+  fmt::print("{}: {} bundles, {} values ({}; {}); best of {} runs\n", input.string(),
+             bundles.size(), values, formats, human_bytes(double(original_bytes)), repeat);
 
   // Baseline in the same run: copying the same bytes once.
-  std::vector<std::uint16_t> sink(largest);
+  std::vector<std::byte> sink(largest);
   const double memcpy_seconds = best_seconds(repeat, [&] {
-    for (const auto& b : bundles)
-      std::memcpy(sink.data(), b.values.data(), b.values.size() * sizeof(std::uint16_t));
+    for (const auto& b : bundles) std::memcpy(sink.data(), b.bytes.data(), b.bytes.size());
   });
-  fmt::print("  memcpy of the BF16 bytes (1 thread): {:.2f} GB/s\n",
-             gb_per_s(bf16_bytes, memcpy_seconds));
+  fmt::print("  memcpy of the values' bytes (1 thread): {:.2f} GB/s\n",
+             gb_per_s(original_bytes, memcpy_seconds));
 
   std::vector<unsigned> thread_counts = {1};
   if (threads > 1) thread_counts.push_back(threads);
@@ -143,7 +164,7 @@ int bench_command(const std::vector<std::string>& tokens) {
     const double encode_seconds = best_seconds(repeat, [&] {
       for (std::size_t i = 0; i < bundles.size(); ++i) {
         const auto tensors = bundles[i].tensors();
-        encoded[i] = compress_bundle(tensors, eopts);
+        encoded[i] = compress_bundle(bundles[i].format, tensors, eopts);
       }
     });
     std::vector<bundle_view> views;
@@ -157,19 +178,25 @@ int bench_command(const std::vector<std::string>& tokens) {
     error decode_error;
     const double decode_seconds = best_seconds(repeat, [&] {
       for (const auto& v : views)
-        if (error e = decompress(v, std::span(sink).first(v.value_count()), {t})) decode_error = e;
+        if (error e = decompress(v, std::span(sink), {t})) decode_error = e;
     });
     if (decode_error) return fail(decode_error);
-    fmt::print("  {:>7}  {:>15.2f}  {:>15.2f}\n", t, gb_per_s(bf16_bytes, encode_seconds),
-               gb_per_s(bf16_bytes, decode_seconds));
+    fmt::print("  {:>7}  {:>15.2f}  {:>15.2f}\n", t, gb_per_s(original_bytes, encode_seconds),
+               gb_per_s(original_bytes, decode_seconds));
   }
-  fmt::print("  bundles: {:.3f} bits per BF16 weight, ratio {:.4f} (throughput is in BF16 bytes)\n",
-             8.0 * double(encoded_bytes) / double(values),
-             double(encoded_bytes) / double(bf16_bytes));
+  fmt::print(
+      "  bundles: {:.3f} bits per value, ratio {:.4f} (throughput is in bytes of the values)\n",
+      8.0 * double(encoded_bytes) / double(values), double(encoded_bytes) / double(original_bytes));
 
+  // The GPU decoder takes BF16 bundles.
+  std::vector<std::vector<std::byte>> bf16_encoded;
+  for (std::size_t i = 0; i < bundles.size(); ++i)
+    if (bundles[i].format == value_format::bf16) bf16_encoded.push_back(encoded[i]);
   // The GPU figures are medians, which need a few more runs than the CPU's best-of.
   const int gpu_runs = std::max(repeat, 5);
-  auto gpu = measure_gpu_decode(encoded, gpu_runs);
+  auto gpu = bf16_encoded.empty()
+                 ? result<gpu_decode_measurement>(error{errc::invalid_argument, "no BF16 bundles"})
+                 : measure_gpu_decode(bf16_encoded, gpu_runs);
   if (gpu)
     fmt::print(
         "  GPU {}: decode {:.1f} GB/s, device copy of the BF16 bytes {:.1f} GB/s "

@@ -67,13 +67,29 @@ unsigned threads_option(const arguments& args) {
   return static_cast<unsigned>(args.unsigned_value("threads", 0, 1, 4096));
 }
 
+// The value formats a container holds, in enum order.
+std::vector<value_format> formats_present(const container_totals& t) {
+  std::vector<value_format> present;
+  for (unsigned f = 0; f < kValueFormatCount; ++f)
+    if (t.formats[f].bundle_count != 0) present.push_back(static_cast<value_format>(f));
+  return present;
+}
+
+// "10.691 bits per bf16 value, 19.021 bits per fp32 value" (or "no float values").
+std::string bits_summary(const container_totals& t) {
+  std::string out;
+  for (value_format f : formats_present(t))
+    out += fmt::format("{}{:.3f} bits per {} value", out.empty() ? "" : ", ",
+                       t.of(f).bits_per_value(), to_string(f));
+  return out.empty() ? "no float values" : out;
+}
+
 void print_totals_line(const fs::path& in, const fs::path& out, const container_totals& t,
                        double seconds) {
-  fmt::print(
-      "{} -> {}: {} -> {} (ratio {:.4f}), {:.3f} bits per BF16 weight, {:.2f} s, {:.2f} GB/s\n",
-      detail::printable(in), detail::printable(out), human_bytes(double(t.original_bytes)),
-      human_bytes(double(t.file_bytes)), t.ratio(), t.bits_per_bf16_value(), seconds,
-      seconds > 0 ? double(t.original_bytes) / seconds / 1e9 : 0.0);
+  fmt::print("{} -> {}: {} -> {} (ratio {:.4f}), {}, {:.2f} s, {:.2f} GB/s\n",
+             detail::printable(in), detail::printable(out), human_bytes(double(t.original_bytes)),
+             human_bytes(double(t.file_bytes)), t.ratio(), bits_summary(t), seconds,
+             seconds > 0 ? double(t.original_bytes) / seconds / 1e9 : 0.0);
 }
 
 }  // namespace
@@ -224,7 +240,31 @@ nlohmann::ordered_json totals_json(const container_totals& t) {
   j["raw_bytes"] = t.raw_bytes;
   j["tensor_count"] = t.tensor_count;
   j["bundle_count"] = t.bundle_count;
+  // Per value format present: its coded and verbatim bundles together.
+  auto& formats = j["formats"] = nlohmann::ordered_json::object();
+  for (value_format f : formats_present(t)) {
+    const format_totals& ft = t.of(f);
+    nlohmann::ordered_json jf;
+    jf["bundles"] = ft.bundle_count;
+    jf["values"] = ft.values;
+    jf["original_bytes"] = ft.original_bytes;
+    jf["stored_bytes"] = ft.stored_bytes;
+    jf["ratio"] = ft.ratio();
+    jf["bits_per_value"] = ft.bits_per_value();
+    jf["symbol_entropy_bits_per_value"] =
+        ft.values == 0 ? 0.0 : ft.symbol_entropy_bits / double(ft.values);
+    jf["entropy_bound_bits_per_value"] = ft.entropy_bound_bits_per_value(f);
+    jf["huffman_ideal_bits_per_value"] = ft.huffman_ideal_bits_per_value(f);
+    formats[std::string(to_string(f))] = std::move(jf);
+  }
   return j;
+}
+
+// "raw", or the format ("fp16"), with " verbatim" for values stored as they are.
+std::string kind_label(const container_bundle& rec) {
+  if (!rec.has_values()) return "raw";
+  return std::string(to_string(rec.format)) +
+         (rec.kind == bundle_kind::verbatim ? " verbatim" : "");
 }
 
 nlohmann::ordered_json file_json(const fs::path& path, const container_reader& reader) {
@@ -238,9 +278,8 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
     const auto& rec = reader.bundles()[b];
     nlohmann::ordered_json jb;
     jb["index"] = b;
-    jb["kind"] = rec.kind == bundle_kind::raw        ? "raw"
-                 : rec.kind == bundle_kind::bf16_raw ? "bf16 verbatim"
-                                                     : "bf16";
+    jb["kind"] = kind_label(rec);
+    if (rec.has_values()) jb["format"] = to_string(rec.format);
     jb["name"] = bundle_label(reader, b);
     jb["tensors"] = reader.bundle_tensors(b).size();
     jb["values"] = rec.value_count;
@@ -248,8 +287,7 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
     jb["stored_bytes"] = rec.stored_bytes;
     jb["bits_per_value"] = rec.bits_per_value();
     jb["exponent_entropy"] = rec.exponent_entropy;
-    jb["huffman_ideal_bits_per_value"] =
-        rec.value_count == 0 ? 0.0 : 8.0 + double(rec.huffman_ideal_bits) / double(rec.value_count);
+    jb["huffman_ideal_bits_per_value"] = rec.huffman_ideal_bits_per_value();
     jb["ratio"] =
         rec.decoded_bytes == 0 ? 0.0 : double(rec.stored_bytes) / double(rec.decoded_bytes);
     bundles.push_back(std::move(jb));
@@ -259,42 +297,51 @@ nlohmann::ordered_json file_json(const fs::path& path, const container_reader& r
 
 void print_file_table(const fs::path& path, const container_reader& reader) {
   const auto t = reader.totals();
-  fmt::print("{}: {} tensors in {} bundles ({} BF16, {} raw), grouping: {}\n",
-             detail::printable(path), t.tensor_count, t.bundle_count, t.bf16_bundle_count,
-             t.bundle_count - t.bf16_bundle_count, grouping_name(reader.grouping_used()));
-  // ideal: raw sign/mantissa byte + an unlimited Huffman code per tensor, no metadata.
-  fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind",
-             "values", "bytes before", "bytes after", "bits/w", "ideal", "H(exp)", "ratio",
+  std::string formats;  // "3 bf16, 2 fp16, "
+  std::uint64_t coded = 0;
+  for (value_format f : formats_present(t)) {
+    formats += fmt::format("{} {}, ", t.of(f).bundle_count, to_string(f));
+    coded += t.of(f).bundle_count;
+  }
+  fmt::print("{}: {} tensors in {} bundles ({}{} raw), grouping: {}\n", detail::printable(path),
+             t.tensor_count, t.bundle_count, formats, t.bundle_count - coded,
+             grouping_name(reader.grouping_used()));
+  // ideal: the format's raw planes + an unlimited Huffman code per tensor, no metadata. A kind
+  // ending in "v" is stored verbatim.
+  fmt::print("{:>6} {:>13} {:>12} {:>13} {:>13} {:>7} {:>7} {:>7} {:>6}  {}\n", "bundle", "kind",
+             "values", "bytes before", "bytes after", "bits/v", "ideal", "H(sym)", "ratio",
              "tensors");
   for (std::uint32_t b = 0; b < reader.bundles().size(); ++b) {
     const auto& rec = reader.bundles()[b];
-    const bool raw = rec.kind == bundle_kind::raw;
-    const double ideal =
-        rec.value_count == 0 ? 0.0 : 8.0 + double(rec.huffman_ideal_bits) / double(rec.value_count);
-    fmt::print("{:>6} {:>4} {:>12} {:>13} {:>13} {:>7} {:>7} {:>7} {:>6}  {}\n", b,
-               raw ? "raw" : (rec.kind == bundle_kind::bf16_raw ? "bf16v" : "bf16"),
-               raw ? std::string("-") : std::to_string(rec.value_count), rec.decoded_bytes,
-               rec.stored_bytes,
-               raw ? std::string("-") : fmt::format("{:.3f}", rec.bits_per_value()),
-               raw ? std::string("-") : fmt::format("{:.3f}", ideal),
-               raw ? std::string("-") : fmt::format("{:.3f}", rec.exponent_entropy),
-               rec.decoded_bytes == 0
-                   ? std::string("-")
-                   : fmt::format("{:.3f}", double(rec.stored_bytes) / double(rec.decoded_bytes)),
-               printable_bundle_label(reader, b));
+    const bool raw = !rec.has_values();
+    fmt::print(
+        "{:>6} {:>13} {:>12} {:>13} {:>13} {:>7} {:>7} {:>7} {:>6}  {}\n", b,
+        raw ? std::string("raw")
+            : std::string(to_string(rec.format)) + (rec.kind == bundle_kind::verbatim ? "v" : ""),
+        raw ? std::string("-") : std::to_string(rec.value_count), rec.decoded_bytes,
+        rec.stored_bytes, raw ? std::string("-") : fmt::format("{:.3f}", rec.bits_per_value()),
+        raw ? std::string("-") : fmt::format("{:.3f}", rec.huffman_ideal_bits_per_value()),
+        raw ? std::string("-") : fmt::format("{:.3f}", rec.exponent_entropy),
+        rec.decoded_bytes == 0
+            ? std::string("-")
+            : fmt::format("{:.3f}", double(rec.stored_bytes) / double(rec.decoded_bytes)),
+        printable_bundle_label(reader, b));
   }
 }
 
 void print_totals(const container_totals& t) {
   fmt::print("total: {} bytes -> {} bytes, ratio {:.4f}\n", t.original_bytes, t.file_bytes,
              t.ratio());
-  if (t.bf16_values > 0)
+  for (value_format f : formats_present(t)) {
+    const format_totals& ft = t.of(f);
     fmt::print(
-        "BF16: {} values, {:.3f} bits per weight (per-tensor Huffman ideal {:.3f}, {:+.3f}; "
-        "entropy bound of the bundles {:.3f})\n",
-        t.bf16_values, t.bits_per_bf16_value(), t.huffman_ideal_bits_per_value(),
-        t.bits_per_bf16_value() - t.huffman_ideal_bits_per_value(),
-        t.entropy_bound_bits_per_value());
+        "{}: {} values, {} -> {} bytes (ratio {:.4f}), {:.3f} bits per value (per-tensor Huffman "
+        "ideal {:.3f}, {:+.3f}; entropy bound of the bundles {:.3f})\n",
+        to_string(f), ft.values, ft.original_bytes, ft.stored_bytes, ft.ratio(),
+        ft.bits_per_value(), ft.huffman_ideal_bits_per_value(f),
+        ft.bits_per_value() - ft.huffman_ideal_bits_per_value(f),
+        ft.entropy_bound_bits_per_value(f));
+  }
 }
 
 }  // namespace

@@ -72,19 +72,23 @@ bit for bit (files or directories). Exit code 0 when identical, 1 otherwise.)",
     {"info", "sizes, ratio, bits per weight and entropy per bundle",
      R"(usage: floatzip info FILE [--json]
 
-Per bundle and in total: values, bytes before and after, bits per BF16 weight, exponent entropy,
-ratio. Reads only the index (no decoding). FILE is a .fzip file or a directory of them.
+Per bundle and in total: values, bytes before and after, bits per value, symbol (exponent)
+entropy, the per-tensor Huffman ideal of the format's split, ratio; totals per value format (bf16,
+fp16, fp32, bf16-in-fp32, fp8-e4m3, fp8-e5m2). Reads only the index (no decoding). FILE is a
+.fzip file or a directory of them.
 
   --json   one JSON object; its top level has original_bytes, compressed_bytes, ratio,
-           bf16_values, bits_per_bf16_value, and the per-bundle figures under "bundles")",
+           bf16_values, bits_per_bf16_value, the per-format totals under "formats" and the
+           per-bundle figures (with "format") under "bundles")",
      info_command},
     {"bench", "CPU (and GPU) encode/decode throughput on a model file",
      R"(usage: floatzip bench FILE [--threads N] [--repeat N]
 
-Measures CPU encode and decode throughput of the BF16 bundles of FILE (.safetensors or .fzip),
-with one thread and with --threads threads (default: all cores), beside a memcpy of the same
-bytes measured in the same run. Best of --repeat runs (default 3). GPU decode is reported beside
-a BF16 device copy when this build has the CUDA decoder and a GPU is present.)",
+Measures CPU encode and decode throughput of the float bundles of FILE (.safetensors or .fzip;
+every value format compress codes), with one thread and with --threads threads (default: all
+cores), beside a memcpy of the same bytes measured in the same run. Best of --repeat runs
+(default 3). GPU decode of the BF16 bundles is reported beside a BF16 device copy when this build
+has the CUDA decoder and a GPU is present.)",
      bench_command},
     {"demo", "generate a Llama-shaped checkpoint, compress, verify, report",
      R"(usage: floatzip demo [--size-mb N] [--seed S] [--threads N] [--keep DIR]

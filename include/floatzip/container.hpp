@@ -20,7 +20,9 @@
 //                 transfers and truncation at ^Z)
 //   8       2     format version major (2): a reader refuses any other major version (files of
 //                 format 1 get errc::unsupported_version: compress the original again)
-//   10      2     format version minor (0): a reader refuses a newer minor version
+//   10      2     format version minor: 0 when every bundle holds BF16 values (files of floatzip
+//                 before other float formats, byte for byte), 1 when a bundle holds another
+//                 format (field 'format' of the bundle record); a reader refuses a newer minor
 //   12      4     flags: no flag is defined; a reader refuses any set bit
 //   16      8     file_size: the size of this file; a reader refuses any other size
 //   24      8     original_size: size of the safetensors file this decompresses to
@@ -56,28 +58,33 @@
 //   bundle record (80 bytes)                  tensor record (56 bytes)
 //   0   u64 file_offset (64-aligned)          0   u64 original_begin  (relative to the
 //   8   u64 stored_bytes                      8   u64 original_end     data section)
-//   16  u64 stored_checksum (XXH3-64)         16  u64 bundle_offset (values of a BF16 bundle,
-//   24  u64 decoded_bytes                             bytes of a raw one)
+//   16  u64 stored_checksum (XXH3-64)         16  u64 bundle_offset (values of a coded or
+//   24  u64 decoded_bytes                             verbatim bundle, bytes of a raw one)
 //   32  u64 decoded_checksum (XXH3-64 of the  24  u32 bundle
 //           decoded bytes in bundle order)    28  u32 bundle_tensor (position in the bundle)
-//   40  u64 value_count (BF16 values)         32  u32 name_offset   36  u32 name_size
-//   48  f64 exponent entropy, bits per value  40  u32 dims_offset   44  u16 rank
-//   56  u64 unlimited-Huffman exponent bits   46  u16 dtype (safetensors::dtype)
-//   64  u32 kind (0 raw, 1 BF16 Huffman,         48  u32 header_order (position in the JSON)
-//           2 BF16 stored verbatim)         52  u32 reserved, zero
+//   40  u64 value_count (values of `format`)  32  u32 name_offset   36  u32 name_size
+//   48  f64 symbol entropy, bits per value    40  u32 dims_offset   44  u16 rank
+//   56  u64 unlimited-Huffman symbol bits     46  u16 dtype (safetensors::dtype)
+//   64  u32 kind (0 raw, 1 coded,             48  u32 header_order (position in the JSON)
+//           2 values stored verbatim)         52  u32 bundle_count (pieces of a split tensor)
 //   68  u32 tensor_count
-//   72  u64 reserved, zero
+//   72  u32 format (value_format; 0 for raw
+//           bundles and in files of minor 0)
+//   76  u32 reserved, zero
 //                                             gap record (24 bytes)
 //                                             0 u64 original_begin  8 u64 original_end
 //                                             16 u32 bundle  20 u32 reserved, zero
 //
-// Bundles: the BF16 tensors of one group (by default the first numbered name component, as in
-// "...layers.N.": one transformer block; see grouping_kind) form one bundle compressed by
-// compress_bundle (see bundle_format.hpp); the other BF16 tensors are
-// packed, in file order, into bundles of up to kPackedBundleValues values (a tensor at least that
-// big is a bundle of its own). A BF16 bundle that coding would not make smaller is stored as its
-// values verbatim (kind bf16_raw, decoded by a copy), so no bundle is bigger than its raw bytes.
-// Each tensor of another dtype, and each run of bytes of the data section
+// Bundles: each float tensor is coded in the value format of its dtype (container_format_of:
+// BF16, F16, F8_E4M3, F8_E5M2, and F32 as bf16_in_fp32 when every value's low 16 bits are zero,
+// else as fp32). The tensors of one format and one group (by default the first numbered name
+// component, as in "...layers.N.": one transformer block; see grouping_kind) form one bundle
+// compressed by compress_bundle (see bundle_format.hpp; the bundle's header records its format);
+// the other tensors of a format are packed, in file order, into bundles of up to
+// kPackedBundleValues values (a tensor at least that big is a bundle of its own). Tensors of
+// different formats never share a bundle. A bundle that coding would not make smaller is stored
+// as its values verbatim (kind verbatim, decoded by a copy), so no bundle is bigger than its raw
+// bytes. Each tensor of another dtype, and each run of bytes of the data section
 // that belongs to no tensor (a "gap": padding some writers leave), is stored verbatim as a raw
 // bundle. Tensors and gaps tile the original data section exactly, so decompression writes the
 // verbatim header followed by every tile at its original offset and reproduces the file.
@@ -89,8 +96,9 @@
 // and that the index agrees with the verbatim safetensors header, before it returns; a bundle's
 // own checksum is checked the first time the bundle is touched, and a decoded bundle is checked
 // against its decoded checksum. Declared sizes are checked against the file before anything is
-// allocated: a bundle decodes to at most twice its stored size, so nothing a hostile file
-// declares makes a reader allocate more than twice the file's size.
+// allocated: a bundle decodes to at most 8 times its stored size (FP8: at least one bit per
+// value; the other formats keep at least one raw byte per value of 2 or 4 bytes), so nothing a
+// hostile file declares makes a reader allocate more than 8 times the file's size.
 #pragma once
 
 #include <array>
@@ -112,6 +120,7 @@
 #include "floatzip/encoder.hpp"
 #include "floatzip/error.hpp"
 #include "floatzip/safetensors.hpp"
+#include "floatzip/value_format.hpp"
 
 namespace floatzip {
 
@@ -119,7 +128,9 @@ inline constexpr std::array<std::byte, 8> kContainerMagic = {
     std::byte{0x89}, std::byte{'F'},  std::byte{'Z'},  std::byte{'I'},
     std::byte{'P'},  std::byte{'\r'}, std::byte{'\n'}, std::byte{0x1A}};
 inline constexpr std::uint16_t kContainerVersionMajor = 2;
-inline constexpr std::uint16_t kContainerVersionMinor = 0;
+// The newest minor version this reader reads; writers write 0 for BF16-only files (readable by
+// floatzip before other float formats) and 1 otherwise.
+inline constexpr std::uint16_t kContainerVersionMinor = 1;
 inline constexpr std::uint64_t kContainerAlignment = 16;  // of bundles (GPU section alignment)
 inline constexpr std::uint64_t kContainerHeaderBytes = 128;
 inline constexpr std::uint64_t kIndexHeaderBytes = 32;
@@ -129,16 +140,49 @@ inline constexpr std::uint64_t kGapRecordBytes = 24;
 inline constexpr std::string_view kContainerExtension = ".fzip";
 // Decoded index size a reader accepts: far above any real model's (56 bytes per tensor).
 inline constexpr std::uint64_t kMaxIndexBytes = std::uint64_t{1} << 30;
-// BF16 tensors outside a block group are packed into bundles of about this many values.
+// Float tensors outside a block group are packed into bundles of about this many values.
 inline constexpr std::uint64_t kPackedBundleValues = std::uint64_t{1} << 20;
 
 enum class bundle_kind : std::uint32_t {
-  raw = 0,           // bytes stored verbatim (non-BF16 tensors, gaps)
-  bf16_huffman = 1,  // a serialized bundle from compress_bundle
-  bf16_raw = 2,  // BF16 tensors' values verbatim, in bundle order (coding would not shrink them)
+  raw = 0,       // bytes stored verbatim (tensors of dtypes that are not coded, gaps)
+  huffman = 1,   // a serialized bundle from compress_bundle (its format in its header)
+  verbatim = 2,  // float tensors' values verbatim, in bundle order (coding would not shrink them)
+  // The names of the BF16-only format; the numbers are what files store.
+  bf16_huffman = huffman,
+  bf16_raw = verbatim,
 };
 
-// How BF16 tensors are grouped into bundles (a group is decoded as one unit: a transformer block).
+// The value format compression codes a tensor of dtype `type` in: BF16 -> bf16, F16 -> fp16,
+// F8_E4M3 -> fp8_e4m3, F8_E5M2 -> fp8_e5m2, F32 -> bf16_in_fp32 when `low_halves_zero` (every
+// value's low 16 bits are zero) else fp32; nullopt for every other dtype (stored raw).
+constexpr std::optional<value_format> container_format_of(safetensors::dtype type,
+                                                          bool low_halves_zero) noexcept {
+  switch (type) {
+    case safetensors::dtype::bf16: return value_format::bf16;
+    case safetensors::dtype::f16: return value_format::fp16;
+    case safetensors::dtype::f8_e4m3: return value_format::fp8_e4m3;
+    case safetensors::dtype::f8_e5m2: return value_format::fp8_e5m2;
+    case safetensors::dtype::f32:
+      return low_halves_zero ? value_format::bf16_in_fp32 : value_format::fp32;
+    default: return std::nullopt;
+  }
+}
+
+// Whether a bundle of format `f` may hold a tensor of dtype `type` (F32 either F32 format).
+constexpr bool dtype_holds_format(safetensors::dtype type, value_format f) noexcept {
+  const auto as_is = container_format_of(type, false);
+  const auto widened = container_format_of(type, true);
+  return (as_is && *as_is == f) || (widened && *widened == f);
+}
+
+// Stored bits per value outside the Huffman-coded symbol: the raw planes of the format's split
+// (8 for the raw byte, 16 for fp32's low half, none for FP8).
+constexpr unsigned raw_plane_bits(value_format f) noexcept {
+  return (format_has_raw_byte(f) ? 8u : 0u) + (format_has_low_half(f) ? 16u : 0u);
+}
+
+// How float tensors are grouped into bundles (a group is decoded as one unit: a transformer
+// block); each format's tensors apart.
 // Tensors in no group are packed, in file order, into shared bundles.
 enum class grouping_kind : std::uint32_t {
   layers = 0,     // "...layers.N." (Llama and most decoder-only language models)
@@ -148,7 +192,7 @@ enum class grouping_kind : std::uint32_t {
   experts = 3,    // MoE: "...experts.N." (each expert its own group), else layers.N
   pattern = 4,    // a user regular expression (ECMAScript): the first capture group, else the
                   // whole match, is the group
-  none = 5,       // no groups: every BF16 tensor is packed
+  none = 5,       // no groups: every float tensor is packed
 };
 inline constexpr std::uint32_t kGroupingKindCount = 6;
 
@@ -164,20 +208,32 @@ std::string_view grouping_name(grouping_kind kind) noexcept;
 
 struct container_bundle {
   bundle_kind kind = bundle_kind::raw;
+  value_format format = value_format::bf16;  // of a coded or verbatim bundle (bf16 for raw)
   std::uint64_t file_offset = 0;
   std::uint64_t stored_bytes = 0;
   std::uint64_t stored_checksum = 0;
   std::uint64_t decoded_bytes = 0;
   std::uint64_t decoded_checksum = 0;
-  std::uint64_t value_count = 0;  // BF16 values (0 for raw bundles)
-  [[nodiscard]] bool is_bf16() const noexcept { return kind != bundle_kind::raw; }
-  double exponent_entropy = 0;           // bits per value of the exponent histogram
-  std::uint64_t huffman_ideal_bits = 0;  // exponent bits, an unlimited Huffman code per tensor
+  std::uint64_t value_count = 0;  // values of `format` (0 for raw bundles)
+  // Float values (coded or verbatim) of any format.
+  [[nodiscard]] bool has_values() const noexcept { return kind != bundle_kind::raw; }
+  // BF16 values (coded or verbatim): what BF16-only users (llama_generate, the GPU loader) take.
+  [[nodiscard]] bool is_bf16() const noexcept {
+    return has_values() && format == value_format::bf16;
+  }
+  double exponent_entropy = 0;           // bits per value of the symbol (exponent) histogram
+  std::uint64_t huffman_ideal_bits = 0;  // symbol bits, an unlimited Huffman code per tensor
   std::uint32_t tensor_count = 0;        // tensors in the bundle (0 for a gap's bundle)
 
-  // Bits per BF16 value as stored, everything in the bundle counted.
+  // Bits per value as stored, everything in the bundle counted.
   [[nodiscard]] double bits_per_value() const noexcept {
     return value_count == 0 ? 0.0 : 8.0 * double(stored_bytes) / double(value_count);
+  }
+  // The per-tensor ideal: the format's raw planes + an unlimited Huffman code of the symbols.
+  [[nodiscard]] double huffman_ideal_bits_per_value() const noexcept {
+    return value_count == 0
+               ? 0.0
+               : raw_plane_bits(format) + double(huffman_ideal_bits) / double(value_count);
   }
 };
 
@@ -189,7 +245,7 @@ struct container_tensor {
   std::uint32_t bundle = 0;          // the (first) bundle holding it
   std::uint32_t bundle_count = 1;    // consecutive bundles: > 1 for a tensor split into pieces
   std::uint32_t bundle_tensor = 0;   // position within the bundle
-  std::uint64_t bundle_offset = 0;   // first value (BF16 bundle) or byte (raw bundle)
+  std::uint64_t bundle_offset = 0;   // first value (coded or verbatim bundle) or byte (raw)
   std::uint32_t header_order = 0;    // position in the safetensors JSON
 
   [[nodiscard]] std::uint64_t size_bytes() const noexcept { return original.size(); }
@@ -208,7 +264,35 @@ struct reader_options {
   const cancel_flag* cancel = nullptr;
 };
 
-// Totals over a container (or several: operator+=), as `floatzip info` prints them.
+// Totals of the coded and verbatim bundles of one value format.
+struct format_totals {
+  std::uint64_t bundle_count = 0;
+  std::uint64_t values = 0;
+  std::uint64_t original_bytes = 0;      // the values' bytes (values * value_bytes(format))
+  std::uint64_t stored_bytes = 0;        // their bundles as stored
+  double symbol_entropy_bits = 0;        // total over the values
+  std::uint64_t huffman_ideal_bits = 0;  // symbol bits, an unlimited Huffman code per tensor
+
+  [[nodiscard]] double bits_per_value() const noexcept {
+    return values == 0 ? 0.0 : 8.0 * double(stored_bytes) / double(values);
+  }
+  [[nodiscard]] double ratio() const noexcept {
+    return original_bytes == 0 ? 0.0 : double(stored_bytes) / double(original_bytes);
+  }
+  // The format's raw planes + the symbol entropy.
+  [[nodiscard]] double entropy_bound_bits_per_value(value_format f) const noexcept {
+    return values == 0 ? 0.0 : raw_plane_bits(f) + symbol_entropy_bits / double(values);
+  }
+  // The format's raw planes + an unlimited Huffman code of the symbols per tensor, no metadata.
+  [[nodiscard]] double huffman_ideal_bits_per_value(value_format f) const noexcept {
+    return values == 0 ? 0.0 : raw_plane_bits(f) + double(huffman_ideal_bits) / double(values);
+  }
+  format_totals& operator+=(const format_totals& o) noexcept;
+};
+
+// Totals over a container (or several: operator+=), as `floatzip info` prints them. The bf16_*
+// fields and the BF16 figures are those of the BF16 bundles (formats[bf16]); `formats` has every
+// value format's.
 struct container_totals {
   std::uint64_t file_bytes = 0;      // .fzip bytes
   std::uint64_t original_bytes = 0;  // safetensors bytes it decompresses to
@@ -216,10 +300,18 @@ struct container_totals {
   std::uint64_t bundle_count = 0;
   std::uint64_t bf16_bundle_count = 0;
   std::uint64_t bf16_values = 0;
-  std::uint64_t bf16_stored_bytes = 0;   // BF16 bundles as stored
-  std::uint64_t raw_bytes = 0;           // raw bundles (other dtypes, gaps)
-  double exponent_entropy_bits = 0;      // total over all BF16 values
-  std::uint64_t huffman_ideal_bits = 0;  // total over all BF16 values
+  std::uint64_t bf16_stored_bytes = 0;                     // BF16 bundles as stored
+  std::uint64_t raw_bytes = 0;                             // raw bundles (other dtypes, gaps)
+  double exponent_entropy_bits = 0;                        // total over all BF16 values
+  std::uint64_t huffman_ideal_bits = 0;                    // total over all BF16 values
+  std::array<format_totals, kValueFormatCount> formats{};  // indexed by value_format
+
+  [[nodiscard]] const format_totals& of(value_format f) const noexcept {
+    return formats[static_cast<std::size_t>(f)];
+  }
+  // Adds one bundle: raw bytes, or a coded or verbatim bundle to its format's totals (and, for
+  // BF16, to the bf16_* fields). Counts it in bundle_count.
+  void add_bundle(const container_bundle& b) noexcept;
 
   [[nodiscard]] double ratio() const noexcept {
     return original_bytes == 0 ? 0.0 : double(file_bytes) / double(original_bytes);
@@ -275,15 +367,20 @@ class container_reader {
 
   // The stored bytes of bundle b (64-byte aligned in the file), checksum verified on first use.
   [[nodiscard]] result<std::span<const std::byte>> bundle_bytes(std::uint32_t b) const;
-  // A bf16_huffman bundle parsed and checked against the index (bf16_raw bundles have no view:
-  // decode_bundle copies them).
+  // A coded (kind huffman) bundle parsed and checked against the index, its format included
+  // (verbatim bundles have no view: decode_bundle copies them).
   [[nodiscard]] result<bundle_view> bundle(std::uint32_t b) const;
-  // Decodes BF16 bundle b into out[0 .. value_count). With check_decoded, the output is checked
+  // Decodes coded or verbatim bundle b, of any format, into out[0 .. decoded_bytes): its values'
+  // little-endian bytes, as in the original file. With check_decoded, the output is checked
   // against the decoded checksum recorded at compression time.
+  error decode_bundle(std::uint32_t b, std::span<std::byte> out, const decode_options& options = {},
+                      bool check_decoded = true) const;
+  // The same for a bundle of 16-bit values (bf16, fp16) into out[0 .. value_count); another
+  // format is errc::invalid_argument.
   error decode_bundle(std::uint32_t b, std::span<std::uint16_t> out,
                       const decode_options& options = {}, bool check_decoded = true) const;
   // Copies one tensor's original bytes into out (out.size() == tensor.size_bytes()). A tensor of
-  // a BF16 bundle decodes the whole bundle into a temporary buffer: engines that need several
+  // a coded bundle decodes the whole bundle into a temporary buffer: engines that need several
   // tensors of a block should call decode_bundle once instead.
   error read_tensor(const container_tensor& tensor, std::span<std::byte> out,
                     const decode_options& options = {}) const;
@@ -294,6 +391,8 @@ class container_reader {
   [[nodiscard]] container_totals totals() const noexcept;
   // The grouping rule the file was written with.
   [[nodiscard]] grouping_kind grouping_used() const noexcept { return grouping_; }
+  // The file's format version minor: 0 for BF16-only files, 1 with other value formats.
+  [[nodiscard]] std::uint16_t version_minor() const noexcept { return version_minor_; }
 
   // Drops mapped pages of bundle b from the resident set (streaming over a large file).
   void release_bundle(std::uint32_t b) const noexcept;
@@ -323,6 +422,7 @@ class container_reader {
   std::vector<std::uint64_t> bundle_piece_first_;   // per bundle: first value of its piece
   std::unique_ptr<std::atomic<bool>[]> bundle_verified_;
   grouping_kind grouping_ = grouping_kind::layers;
+  std::uint16_t version_minor_ = 0;
 };
 
 // ---- conversion ----------------------------------------------------------------------------
@@ -330,7 +430,7 @@ class container_reader {
 // Called with the original bytes processed so far and the total.
 using progress_callback = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
-// Largest bundle compression writes by default, in BF16 values (2 GiB decoded): a bigger tensor
+// Largest bundle compression writes by default, in values (2 GiB of BF16): a bigger tensor
 // is split into pieces of consecutive bundles, a bigger group continues in another bundle, so
 // that compression, decompression and verification hold one bundle of at most this size.
 inline constexpr std::uint64_t kMaxBundleValuesDefault = std::uint64_t{1} << 30;

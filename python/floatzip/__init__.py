@@ -1,4 +1,5 @@
-"""floatzip: lossless compression of BF16 model weights, with an API like safetensors'.
+"""floatzip: lossless compression of model weights (BF16, F16, F32, FP8), with an API like
+safetensors'.
 
     import floatzip
     floatzip.compress_file("model.safetensors", "model.fzip")   # about 2/3 of the size
@@ -12,9 +13,10 @@
     data = floatzip.compress(bf16_array)                          # one tensor -> bytes
     values = floatzip.decompress(data)                            # flat bfloat16 array
 
-Every value comes back bit for bit. BF16 tensors are compressed (the exponent byte with a
-Huffman code per transformer block, the sign/mantissa byte as is); tensors of other dtypes are
-stored as they are. ``floatzip.torch`` and ``floatzip.numpy`` mirror ``safetensors.torch`` and
+Every value comes back bit for bit. Float tensors are compressed (BF16: the exponent byte with a
+Huffman code per transformer block, the sign/mantissa byte as is; F16, F32 and FP8 the same way
+with their own split, F32 holding BF16 values as BF16); tensors of other dtypes are stored as they
+are. The single-tensor ``compress``/``decompress`` take BF16. ``floatzip.torch`` and ``floatzip.numpy`` mirror ``safetensors.torch`` and
 ``safetensors.numpy``. Errors in files are raised as FloatzipError with the library's message.
 The GIL is released while data is compressed or decompressed.
 """

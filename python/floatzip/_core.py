@@ -92,8 +92,9 @@ def cuda_available() -> bool:
 class _Buffers:
     """Allocates the framework's flat buffers that the C++ side fills, and shapes views of them.
 
-    The C++ side receives 16-bit views (uint16 / int16) for BF16 values and uint8 views for raw
-    bytes, so it never needs to know the framework's own dtypes."""
+    The C++ side receives 16-bit views (uint16 / int16) for BF16 values given to compress and
+    decompress, and uint8 buffers for bytes (a bundle's decoded values of any format, raw
+    tensors), so it never needs to know the framework's own dtypes."""
 
     def __init__(self, framework: str):
         self.framework = framework
@@ -101,14 +102,6 @@ class _Buffers:
             import torch
 
             self.torch = torch
-
-    def bf16(self, count: int) -> Tuple[Any, Any]:
-        """(flat BF16 array, its 16-bit integer view for the decoder)."""
-        if self.framework == "pt":
-            flat = self.torch.empty(count, dtype=self.torch.bfloat16)
-            return flat, flat.view(self.torch.int16)
-        bits = np.empty(count, dtype=np.uint16)
-        return bits.view(ml_dtypes.bfloat16), bits
 
     def raw(self, nbytes: int) -> Any:
         if self.framework == "pt":
@@ -119,6 +112,14 @@ class _Buffers:
         if self.framework == "pt":
             return flat.narrow(0, begin, count).view(shape)
         return flat[begin : begin + count].reshape(shape)
+
+    def tensor_of(self, decoded: Any, t: "_Tensor", value_bytes: int) -> Any:
+        """Tensor t as a view of its bundle's decoded bytes (no copy): its values start at
+        value t.offset, so at a multiple of their width (aligned in the buffer)."""
+        begin = t.offset * value_bytes
+        if self.framework == "pt":
+            return self.typed(decoded.narrow(0, begin, t.nbytes), t.dtype, t.shape)
+        return self.typed(decoded[begin : begin + t.nbytes], t.dtype, t.shape)
 
     def typed(self, raw: Any, dtype_name: str, shape: List[int]) -> Any:
         """A uint8 buffer seen as the tensor's dtype and shape (no copy)."""
@@ -152,12 +153,15 @@ class _File:
         self.reader = _ext.Reader(_fspath(path))
         self.tensors = [_Tensor(i, t) for i, t in enumerate(self.reader.tensors())]
         self.by_name = {t.name: t for t in self.tensors}
-        self.bundles = self.reader.bundles()  # (is_bf16, value_count, decoded_bytes)
+        # (whole, format, value_bytes, value_count, decoded_bytes) per bundle; see _floatzip.
+        self.bundles = self.reader.bundles()
         self.bundle_members: Dict[int, List[_Tensor]] = {}
         for t in self.tensors:
             self.bundle_members.setdefault(t.bundle, []).append(t)
 
-    def is_bf16(self, t: _Tensor) -> bool:
+    def in_whole_bundle(self, t: _Tensor) -> bool:
+        """True when t's bundle decodes into one buffer that t is a view of (float values of any
+        format, t whole); else t is read by itself (raw dtypes, pieces of split tensors)."""
         return bool(self.bundles[t.bundle][0])
 
 
@@ -166,15 +170,15 @@ def _load_cpu(f: _File, buffers: _Buffers, threads: int) -> Dict[str, Any]:
     for t in f.tensors:
         buffers.check_loadable(t.dtype)  # before anything is decoded
     for b, members in f.bundle_members.items():
-        is_bf16, value_count, _ = f.bundles[b]
-        if not is_bf16:
+        whole, _, value_bytes, _, decoded_bytes = f.bundles[b]
+        if not whole:
             continue
-        flat, bits = buffers.bf16(value_count)
-        f.reader.decode_bundle(b, bits, threads)
+        decoded = buffers.raw(decoded_bytes)
+        f.reader.decode_bundle(b, decoded, threads)
         for t in members:
-            out[t.name] = buffers.slice(flat, t.offset, t.nbytes // 2, t.shape)
+            out[t.name] = buffers.tensor_of(decoded, t, value_bytes)
     for t in f.tensors:
-        if not f.is_bf16(t):
+        if not f.in_whole_bundle(t):
             raw = buffers.raw(t.nbytes)
             f.reader.read_tensor(t.index, raw, threads)
             out[t.name] = buffers.typed(raw, t.dtype, t.shape)
@@ -186,6 +190,14 @@ def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
 
     for t in f.tensors:
         _dtypes.torch_dtype(t.dtype)
+    others = sorted({fmt for _, fmt, _, _, _ in f.bundles if fmt not in ("", "bf16")})
+    if others:
+        raise FloatzipError(
+            f"{f.reader.name}: device='cuda' decodes BF16 bundles only; this file also holds "
+            f"{', '.join(others)} values: load it on the CPU and move the tensors "
+            "(load_file(path) then .to('cuda'))",
+            "invalid_argument",
+        )
     out: Dict[str, Any] = {}
     stream = torch.cuda.current_stream(dev)
     with torch.cuda.device(dev):
@@ -193,8 +205,8 @@ def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
         staging = torch.empty(max(staging_bytes, 1), dtype=torch.uint8, device=dev)
         status = torch.full((max(len(f.bundles), 1),), -1, dtype=torch.int64, device=dev)
         for b, members in f.bundle_members.items():
-            is_bf16, value_count, _ = f.bundles[b]
-            if not is_bf16:
+            whole, _, _, value_count, _ = f.bundles[b]
+            if not whole:
                 continue
             flat = torch.empty(value_count, dtype=torch.bfloat16, device=dev)
             if value_count > 0:
@@ -205,7 +217,7 @@ def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
             for t in members:
                 out[t.name] = flat.narrow(0, t.offset, t.nbytes // 2).view(t.shape)
         for t in f.tensors:
-            if f.is_bf16(t):
+            if f.in_whole_bundle(t):
                 continue
             raw = torch.empty(t.nbytes, dtype=torch.uint8, device=dev)
             _ext.cuda_copy_raw_tensor(
@@ -228,12 +240,14 @@ def load_file(
     """Loads every tensor of a .fzip file, like ``safetensors.torch.load_file``.
 
     Returns ``{name: tensor}`` in the order of the tensors' data in the file (as
-    safetensors' load_file), bit-identical to what safetensors loads from the original file. ``framework="pt"`` (default) gives torch tensors, ``"np"`` NumPy arrays
-    (BF16 and float8 as ml_dtypes types). On the CPU each BF16 bundle (one transformer block)
-    is decoded straight into one buffer that its tensors are views of: no copy is made, and the
-    tensors of a block share that buffer. ``device="cuda"`` (or ``"cuda:N"``, torch only) decodes
-    on the GPU into CUDA tensors on torch's current stream, with one staging buffer for the whole
-    load. ``threads``: decoder threads, 0 = all cores. Raises FloatzipError for a bad file,
+    safetensors' load_file), bit-identical to what safetensors loads from the original file.
+    ``framework="pt"`` (default) gives torch tensors, ``"np"`` NumPy arrays (BF16 and float8 as
+    ml_dtypes types). On the CPU each bundle (the tensors of one format in one transformer block:
+    BF16, F16, F32 or FP8) is decoded straight into one buffer that its tensors are views of: no
+    copy is made, and the tensors of a block share that buffer. ``device="cuda"`` (or
+    ``"cuda:N"``, torch only) decodes on the GPU into CUDA tensors on torch's current stream, with
+    one staging buffer for the whole load; it takes files whose coded tensors are BF16
+    (FloatzipError otherwise: load on the CPU and move the tensors). ``threads``: decoder threads, 0 = all cores. Raises FloatzipError for a bad file,
     TypeError for a dtype the framework lacks."""
     framework = _check_framework(framework)
     dev = _parse_device(device, framework)
@@ -300,13 +314,14 @@ class safe_open:
         except KeyError:
             raise KeyError(f"{f.reader.name}: no tensor named {name!r}") from None
         self._buffers.check_loadable(t.dtype)
-        if f.is_bf16(t):
+        if f.in_whole_bundle(t):
+            _, _, value_bytes, _, decoded_bytes = f.bundles[t.bundle]
             if self._cached_bundle != t.bundle:
                 self._cached_values = None  # the old bundle's memory goes before the new one
-                flat, bits = self._buffers.bf16(f.bundles[t.bundle][1])
-                f.reader.decode_bundle(t.bundle, bits)
-                self._cached_bundle, self._cached_values = t.bundle, flat
-            view = self._buffers.slice(self._cached_values, t.offset, t.nbytes // 2, t.shape)
+                decoded = self._buffers.raw(decoded_bytes)
+                f.reader.decode_bundle(t.bundle, decoded)
+                self._cached_bundle, self._cached_values = t.bundle, decoded
+            view = self._buffers.tensor_of(self._cached_values, t, value_bytes)
             # A copy, so that a kept tensor does not pin its whole bundle in memory.
             tensor = view.clone() if self._framework == "pt" else view.copy()
         else:
@@ -348,8 +363,8 @@ def save_file(
 ) -> None:
     """Saves ``{name: tensor}`` (NumPy arrays or torch tensors) as a .fzip file, like
     ``safetensors.torch.save_file``: the tensors are written as a safetensors file next to
-    ``filename``, which is then compressed (compress_file) and removed. BF16 tensors are
-    compressed, other dtypes stored as they are. ``metadata`` goes to the ``__metadata__``
+    ``filename``, which is then compressed (compress_file) and removed. BF16, F16, F32 and
+    FP8 tensors are compressed, other dtypes stored as they are. ``metadata`` goes to the ``__metadata__``
     strings. The file appears only when complete."""
     if metadata is not None:
         for key, value in metadata.items():
@@ -418,7 +433,7 @@ def _bf16_bits(array: Any) -> Any:
         if array.dtype != torch.bfloat16:
             raise TypeError(
                 f"compress: dtype {array.dtype} is not bfloat16: the single-tensor codec is "
-                "BF16 only (save_file stores other dtypes as they are)"
+                "BF16 only (save_file compresses every float dtype)"
             )
         return array.detach().cpu().contiguous().reshape(-1).view(torch.int16)
     if not isinstance(array, np.ndarray):
@@ -428,7 +443,7 @@ def _bf16_bits(array: Any) -> Any:
     elif array.dtype != np.uint16:
         raise TypeError(
             f"compress: dtype {array.dtype} is not bfloat16 (or uint16 BF16 bit patterns): the "
-            "single-tensor codec is BF16 only (save_file stores other dtypes as they are)"
+            "single-tensor codec is BF16 only (save_file compresses every float dtype)"
         )
     return np.ascontiguousarray(array).reshape(-1)
 

@@ -1,7 +1,7 @@
 """floatzip's C++ core (nanobind). Private: use the floatzip package's functions.
 
 Arrays passed in are C-contiguous CPU arrays (NumPy, or torch through DLPack): 16-bit elements
-for BF16 values, uint8 for raw bytes. CUDA functions take device pointers and a cudaStream_t as
+for BF16 values (compress, decompress), uint8 for bytes (decoded bundles, raw tensors). CUDA functions take device pointers and a cudaStream_t as
 integers (torch's data_ptr() and Stream.cuda_stream); they exist only in a CUDA build."""
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -29,10 +29,12 @@ class Reader:
     def original_size(self) -> int: ...
     def tensors(self) -> List[Tuple[str, str, List[int], int, int, int]]:
         """(name, dtype, shape, bundle, bundle_offset, size_bytes) in data-section order."""
-    def bundles(self) -> List[Tuple[bool, int, int]]:
-        """(is_bf16, value_count, decoded_bytes) per bundle."""
+    def bundles(self) -> List[Tuple[bool, str, int, int, int]]:
+        """(whole, format, value_bytes, value_count, decoded_bytes) per bundle: whole when it
+        decodes into one buffer its tensors are views of; format "" for raw bundles."""
     def metadata(self) -> Optional[Dict[str, str]]: ...
-    def decode_bundle(self, bundle: int, out: Any, threads: int = 0) -> None: ...
+    def decode_bundle(self, bundle: int, out: Any, threads: int = 0) -> None:
+        """The bundle's values (any format) as bytes into out (at least decoded_bytes bytes)."""
     def read_tensor(self, index: int, out: Any, threads: int = 0) -> None: ...
     def verify_all(self, threads: int = 0) -> None: ...
     def totals(self) -> Dict[str, Any]: ...

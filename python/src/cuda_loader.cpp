@@ -42,7 +42,8 @@ std::uint64_t staging_bytes(const reader& r) {
   const container_reader& file = r.get();
   std::uint64_t largest = 0;
   for (std::uint32_t b = 0; b < file.bundles().size(); ++b) {
-    if (file.bundles()[b].kind != bundle_kind::bf16_huffman) continue;
+    // The GPU loader decodes BF16 bundles (the package refuses files with other formats).
+    if (file.bundles()[b].kind != bundle_kind::huffman || !file.bundles()[b].is_bf16()) continue;
     const result<bundle_view> view = file.bundle(b);  // checks the stored checksum on first use
     if (!view) throw_if_error(view.error());
     largest = std::max(largest, floatzip::staging_bytes(*view));
@@ -61,6 +62,10 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
   const container_reader& file = r.get();
   const container_bundle& rec = file.bundles()[b];
   const std::string where = file.name() + ": bundle " + std::to_string(b) + ": ";
+  if (rec.has_values() && !rec.is_bf16())
+    throw_if_error(
+        {errc::invalid_argument, where + "holds " + std::string(to_string(rec.format)) +
+                                     " values; device='cuda' decodes BF16 bundles only"});
   if (rec.kind == bundle_kind::bf16_raw) {
     // Stored verbatim (coding would not have shrunk it): the stored bytes are the values.
     if (out_capacity < rec.value_count)

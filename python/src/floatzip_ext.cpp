@@ -144,7 +144,7 @@ void decompress_py(const host_array_ro& data, const host_array& out, unsigned th
 
 // ---- reading a .fzip ----------------------------------------------------------------------------
 
-// The C++ side of load_file on the CPU with nothing in between: open, decode every BF16 bundle
+// The C++ side of load_file on the CPU with nothing in between: open, decode every coded bundle
 // into an uninitialised buffer of its own, copy every raw tensor out, keep everything until the
 // end (as a load does). The benchmark (bench/python_load.py) times load_file against this to
 // measure what the Python layer costs. Returns the bytes produced.
@@ -153,19 +153,19 @@ std::uint64_t decode_all_native(const std::string& path, unsigned threads) {
   result<container_reader> opened = container_reader::open(path);
   if (!opened) throw_if_error(opened.error());
   const container_reader& r = *opened;
-  std::vector<std::unique_ptr<std::uint16_t[]>> decoded;
+  std::vector<std::unique_ptr<std::byte[]>> decoded;
   std::vector<std::unique_ptr<std::byte[]>> raw;
   std::uint64_t produced = 0;
   for (std::uint32_t b = 0; b < r.bundles().size(); ++b) {
     const container_bundle& rec = r.bundles()[b];
-    if (rec.kind != bundle_kind::bf16_huffman) continue;
-    decoded.push_back(std::make_unique_for_overwrite<std::uint16_t[]>(rec.value_count));
-    throw_if_error(r.decode_bundle(b, {decoded.back().get(), std::size_t(rec.value_count)},
+    if (rec.kind != bundle_kind::huffman) continue;
+    decoded.push_back(std::make_unique_for_overwrite<std::byte[]>(rec.decoded_bytes));
+    throw_if_error(r.decode_bundle(b, {decoded.back().get(), std::size_t(rec.decoded_bytes)},
                                    decode_threads(threads)));
     produced += rec.decoded_bytes;
   }
   for (const container_tensor& t : r.tensors()) {
-    if (r.bundles()[t.bundle].kind == bundle_kind::bf16_huffman) continue;
+    if (r.bundles()[t.bundle].kind == bundle_kind::huffman) continue;
     raw.push_back(std::make_unique_for_overwrite<std::byte[]>(t.size_bytes()));
     throw_if_error(
         r.read_tensor(t, {raw.back().get(), std::size_t(t.size_bytes())}, decode_threads(threads)));

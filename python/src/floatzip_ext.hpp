@@ -27,7 +27,8 @@ namespace floatzip::python {
 namespace nb = nanobind;
 
 // Element-size checks on the arrays Python hands in: the package passes 16-bit views (uint16,
-// int16, bfloat16) for BF16 data and uint8 views for raw bytes, whatever the framework.
+// int16, bfloat16) for BF16 values (compress, decompress) and uint8 views for bytes (a bundle's
+// decoded values of any format, raw tensors), whatever the framework.
 using host_array = nb::ndarray<nb::c_contig, nb::device::cpu>;
 using host_array_ro = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
 
@@ -70,6 +71,22 @@ inline nb::dict totals_dict(const container_totals& t) {
   d["bf16_values"] = t.bf16_values;
   d["ratio"] = t.ratio();
   d["bits_per_bf16_value"] = t.bits_per_bf16_value();
+  // Per value format present ("bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2").
+  nb::dict formats;
+  for (unsigned i = 0; i < kValueFormatCount; ++i) {
+    const auto f = static_cast<value_format>(i);
+    const format_totals& ft = t.of(f);
+    if (ft.bundle_count == 0) continue;
+    nb::dict fd;
+    fd["values"] = ft.values;
+    fd["original_bytes"] = ft.original_bytes;
+    fd["stored_bytes"] = ft.stored_bytes;
+    fd["ratio"] = ft.ratio();
+    fd["bits_per_value"] = ft.bits_per_value();
+    fd["huffman_ideal_bits_per_value"] = ft.huffman_ideal_bits_per_value(f);
+    formats[nb::str(std::string(to_string(f)).c_str())] = fd;
+  }
+  d["formats"] = formats;
   return d;
 }
 
@@ -104,25 +121,27 @@ class reader {
     return list;
   }
 
-  // (is_bf16, value_count, decoded_bytes) per bundle. is_bf16: the bundle decodes into one BF16
-  // buffer whose tensors are views of it (coded or stored verbatim), every tensor whole. A bundle
-  // holding a piece of a split tensor is not: its tensors are read one by one (read_tensor).
-  [[nodiscard]] std::vector<std::tuple<bool, std::uint64_t, std::uint64_t>> bundles() const {
+  // (whole, format, value_bytes, value_count, decoded_bytes) per bundle. whole: the bundle
+  // decodes into one buffer of its values (any format, coded or stored verbatim) whose tensors
+  // are views of it, every tensor whole. A raw bundle (format "") is not, nor is a bundle holding
+  // a piece of a split tensor: their tensors are read one by one (read_tensor).
+  [[nodiscard]] std::vector<
+      std::tuple<bool, std::string, std::uint32_t, std::uint64_t, std::uint64_t>>
+  bundles() const {
     std::vector<bool> has_piece(reader_->bundles().size(), false);
     for (const container_tensor& t : reader_->tensors()) {
       if (t.bundle_count <= 1) continue;
       for (std::uint32_t b = t.bundle; b < t.bundle + t.bundle_count; ++b) has_piece[b] = true;
     }
-    std::vector<std::tuple<bool, std::uint64_t, std::uint64_t>> list;
+    std::vector<std::tuple<bool, std::string, std::uint32_t, std::uint64_t, std::uint64_t>> list;
     for (std::uint32_t i = 0; i < reader_->bundles().size(); ++i) {
       const container_bundle& b = reader_->bundles()[i];
-      list.emplace_back(is_bf16_kind(b.kind) && !has_piece[i], b.value_count, b.decoded_bytes);
+      list.emplace_back(b.has_values() && !has_piece[i],
+                        b.has_values() ? std::string(to_string(b.format)) : std::string(),
+                        b.has_values() ? static_cast<std::uint32_t>(value_bytes(b.format)) : 1u,
+                        b.value_count, b.decoded_bytes);
     }
     return list;
-  }
-
-  static bool is_bf16_kind(bundle_kind kind) {
-    return kind == bundle_kind::bf16_huffman || kind == bundle_kind::bf16_raw;
   }
 
   // The safetensors "__metadata__" pairs, in file order; None when the file has none.
@@ -134,16 +153,17 @@ class reader {
     return d;
   }
 
+  // Bundle b's decoded values (any format: their little-endian bytes) into out, an array of
+  // at least decoded_bytes bytes of any element type.
   void decode_bundle(std::uint32_t b, const host_array& out, unsigned threads) const {
     check_bundle(b);
-    if (!is_bf16_kind(reader_->bundles()[b].kind))
+    if (!reader_->bundles()[b].has_values())
       throw_if_error({errc::invalid_argument, reader_->name() + ": bundle " + std::to_string(b) +
-                                                  " is stored raw, not BF16"});
-    const std::span<std::uint16_t> values = bf16_span(out, "decode_bundle");
+                                                  " is stored raw, not float values"});
     error e;
     {
       nb::gil_scoped_release unlocked;
-      e = reader_->decode_bundle(b, values, decode_threads(threads));
+      e = reader_->decode_bundle(b, byte_span(out), decode_threads(threads));
     }
     throw_if_error(e);
   }

@@ -169,6 +169,107 @@ def test_tensors_of_a_block_share_one_decoded_buffer(tmp_path):
     assert root(a).nbytes == a.nbytes + b.nbytes
 
 
+def weights_of_every_format(rng):
+    """Weight-like tensors of every float format the container codes, in transformer blocks
+    (one bundle per format and block) and loose (packed per format)."""
+    f32 = (rng.standard_t(5, size=(2, 96, 64)) * 0.02).astype(np.float32)
+    widened = f32.astype(ml_dtypes.bfloat16).astype(np.float32)  # BF16 in F32: low halves zero
+    scale = 448.0 / np.abs(f32).max()
+    tensors = {}
+    for layer in range(2):
+        p = f"model.layers.{layer}."
+        tensors[p + "bf16.weight"] = f32[layer].astype(ml_dtypes.bfloat16)
+        tensors[p + "f16.weight"] = f32[layer].astype(np.float16)
+        tensors[p + "f32.weight"] = f32[layer]
+        tensors[p + "widened.weight"] = widened[layer]
+        tensors[p + "e4m3.weight"] = (f32[layer] * scale).astype(ml_dtypes.float8_e4m3fn)
+        tensors[p + "e5m2.weight"] = (f32[layer] * 1000).astype(ml_dtypes.float8_e5m2)
+    tensors["lm_head.f16"] = f32[0, :40].astype(np.float16)
+    tensors["lm_head.e4m3"] = (f32[1, :40] * scale).astype(ml_dtypes.float8_e4m3fn)
+    return tensors
+
+
+FORMATS = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"}
+
+
+def test_every_float_format_is_coded_and_loads_bit_exactly(tmp_path):
+    tensors = weights_of_every_format(np.random.default_rng(12))
+    path = tmp_path / "formats.fzip"
+    floatzip.save_file(tensors, path)
+    totals = floatzip._floatzip.Reader(str(path)).totals()
+    assert set(totals["formats"]) == FORMATS
+    for name, f in totals["formats"].items():
+        assert f["stored_bytes"] < f["original_bytes"], name  # coded, smaller than the values
+        assert f["bits_per_value"] >= f["huffman_ideal_bits_per_value"], name
+    loaded = floatzip.numpy.load_file(path)
+    assert sorted(loaded) == sorted(tensors)
+    for name, array in tensors.items():
+        assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape, name
+        assert raw_bytes(loaded[name]) == raw_bytes(array), name
+    with floatzip.safe_open(path, framework="np") as f:
+        for name in reversed(f.keys()):
+            assert raw_bytes(f.get_tensor(name)) == raw_bytes(tensors[name]), name
+
+
+def test_every_float_format_loads_into_torch(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is not installed: torch round trips skipped")
+    tensors = weights_of_every_format(np.random.default_rng(13))
+    if not hasattr(torch, "float8_e4m3fn"):  # torch before 2.1: the other formats
+        tensors = {k: v for k, v in tensors.items() if v.dtype.itemsize > 1}
+    path = tmp_path / "formats.fzip"
+    floatzip.save_file(tensors, path)
+    loaded = floatzip.torch.load_file(path)
+    expected_dtypes = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
+                       np.dtype(ml_dtypes.bfloat16): torch.bfloat16,
+                       np.dtype(ml_dtypes.float8_e4m3fn): getattr(torch, "float8_e4m3fn", None),
+                       np.dtype(ml_dtypes.float8_e5m2): getattr(torch, "float8_e5m2", None)}
+    for name, array in tensors.items():
+        assert loaded[name].dtype == expected_dtypes[array.dtype], name
+        assert list(loaded[name].shape) == list(array.shape), name
+        assert raw_bytes(loaded[name]) == raw_bytes(array), name
+    # Torch tensors of every format saved again: the same bytes come back.
+    again = tmp_path / "again.fzip"
+    floatzip.torch.save_file(loaded, again)
+    for name, tensor in floatzip.torch.load_file(again).items():
+        assert tensor.dtype == loaded[name].dtype and raw_bytes(tensor) == raw_bytes(loaded[name])
+    with floatzip.safe_open(path, framework="pt") as f:
+        for name in reversed(f.keys()):
+            tensor = f.get_tensor(name)
+            assert tensor.dtype == loaded[name].dtype and raw_bytes(tensor) == raw_bytes(tensors[name])
+
+
+def test_a_block_of_another_format_shares_one_decoded_buffer(tmp_path):
+    rng = np.random.default_rng(14)
+    path = tmp_path / "f16.fzip"
+    floatzip.save_file(
+        {
+            "model.layers.0.a.weight": (rng.standard_normal((64, 32)) * 0.02).astype(np.float16),
+            "model.layers.0.b.weight": (rng.standard_t(4, size=(33, 7)) * 0.02).astype(np.float16),
+        },
+        path,
+    )
+    loaded = floatzip.numpy.load_file(path)
+    a, b = loaded["model.layers.0.a.weight"], loaded["model.layers.0.b.weight"]
+
+    def root(array):
+        while array.base is not None:
+            array = array.base
+        return array
+
+    assert root(a) is root(b)
+    assert root(a).nbytes == a.nbytes + b.nbytes
+
+
+def test_device_cuda_refuses_formats_it_does_not_decode(tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed")
+    if not floatzip.cuda_available():
+        pytest.skip("needs a CUDA device and a CUDA build of floatzip")
+    path = tmp_path / "f16.fzip"
+    floatzip.save_file({"model.layers.0.w": np.ones((64, 64), dtype=np.float16)}, path)
+    with pytest.raises(floatzip.FloatzipError, match="BF16 bundles only"):
+        floatzip.load_file(path, device="cuda")
+
+
 # ---- single tensors ----------------------------------------------------------------------------
 
 

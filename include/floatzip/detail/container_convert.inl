@@ -116,9 +116,11 @@ inline std::string group_key(const grouping& g, const std::regex* pattern, std::
   return {};
 }
 
-// One bundle to write: a raw tile (a non-BF16 tensor or a gap) or a group of BF16 tensors.
+// One bundle to write: a raw tile (a tensor of a dtype that is not coded, or a gap) or a group of
+// float tensors of one value format.
 struct bundle_plan {
   bundle_kind kind = bundle_kind::raw;
+  value_format format = value_format::bf16;  // of a huffman bundle
   std::vector<std::uint32_t> members;  // indices into the container's tensor list, bundle order
   std::optional<std::uint32_t> gap;    // index into the gap list for a gap's raw bundle
   // A piece of a tensor split across bundles: values [piece_first, + piece_values) of its one
@@ -133,20 +135,25 @@ struct container_plan {
   std::vector<bundle_plan> bundles;  // file order: order of first appearance in the data
 };
 
-// Assigns every tile of the data section to a bundle.
-inline container_plan plan_container(const safetensors::header& h, const grouping& g = {},
-                                     std::uint64_t max_bundle_values = kMaxBundleValuesDefault) {
+// Assigns every tile of the data section to a bundle. `format_of(info)` says which value format
+// a tensor is coded in (nullopt: stored raw); plan_container(h, ...) without it asks
+// container_format_of with every F32 tensor taken for fp32.
+template <class FormatOf>
+container_plan plan_container(const safetensors::header& h, const grouping& g,
+                              std::uint64_t max_bundle_values, FormatOf&& format_of) {
   container_plan plan;
   std::optional<std::regex> pattern;
   if (g.kind == grouping_kind::pattern) pattern.emplace(g.pattern, std::regex::ECMAScript);
   const auto order = h.offset_order();
   const auto gap_ranges = h.gaps();
-  std::map<std::string, std::uint32_t, std::less<>> block_bundle;
+  // Groups are per format: tensors of different formats never share a bundle.
+  std::map<std::pair<value_format, std::string>, std::uint32_t, std::less<>> block_bundle;
   std::map<std::uint32_t, std::uint64_t> group_values;  // values in each group's bundle
-  std::optional<std::uint32_t> loose_bundle;            // the bundle small loose tensors go to now
-  std::uint64_t loose_values = 0;
-  auto new_bundle = [&](bundle_kind kind) {
-    plan.bundles.push_back({kind, {}, std::nullopt, 0, 0});
+  // Per format: the bundle small loose tensors go to now, and its values.
+  std::array<std::optional<std::uint32_t>, kValueFormatCount> loose_bundle{};
+  std::array<std::uint64_t, kValueFormatCount> loose_values{};
+  auto new_bundle = [&](bundle_kind kind, value_format format) {
+    plan.bundles.push_back({kind, format, {}, std::nullopt, 0, 0});
     return static_cast<std::uint32_t>(plan.bundles.size() - 1);
   };
   std::size_t ti = 0;
@@ -159,7 +166,7 @@ inline container_plan plan_container(const safetensors::header& h, const groupin
          (h.tensors[order[ti]].data.begin == gap_ranges[gi].begin &&
           h.tensors[order[ti]].data.size() == 0));
     if (!take_tensor) {
-      const std::uint32_t b = new_bundle(bundle_kind::raw);
+      const std::uint32_t b = new_bundle(bundle_kind::raw, value_format::bf16);
       plan.bundles[b].gap = static_cast<std::uint32_t>(plan.gaps.size());
       plan.gaps.push_back({gap_ranges[gi++], b});
       continue;
@@ -172,16 +179,23 @@ inline container_plan plan_container(const safetensors::header& h, const groupin
     t.original = info.data;
     t.header_order = static_cast<std::uint32_t>(order[ti]);
     ++ti;
-    std::uint32_t b;
-    const std::uint64_t tensor_values = t.size_bytes() / 2;
-    if (t.type == safetensors::dtype::bf16 && tensor_values > max_bundle_values) {
+    const std::optional<value_format> format = format_of(info);
+    if (!format) {
+      t.bundle = new_bundle(bundle_kind::raw, value_format::bf16);
+      plan.bundles[t.bundle].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
+      plan.tensors.push_back(std::move(t));
+      continue;
+    }
+    const std::size_t f = static_cast<std::size_t>(*format);
+    const std::uint64_t tensor_values = t.size_bytes() / value_bytes(*format);
+    if (tensor_values > max_bundle_values) {
       // Too big for one bundle: consecutive bundles of at most max_bundle_values values each,
       // so that no step of compression or decompression holds more than one of them.
       const std::uint64_t pieces = (tensor_values + max_bundle_values - 1) / max_bundle_values;
       t.bundle = static_cast<std::uint32_t>(plan.bundles.size());
       t.bundle_count = static_cast<std::uint32_t>(pieces);
       for (std::uint64_t k = 0; k < pieces; ++k) {
-        const std::uint32_t piece = new_bundle(bundle_kind::bf16_huffman);
+        const std::uint32_t piece = new_bundle(bundle_kind::huffman, *format);
         plan.bundles[piece].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
         plan.bundles[piece].piece_first = tensor_values * k / pieces;
         plan.bundles[piece].piece_values =
@@ -190,47 +204,53 @@ inline container_plan plan_container(const safetensors::header& h, const groupin
       plan.tensors.push_back(std::move(t));
       continue;
     }
-    if (t.type != safetensors::dtype::bf16) {
-      b = new_bundle(bundle_kind::raw);
-    } else if (const std::string prefix = group_key(g, pattern ? &*pattern : nullptr, t.name);
-               !prefix.empty()) {
+    std::uint32_t b;
+    if (std::string prefix = group_key(g, pattern ? &*pattern : nullptr, t.name); !prefix.empty()) {
       // A group over the limit continues in a new bundle (memory stays bounded).
-      const auto found = block_bundle.find(prefix);
+      auto key = std::make_pair(*format, std::move(prefix));
+      const auto found = block_bundle.find(key);
       if (found != block_bundle.end() &&
           group_values[found->second] + tensor_values <= max_bundle_values) {
         b = found->second;
       } else {
-        b = new_bundle(bundle_kind::bf16_huffman);
-        block_bundle[prefix] = b;
+        b = new_bundle(bundle_kind::huffman, *format);
+        block_bundle[std::move(key)] = b;
       }
       group_values[b] += tensor_values;
-    } else if (const std::uint64_t values = t.size_bytes() / 2; values >= kPackedBundleValues) {
-      b = new_bundle(bundle_kind::bf16_huffman);
+    } else if (tensor_values >= kPackedBundleValues) {
+      b = new_bundle(bundle_kind::huffman, *format);
     } else {
       // Small tensors outside a block share bundles: each bundle of its own would cost more in
       // fixed sizes (header, code, records) than its values take.
-      if (!loose_bundle || loose_values + values > kPackedBundleValues) {
-        loose_bundle = new_bundle(bundle_kind::bf16_huffman);
-        loose_values = 0;
+      if (!loose_bundle[f] || loose_values[f] + tensor_values > kPackedBundleValues) {
+        loose_bundle[f] = new_bundle(bundle_kind::huffman, *format);
+        loose_values[f] = 0;
       }
-      b = *loose_bundle;
-      loose_values += values;
+      b = *loose_bundle[f];
+      loose_values[f] += tensor_values;
     }
     t.bundle = b;
     t.bundle_tensor = static_cast<std::uint32_t>(plan.bundles[b].members.size());
     plan.bundles[b].members.push_back(static_cast<std::uint32_t>(plan.tensors.size()));
     plan.tensors.push_back(std::move(t));
   }
-  // Value offsets within each BF16 bundle (0 for the pieces of a split tensor).
+  // Value offsets within each coded bundle (0 for the pieces of a split tensor).
   for (const auto& bundle : plan.bundles) {
-    if (bundle.piece_values != 0) continue;
+    if (bundle.piece_values != 0 || bundle.kind == bundle_kind::raw) continue;
     std::uint64_t values = 0;
     for (std::uint32_t m : bundle.members) {
-      plan.tensors[m].bundle_offset = bundle.kind == bundle_kind::raw ? 0 : values;
-      values += plan.tensors[m].size_bytes() / 2;
+      plan.tensors[m].bundle_offset = values;
+      values += plan.tensors[m].size_bytes() / value_bytes(bundle.format);
     }
   }
   return plan;
+}
+
+inline container_plan plan_container(const safetensors::header& h, const grouping& g = {},
+                                     std::uint64_t max_bundle_values = kMaxBundleValuesDefault) {
+  return plan_container(h, g, max_bundle_values, [](const safetensors::tensor_info& info) {
+    return container_format_of(info.type, false);
+  });
 }
 
 // Runs `body` and turns the exceptions compression can raise into errors.
@@ -265,13 +285,25 @@ inline error compress_file_impl(const std::filesystem::path& input,
   }
   if (options.max_bundle_values == 0)
     return {errc::invalid_argument, "compress_options.max_bundle_values is 0"};
-  container_plan plan = plan_container(header, options.group, options.max_bundle_values);
+  const std::byte* data_section = file.data() + header.header_size();
+  // F32 tensors whose values all have zero low halves (BF16 widened) are coded as BF16 of their
+  // high halves: one pass over each F32 tensor now, its pages released again (streaming).
+  container_plan plan = plan_container(
+      header, options.group, options.max_bundle_values,
+      [&](const safetensors::tensor_info& info) -> std::optional<value_format> {
+        if (info.type != safetensors::dtype::f32) return container_format_of(info.type, false);
+        const std::span<const std::byte> values(data_section + info.data.begin, info.size_bytes());
+        const bool widened = low_halves_zero(values);
+        mapped->release(header.header_size() + info.data.begin, info.size_bytes());
+        return container_format_of(info.type, widened);
+      });
   if (plan.bundles.size() > std::numeric_limits<std::uint32_t>::max())
     return {errc::too_large, input.string() + ": more than 2^32 bundles"};
 
   std::vector<container_bundle> records(plan.bundles.size());
   for (std::size_t b = 0; b < plan.bundles.size(); ++b) {
     records[b].kind = plan.bundles[b].kind;
+    records[b].format = plan.bundles[b].format;
     records[b].tensor_count = static_cast<std::uint32_t>(plan.bundles[b].members.size());
   }
   // The metadata (original header + index, compressed) goes last: its size is known only once
@@ -283,10 +315,8 @@ inline error compress_file_impl(const std::filesystem::path& input,
   atomic_output_file& out = *created;
   if (error e = out.write_zeros(kContainerHeaderBytes)) return e;
 
-  const std::byte* data_section = file.data() + header_size;
   const std::uint64_t data_size = header.data_size;
   std::uint64_t done = 0;
-  std::vector<std::vector<std::uint16_t>> aligned_copies;
   std::vector<std::byte> encoded;  // grows to the largest bundle
   for (std::size_t b = 0; b < plan.bundles.size(); ++b) {
     if (cancel_requested(options.cancel))
@@ -305,38 +335,30 @@ inline error compress_file_impl(const std::filesystem::path& input,
       tile_bytes = r.size();
       mapped->release(header_size + r.begin, r.size());
     } else {
-      std::vector<std::span<const std::uint16_t>> tensors;
-      aligned_copies.clear();
+      // Each tensor's values as their little-endian bytes, straight from the mapping (the coder
+      // reads bytes: no alignment needed, whatever the JSON length puts the data section at).
+      const std::uint64_t width = value_bytes(bundle.format);
+      std::vector<std::span<const std::byte>> tensors;
       xxh3_stream decoded_hash;
       for (std::uint32_t m : bundle.members) {
         const auto& t = plan.tensors[m];
         // The whole tensor, or this bundle's piece of a split one.
         const std::uint64_t piece_bytes =
-            bundle.piece_values != 0 ? 2 * bundle.piece_values : t.size_bytes();
-        const std::byte* p = data_section + t.original.begin + 2 * bundle.piece_first;
-        const std::size_t count = static_cast<std::size_t>(piece_bytes / 2);
+            bundle.piece_values != 0 ? width * bundle.piece_values : t.size_bytes();
+        const std::byte* p = data_section + t.original.begin + width * bundle.piece_first;
         decoded_hash.update({p, piece_bytes});
         tile_bytes += piece_bytes;
-        if (count == 0) {
-          tensors.emplace_back();
-        } else if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint16_t) == 0) {
-          tensors.emplace_back(reinterpret_cast<const std::uint16_t*>(p), count);
-        } else {
-          // The JSON length puts the data section at an odd address: copy to read u16 safely.
-          auto& copy = aligned_copies.emplace_back(count);
-          std::memcpy(copy.data(), p, piece_bytes);
-          tensors.emplace_back(copy.data(), count);
-        }
+        tensors.emplace_back(p, static_cast<std::size_t>(piece_bytes));
       }
       // Pass 1 (histogram, code) gives the statistics for the index; pass 2 encodes into a
       // buffer reused by every bundle, so its pages are faulted in once per file.
-      const encode_plan bundle_plan = make_encode_plan(tensors, options.codec);
+      const encode_plan bundle_plan = make_encode_plan(bundle.format, tensors, options.codec);
       const symbol_histogram& hist = bundle_plan.histogram();
       if (encoded.size() < bundle_plan.encoded_size()) encoded.resize(bundle_plan.encoded_size());
       const auto compressed = std::span<std::byte>(encoded).first(bundle_plan.encoded_size());
       rec.decoded_bytes = tile_bytes;
       rec.decoded_checksum = decoded_hash.digest();
-      rec.value_count = tile_bytes / 2;
+      rec.value_count = tile_bytes / width;
       rec.exponent_entropy = entropy_bits_per_symbol(hist);
       rec.huffman_ideal_bits = bundle_plan.tensor_huffman_ideal_bits();
       if (compressed.size() < tile_bytes) {
@@ -346,14 +368,14 @@ inline error compress_file_impl(const std::filesystem::path& input,
         rec.stored_checksum = xxh3_64(compressed);
       } else {
         // Coding would not make these values smaller: they are stored as they are.
-        rec.kind = bundle_kind::bf16_raw;
+        rec.kind = bundle_kind::verbatim;
         for (const auto& t : tensors)
-          if (error e = out.write(std::as_bytes(t))) return e;
+          if (error e = out.write(t)) return e;
         rec.stored_bytes = tile_bytes;
         rec.stored_checksum = rec.decoded_checksum;
       }
       for (std::uint32_t m : bundle.members)
-        mapped->release(header_size + plan.tensors[m].original.begin + 2 * bundle.piece_first,
+        mapped->release(header_size + plan.tensors[m].original.begin + width * bundle.piece_first,
                         tile_bytes);
     }
     if (error e = out.write_zeros(align_container(out.position()) - out.position())) return e;
@@ -365,6 +387,11 @@ inline error compress_file_impl(const std::filesystem::path& input,
       encode_index(records, plan.tensors, plan.gaps, options.group.kind);
   const std::vector<std::byte> metadata = compress_metadata(file.first(header_size), index);
   container_header_fields fields;
+  // BF16-only files stay minor 0, byte for byte what floatzip wrote before other formats, and
+  // readable by it; a reader of minor 0 refuses the others with a clear version error.
+  fields.version_minor = std::any_of(records.begin(), records.end(), [](const auto& rec) {
+    return rec.has_values() && rec.format != value_format::bf16;
+  });
   fields.metadata_offset = out.position();
   if (error e = out.write(metadata)) return e;
   fields.file_size = out.position();
@@ -386,18 +413,7 @@ inline error compress_file_impl(const std::filesystem::path& input,
   totals.file_bytes = fields.file_size;
   totals.original_bytes = fields.original_size;
   totals.tensor_count = plan.tensors.size();
-  totals.bundle_count = records.size();
-  for (const auto& rec : records) {
-    if (rec.kind == bundle_kind::raw) {
-      totals.raw_bytes += rec.stored_bytes;
-      continue;
-    }
-    ++totals.bf16_bundle_count;
-    totals.bf16_values += rec.value_count;
-    totals.bf16_stored_bytes += rec.stored_bytes;
-    totals.exponent_entropy_bits += rec.exponent_entropy * double(rec.value_count);
-    totals.huffman_ideal_bits += rec.huffman_ideal_bits;
-  }
+  for (const auto& rec : records) totals.add_bundle(rec);
   // What was read past a truncation was zeros: such an output must not appear.
   if (error e = mapped->check_unchanged()) return e;
   return out.commit(options.sync);
@@ -472,7 +488,7 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
   };
 
   const auto gap_of_bundle = gap_bundle_map(*reader);
-  std::vector<std::uint16_t> values;
+  std::vector<std::byte> values;
   std::uint64_t done = 0;
   for (std::uint32_t b = 0; b < reader->bundles().size(); ++b) {
     if (cancel_requested(options.cancel))
@@ -494,15 +510,16 @@ inline error verify_file_impl(const std::filesystem::path& original_path,
           return e;
       }
     } else {
-      if (values.size() < rec.value_count) values.resize(rec.value_count);
-      const auto block = std::span<std::uint16_t>(values).first(rec.value_count);
+      if (values.size() < rec.decoded_bytes) values.resize(rec.decoded_bytes);
+      const auto block = std::span<std::byte>(values).first(rec.decoded_bytes);
       if (error e = reader->decode_bundle(b, block, options.codec)) return e;
+      const std::uint64_t width = value_bytes(rec.format);
       for (std::uint32_t m : members) {
         const auto& t = reader->tensors()[m];
         const auto piece = reader->tensor_piece(b, t);
         if (error e = differs("tensor " + safetensors::detail::quoted(t.name),
-                              std::as_bytes(block.subspan(t.bundle_offset, piece.values)),
-                              t.original.begin + 2 * piece.first))
+                              block.subspan(width * t.bundle_offset, width * piece.values),
+                              t.original.begin + width * piece.first))
           return e;
       }
     }

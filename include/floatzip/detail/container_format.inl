@@ -153,6 +153,7 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
     w.u64(at + 56, b.huffman_ideal_bits);
     w.u32(at + 64, static_cast<std::uint32_t>(b.kind));
     w.u32(at + 68, b.tensor_count);
+    w.u32(at + 72, b.has_values() ? static_cast<std::uint32_t>(b.format) : 0);
     at += kBundleRecordBytes;
   }
   const std::size_t dims_at =
@@ -208,7 +209,39 @@ inline std::vector<std::byte> compress_metadata(std::span<const std::byte> heade
 
 }  // namespace detail
 
+inline format_totals& format_totals::operator+=(const format_totals& o) noexcept {
+  bundle_count += o.bundle_count;
+  values += o.values;
+  original_bytes += o.original_bytes;
+  stored_bytes += o.stored_bytes;
+  symbol_entropy_bits += o.symbol_entropy_bits;
+  huffman_ideal_bits += o.huffman_ideal_bits;
+  return *this;
+}
+
+inline void container_totals::add_bundle(const container_bundle& b) noexcept {
+  ++bundle_count;
+  if (!b.has_values()) {
+    raw_bytes += b.stored_bytes;
+    return;
+  }
+  auto& f = formats[static_cast<std::size_t>(b.format)];
+  ++f.bundle_count;
+  f.values += b.value_count;
+  f.original_bytes += b.decoded_bytes;
+  f.stored_bytes += b.stored_bytes;
+  f.symbol_entropy_bits += b.exponent_entropy * double(b.value_count);
+  f.huffman_ideal_bits += b.huffman_ideal_bits;
+  if (b.format != value_format::bf16) return;
+  ++bf16_bundle_count;
+  bf16_values += b.value_count;
+  bf16_stored_bytes += b.stored_bytes;
+  exponent_entropy_bits += b.exponent_entropy * double(b.value_count);
+  huffman_ideal_bits += b.huffman_ideal_bits;
+}
+
 inline container_totals& container_totals::operator+=(const container_totals& o) noexcept {
+  for (std::size_t f = 0; f < formats.size(); ++f) formats[f] += o.formats[f];
   file_bytes += o.file_bytes;
   original_bytes += o.original_bytes;
   tensor_count += o.tensor_count;
@@ -268,6 +301,7 @@ inline error container_reader::validate(const reader_options& options) {
   const detail::field_reader head(bytes_);
   const std::uint16_t major = head.u16(8);
   const std::uint16_t minor = head.u16(10);
+  version_minor_ = minor;
   if (major != kContainerVersionMajor || minor > kContainerVersionMinor)
     return located(errc::unsupported_version, "file header",
                    "field 'version' is " + to_string(major) + "." + to_string(minor) +
@@ -397,6 +431,15 @@ inline error container_reader::validate(const reader_options& options) {
     const std::uint32_t kind = index.u32(at + 64);
     if (kind > 2) return located(errc::bad_data, section, "field 'kind' is " + to_string(kind));
     rec.kind = static_cast<bundle_kind>(kind);
+    // Files of minor version 0 hold BF16 only: there the field was reserved, zero.
+    const std::uint32_t format = index.u32(at + 72);
+    if (format >= kValueFormatCount || (format != 0 && (kind == 0 || version_minor_ == 0)))
+      return located(errc::bad_data, section,
+                     "field 'format' is " + to_string(format) +
+                         (format >= kValueFormatCount ? " (no such value format)"
+                          : kind == 0                 ? " in a raw bundle"
+                                                      : " in a file of minor version 0"));
+    rec.format = static_cast<value_format>(format);
     rec.file_offset = index.u64(at + 0);
     rec.stored_bytes = index.u64(at + 8);
     rec.stored_checksum = index.u64(at + 16);
@@ -406,7 +449,7 @@ inline error container_reader::validate(const reader_options& options) {
     rec.exponent_entropy = index.f64(at + 48);
     rec.huffman_ideal_bits = index.u64(at + 56);
     rec.tensor_count = index.u32(at + 68);
-    if (index.u64(at + 72) != 0)
+    if (index.u32(at + 76) != 0)
       return located(errc::bad_data, section, "reserved field is not zero");
     if (rec.file_offset != cursor)
       return located(errc::bad_data, section,
@@ -429,26 +472,35 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, section,
                        "fields of a raw bundle are inconsistent ('decoded_bytes', "
                        "'decoded_checksum', 'value_count', statistics or 'tensor_count')");
-    } else if (rec.kind == bundle_kind::bf16_raw) {
+    } else if (rec.kind == bundle_kind::verbatim) {
       if (rec.decoded_bytes != rec.stored_bytes || rec.decoded_checksum != rec.stored_checksum ||
-          rec.decoded_bytes != 2 * rec.value_count || rec.tensor_count == 0)
+          rec.value_count > rec.stored_bytes ||
+          rec.decoded_bytes != value_bytes(rec.format) * rec.value_count || rec.tensor_count == 0)
         return located(errc::bad_data, section,
-                       "fields of a verbatim BF16 bundle are inconsistent ('decoded_bytes', "
-                       "'decoded_checksum', 'value_count' or 'tensor_count')");
+                       "fields of a verbatim " + std::string(to_string(rec.format)) +
+                           " bundle are inconsistent ('decoded_bytes', 'decoded_checksum', "
+                           "'value_count' or 'tensor_count')");
       if (!(rec.exponent_entropy >= 0.0 && rec.exponent_entropy <= 8.0))
         return located(errc::bad_data, section, "field 'exponent_entropy' is not in [0, 8]");
       if (rec.huffman_ideal_bits > 8 * rec.value_count)
         return located(errc::bad_data, section, "field 'huffman_ideal_bits' exceeds 8 per value");
     } else {
-      // Each BF16 value keeps a raw sign/mantissa byte in the bundle, so a bundle cannot hold
-      // more values than bytes: this bounds every decode buffer by the file's size.
-      if (rec.value_count > rec.stored_bytes)
+      // A value of a format with a raw byte keeps that byte in the bundle, and an FP8 value
+      // takes at least one bit of stream, so a bundle cannot hold more values than bytes (FP8:
+      // than bits): this bounds every decode buffer by 8 times the file's size.
+      const std::uint64_t most_values =
+          raw_plane_bits(rec.format) == 0
+              ? (rec.stored_bytes > UINT64_MAX / 8 ? UINT64_MAX : 8 * rec.stored_bytes)
+              : rec.stored_bytes;
+      if (rec.value_count > most_values)
         return located(errc::bad_data, section,
                        "field 'value_count' (" + to_string(rec.value_count) +
                            ") exceeds what 'stored_bytes' (" + to_string(rec.stored_bytes) +
                            ") can hold");
-      if (rec.decoded_bytes != 2 * rec.value_count)
-        return located(errc::bad_data, section, "field 'decoded_bytes' is not 2 * value_count");
+      if (rec.decoded_bytes != value_bytes(rec.format) * rec.value_count)
+        return located(errc::bad_data, section,
+                       "field 'decoded_bytes' is not " + std::to_string(value_bytes(rec.format)) +
+                           " * value_count");
       if (!(rec.exponent_entropy >= 0.0 && rec.exponent_entropy <= 8.0))
         return located(errc::bad_data, section, "field 'exponent_entropy' is not in [0, 8]");
       if (rec.huffman_ideal_bits > 8 * rec.value_count)
@@ -514,25 +566,30 @@ inline error container_reader::validate(const reader_options& options) {
                      "data_offsets)");
     const auto& b = bundles_[t.bundle];
     if (t.bundle_count > 1) {
-      // A BF16 tensor split into pieces: consecutive BF16 bundles holding it alone, whose
-      // values add up to it.
+      // A float tensor split into pieces: consecutive bundles of its format holding it alone,
+      // whose values add up to it.
       std::uint64_t values = 0;
       for (std::uint32_t k = t.bundle; k < t.bundle + t.bundle_count; ++k) {
         const auto& piece = bundles_[k];
-        if (t.type != safetensors::dtype::bf16 || !piece.is_bf16() || piece.tensor_count != 1 ||
-            piece.value_count == 0 || t.bundle_offset != 0 || t.bundle_tensor != 0)
+        if (!piece.has_values() || !dtype_holds_format(t.type, piece.format) ||
+            piece.format != b.format || piece.tensor_count != 1 || piece.value_count == 0 ||
+            t.bundle_offset != 0 || t.bundle_tensor != 0)
           return located(errc::bad_data, section,
                          "field 'bundle_count': bundle " + to_string(k) +
-                             " is not a piece of this BF16 tensor");
+                             " is not a piece of this " +
+                             std::string(safetensors::to_string(t.type)) + " tensor");
         values += piece.value_count;
       }
-      if (values != t.size_bytes() / 2)
+      if (values != t.size_bytes() / value_bytes(b.format))
         return located(errc::bad_data, section,
                        "field 'bundle_count': its pieces hold " + to_string(values) +
-                           " values, the tensor " + to_string(t.size_bytes() / 2));
-    } else if (b.is_bf16()) {
-      if (t.type != safetensors::dtype::bf16)
-        return located(errc::bad_data, section, "a non-BF16 tensor in a BF16 bundle");
+                           " values, the tensor " +
+                           to_string(t.size_bytes() / value_bytes(b.format)));
+    } else if (b.has_values()) {
+      if (!dtype_holds_format(t.type, b.format))
+        return located(errc::bad_data, section,
+                       "a " + std::string(safetensors::to_string(t.type)) + " tensor in a " +
+                           std::string(to_string(b.format)) + " bundle");
       if (t.bundle_tensor >= b.tensor_count)
         return located(errc::bad_data, section, "field 'bundle_tensor' is out of range");
     } else if (t.bundle_offset != 0 || t.bundle_tensor != 0 || b.tensor_count != 1 ||
@@ -622,7 +679,7 @@ inline error container_reader::validate(const reader_options& options) {
     }
   }
   for (std::uint32_t b = 0; b < bundle_count; ++b) {
-    if (!bundles_[b].is_bf16()) continue;
+    if (!bundles_[b].has_values()) continue;
     std::uint64_t values = 0;
     for (std::uint32_t k = bundle_tensor_first_[b]; k < bundle_tensor_first_[b + 1]; ++k) {
       const auto& t = tensors_[bundle_tensor_list_[k]];
@@ -630,7 +687,8 @@ inline error container_reader::validate(const reader_options& options) {
         return located(errc::bad_data, "index: tensor " + safetensors::detail::quoted(t.name),
                        "field 'bundle_offset' is " + to_string(t.bundle_offset) + ", expected " +
                            to_string(values));
-      values += t.bundle_count > 1 ? bundles_[b].value_count : t.size_bytes() / 2;
+      values += t.bundle_count > 1 ? bundles_[b].value_count
+                                   : t.size_bytes() / value_bytes(bundles_[b].format);
     }
     if (values != bundles_[b].value_count)
       return located(errc::bad_data, "index: bundle " + to_string(b),
@@ -644,7 +702,7 @@ inline error container_reader::validate(const reader_options& options) {
 
 inline container_reader::piece_range container_reader::tensor_piece(
     std::uint32_t b, const container_tensor& t) const noexcept {
-  if (t.bundle_count <= 1) return {0, t.size_bytes() / 2};
+  if (t.bundle_count <= 1) return {0, t.size_bytes() / value_bytes(bundles_[b].format)};
   return {bundle_piece_first_[b], bundles_[b].value_count};
 }
 
@@ -683,16 +741,31 @@ inline result<bundle_view> container_reader::bundle(std::uint32_t b) const {
   if (!bytes) return bytes.error();
   const auto& rec = bundles_[b];
   const std::string section = "bundle " + std::to_string(b);
-  if (rec.kind != bundle_kind::bf16_huffman)
-    return error{errc::invalid_argument, name_ + ": " + section + " is a raw bundle"};
+  if (rec.kind != bundle_kind::huffman)
+    return error{errc::invalid_argument, name_ + ": " + section + " is a " +
+                                             (rec.kind == bundle_kind::raw ? "raw" : "verbatim") +
+                                             " bundle"};
   auto view = parse_bundle(*bytes);
   if (!view) return located(view.error().code, section, view.error().message);
+  const auto members = bundle_tensors(b);
+  if (view->format() != rec.format) {
+    // The index says which dtype the values are for; a bundle of another format would decode
+    // into values of another width or meaning.
+    const std::string tensor =
+        members.empty()
+            ? std::string("no tensor")
+            : "tensor " + safetensors::detail::quoted(tensors_[members[0]].name) + " (" +
+                  std::string(safetensors::to_string(tensors_[members[0]].type)) + ")";
+    return located(errc::bad_data, section,
+                   "bundle header's format " + std::string(to_string(view->format())) +
+                       " disagrees with the index's " + std::string(to_string(rec.format)) +
+                       " for " + tensor);
+  }
   if (view->size_bytes() != rec.stored_bytes || view->value_count() != rec.value_count ||
       view->tensor_count() != rec.tensor_count)
     return located(errc::bad_data, section,
                    "bundle header disagrees with the index ('stored_bytes', 'value_count' or "
                    "'tensor_count')");
-  const auto members = bundle_tensors(b);
   for (std::uint32_t k = 0; k < members.size(); ++k) {
     const auto& t = tensors_[members[k]];
     if (view->tensor_value_count(k) != tensor_piece(b, t).values)
@@ -703,15 +776,19 @@ inline result<bundle_view> container_reader::bundle(std::uint32_t b) const {
   return *view;
 }
 
-inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::uint16_t> out,
+inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::byte> out,
                                              const decode_options& options,
                                              bool check_decoded) const {
-  if (b < bundles_.size() && bundles_[b].kind == bundle_kind::bf16_raw) {
-    const auto& rec = bundles_[b];
-    if (out.size() < rec.value_count)
-      return {errc::insufficient_space, name_ + ": bundle " + std::to_string(b) + " needs " +
-                                            std::to_string(rec.value_count) +
-                                            " values of output, got " + std::to_string(out.size())};
+  if (b >= bundles_.size() || !bundles_[b].has_values())
+    return {errc::invalid_argument,
+            name_ + ": bundle " + std::to_string(b) + " is not a bundle of float values"};
+  const auto& rec = bundles_[b];
+  if (out.size() < rec.decoded_bytes)
+    return {errc::insufficient_space, name_ + ": bundle " + std::to_string(b) + " needs " +
+                                          std::to_string(rec.decoded_bytes) +
+                                          " bytes of output, got " + std::to_string(out.size())};
+  out = out.first(static_cast<std::size_t>(rec.decoded_bytes));
+  if (rec.kind == bundle_kind::verbatim) {
     auto bytes = bundle_bytes(b);  // checksum verified: the stored bytes are the decoded ones
     if (!bytes) return bytes.error();
     if (!bytes->empty()) std::memcpy(out.data(), bytes->data(), bytes->size());
@@ -719,22 +796,27 @@ inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::uin
   }
   auto view = bundle(b);
   if (!view) return view.error();
-  if (out.size() < view->value_count())
-    return {errc::insufficient_space, name_ + ": bundle " + std::to_string(b) + " needs " +
-                                          std::to_string(view->value_count()) +
-                                          " values of output, got " + std::to_string(out.size())};
-  out = out.first(view->value_count());
   if (error e = decompress(*view, out, options)) {
     if (error changed = check_unchanged()) return changed;
     return located(e.code, "bundle " + std::to_string(b), e.message);
   }
-  if (check_decoded && verify_checksums_ &&
-      detail::xxh3_64(std::as_bytes(out)) != bundles_[b].decoded_checksum) {
+  if (check_decoded && verify_checksums_ && detail::xxh3_64(out) != rec.decoded_checksum) {
     if (error e = check_unchanged()) return e;
     return located(errc::checksum_mismatch, "bundle " + std::to_string(b),
                    "decoded values disagree with field 'decoded_checksum'");
   }
   return {};
+}
+
+inline error container_reader::decode_bundle(std::uint32_t b, std::span<std::uint16_t> out,
+                                             const decode_options& options,
+                                             bool check_decoded) const {
+  if (b < bundles_.size() && bundles_[b].has_values() &&
+      value_bytes(bundles_[b].format) != sizeof(std::uint16_t))
+    return {errc::invalid_argument, name_ + ": bundle " + std::to_string(b) + " holds " +
+                                        std::string(to_string(bundles_[b].format)) +
+                                        " values, not 16-bit ones: decode it into bytes"};
+  return decode_bundle(b, std::as_writable_bytes(out), options, check_decoded);
 }
 
 inline error container_reader::read_tensor(const container_tensor& tensor, std::span<std::byte> out,
@@ -756,24 +838,25 @@ inline error container_reader::read_tensor(const container_tensor& tensor, std::
   // faulted in by this thread first.
   std::uint64_t largest = 0;
   for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b)
-    largest = std::max(largest, bundles_[b].value_count);
-  auto memory = detail::page_memory::allocate(
-      static_cast<std::size_t>(largest) * sizeof(std::uint16_t), detail::kValuesPagePolicy);
+    largest = std::max(largest, bundles_[b].decoded_bytes);
+  auto memory =
+      detail::page_memory::allocate(static_cast<std::size_t>(largest), detail::kValuesPagePolicy);
   if (!memory) return memory.error();
   detail::fault_in(*memory, detail::resolve_threads(options.threads), detail::kValuesPagePolicy);
+  const std::uint64_t width = value_bytes(rec.format);
   for (std::uint32_t b = tensor.bundle; b < tensor.bundle + tensor.bundle_count; ++b) {
-    const std::span<std::uint16_t> values(reinterpret_cast<std::uint16_t*>(memory->data()),
-                                          static_cast<std::size_t>(bundles_[b].value_count));
-    if (error e = decode_bundle(b, values, options)) return e;
+    const std::span<std::byte> decoded(reinterpret_cast<std::byte*>(memory->data()),
+                                       static_cast<std::size_t>(bundles_[b].decoded_bytes));
+    if (error e = decode_bundle(b, decoded, options)) return e;
     const piece_range piece = tensor_piece(b, tensor);
-    std::memcpy(out.data() + 2 * piece.first, values.data() + tensor.bundle_offset,
-                2 * piece.values);
+    std::memcpy(out.data() + width * piece.first, decoded.data() + width * tensor.bundle_offset,
+                static_cast<std::size_t>(width * piece.values));
   }
   return {};
 }
 
 inline error container_reader::verify_all(const decode_options& options) const {
-  std::vector<std::uint16_t> values;
+  std::vector<std::byte> values;
   for (std::uint32_t b = 0; b < bundles_.size(); ++b) {
     const auto& rec = bundles_[b];
     if (rec.kind == bundle_kind::raw) {
@@ -783,7 +866,7 @@ inline error container_reader::verify_all(const decode_options& options) const {
         return located(errc::checksum_mismatch, "bundle " + std::to_string(b),
                        "field 'decoded_checksum' mismatch");
     } else {
-      values.resize(rec.value_count);
+      values.resize(static_cast<std::size_t>(rec.decoded_bytes));
       if (error e = decode_bundle(b, values, options)) return e;
     }
     release_bundle(b);
@@ -796,18 +879,7 @@ inline container_totals container_reader::totals() const noexcept {
   t.file_bytes = file_size();
   t.original_bytes = original_size_;
   t.tensor_count = tensors_.size();
-  t.bundle_count = bundles_.size();
-  for (const auto& b : bundles_) {
-    if (b.kind == bundle_kind::raw) {
-      t.raw_bytes += b.stored_bytes;
-      continue;
-    }
-    ++t.bf16_bundle_count;
-    t.bf16_values += b.value_count;
-    t.bf16_stored_bytes += b.stored_bytes;
-    t.exponent_entropy_bits += b.exponent_entropy * double(b.value_count);
-    t.huffman_ideal_bits += b.huffman_ideal_bits;
-  }
+  for (const auto& b : bundles_) t.add_bundle(b);
   return t;
 }
 

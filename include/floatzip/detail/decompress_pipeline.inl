@@ -33,7 +33,7 @@ inline std::vector<std::uint32_t> gap_bundle_map(const container_reader& reader)
 }
 
 // Writes every bundle of `reader` to `out`, the data section starting at data_start. With
-// check_decoded, each BF16 bundle's output is checked against its decoded checksum before the
+// check_decoded, each coded bundle's output is checked against its decoded checksum before the
 // caller may commit: a mismatch is an error, and the caller discards the file.
 inline error write_decoded_data(const container_reader& reader, atomic_output_file& out,
                                 std::uint64_t data_start, const decompress_options& options,
@@ -47,7 +47,7 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
     int buffer = -1;  // -1: a raw bundle
     std::span<const std::byte> raw;
   };
-  std::vector<std::uint16_t> buffers[2];
+  std::vector<std::byte> buffers[2];
   std::mutex mutex;
   std::condition_variable changed;
   std::optional<job> pending;  // handed to the writer, not yet taken
@@ -67,8 +67,9 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
       return e;
     }
     const auto& rec = bundles[j.bundle];
-    const auto block = std::as_bytes(std::span<const std::uint16_t>(buffers[j.buffer]))
-                           .first(static_cast<std::size_t>(rec.value_count * 2));
+    const auto block = std::span<const std::byte>(buffers[j.buffer])
+                           .first(static_cast<std::size_t>(rec.decoded_bytes));
+    const std::uint64_t width = value_bytes(rec.format);
     // Slices of the bundle in bundle order: hashed, then written while still in cache. The
     // tensors tile the block in bundle order (bundle_offset), each going to its own offset.
     xxh3_stream hash;
@@ -82,8 +83,8 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
         const auto& t = reader.tensors()[members[m]];
         // The part of the tensor this bundle holds (all of it unless the tensor was split).
         const auto piece = reader.tensor_piece(j.bundle, t);
-        const std::uint64_t begin = t.bundle_offset * 2;
-        const std::uint64_t end = begin + 2 * piece.values;
+        const std::uint64_t begin = t.bundle_offset * width;
+        const std::uint64_t end = begin + width * piece.values;
         if (end <= done) {
           ++m;
           continue;
@@ -91,8 +92,9 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
         const std::uint64_t from = std::max<std::uint64_t>(begin, done);
         const std::uint64_t to = std::min<std::uint64_t>(end, at + slice.size());
         if (from >= to) break;  // a hole in the tiling: not written (the tensors tile it)
-        if (error e = out.write_at(data_start + t.original.begin + 2 * piece.first + (from - begin),
-                                   block.subspan(from, to - from)))
+        if (error e =
+                out.write_at(data_start + t.original.begin + width * piece.first + (from - begin),
+                             block.subspan(from, to - from)))
           return e;
         done = to;
         if (to == end) ++m;
@@ -135,7 +137,7 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
       }
       if (check) {
         // An error is the caller's to report when it reaches the bundle.
-        if (bundles[*check].kind == bundle_kind::bf16_huffman) (void)reader.bundle_bytes(*check);
+        if (bundles[*check].kind == bundle_kind::huffman) (void)reader.bundle_bytes(*check);
         continue;
       }
       changed.notify_all();
@@ -196,8 +198,8 @@ inline error write_decoded_data(const container_reader& reader, atomic_output_fi
       }
       auto& values = buffers[next_buffer];
       // Grow only: the largest bundle bounds memory, and smaller ones reuse the buffer.
-      if (values.size() < rec.value_count) values.resize(rec.value_count);
-      const auto block = std::span<std::uint16_t>(values).first(rec.value_count);
+      if (values.size() < rec.decoded_bytes) values.resize(rec.decoded_bytes);
+      const auto block = std::span<std::byte>(values).first(rec.decoded_bytes);
       if (error e = reader.decode_bundle(b, block, options.codec, /*check_decoded=*/false))
         return e;
       reader.release_bundle(b);

@@ -1,0 +1,280 @@
+// floatzip test and benchmark data: safetensors files of every float format made from real
+// weights, for the container tests (tests/test_container.cpp, tests/test_cli.cpp) and the peer
+// benchmark (bench/peers, through floatzip_format_files).
+//
+//   auto source = floatzip::format_files::read_tensors("stories260K.bf16.safetensors");
+//   auto fp8 = floatzip::format_files::to_fp8_file(source, fp8_kind::e4m3);  // + "_scale" F32s
+//   floatzip::format_files::write_safetensors("stories260K.f8_e4m3.safetensors", fp8);
+//
+// FP8 weights are made the way FP8 checkpoints are: each tensor is multiplied by a per-tensor
+// scale that maps its largest magnitude to the format's largest finite value, then rounded to the
+// nearest FP8 value (ties to an even code, saturating at the largest finite value); the inverse
+// scale is kept as an F32 scalar tensor "<name>_scale" beside it. BF16-in-FP32 weights are BF16
+// values widened to FP32 (low 16 bits zero), as many FP32 checkpoints of BF16-trained models are.
+// F16 weights, where a model has none, are its weights rounded to F16.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "floatzip/detail/file_io.hpp"
+#include "floatzip/safetensors.hpp"
+
+namespace floatzip::format_files {
+
+enum class fp8_kind { e4m3, e5m2 };  // E4M3 as in OCP "e4m3fn": no infinities, NaN = S.1111.111
+
+// The exact value of an FP8 code (NaN for the NaN codes, +-inf for E5M2's infinities).
+inline double fp8_value(std::uint8_t code, fp8_kind kind) noexcept {
+  const bool negative = (code & 0x80) != 0;
+  const unsigned exponent_bits = kind == fp8_kind::e4m3 ? 4 : 5;
+  const unsigned mantissa_bits = 7 - exponent_bits;
+  const unsigned bias = kind == fp8_kind::e4m3 ? 7 : 15;
+  const unsigned exponent = (code >> mantissa_bits) & ((1u << exponent_bits) - 1);
+  const unsigned mantissa = code & ((1u << mantissa_bits) - 1);
+  double magnitude;
+  if (kind == fp8_kind::e4m3 && exponent == 15 && mantissa == 7) {
+    magnitude = std::numeric_limits<double>::quiet_NaN();
+  } else if (kind == fp8_kind::e5m2 && exponent == 31) {
+    magnitude = mantissa == 0 ? std::numeric_limits<double>::infinity()
+                              : std::numeric_limits<double>::quiet_NaN();
+  } else if (exponent == 0) {
+    magnitude = std::ldexp(double(mantissa), 1 - int(bias) - int(mantissa_bits));  // subnormal
+  } else {
+    magnitude = std::ldexp(double((1u << mantissa_bits) | mantissa),
+                           int(exponent) - int(bias) - int(mantissa_bits));
+  }
+  return negative ? -magnitude : magnitude;
+}
+
+// The largest finite code's magnitude: 448 (E4M3), 57344 (E5M2).
+inline std::uint8_t fp8_max_code(fp8_kind kind) noexcept {
+  return kind == fp8_kind::e4m3 ? 0x7E : 0x7B;
+}
+inline double fp8_max(fp8_kind kind) noexcept { return fp8_value(fp8_max_code(kind), kind); }
+
+// x rounded to the nearest FP8 value, ties to the even code; magnitudes beyond the largest finite
+// value (infinities included) saturate to it; NaN becomes the positive NaN code 0x7F.
+inline std::uint8_t fp8_round(double x, fp8_kind kind) noexcept {
+  if (std::isnan(x)) return 0x7F;
+  const std::uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  const double a = std::fabs(x);
+  const std::uint8_t top = fp8_max_code(kind);
+  if (a >= fp8_value(top, kind)) return sign | top;
+  // Non-negative finite codes are ordered like their values: the last code not above a.
+  std::uint8_t lo = 0;
+  std::uint8_t hi = top;  // fp8_value(lo) <= a < fp8_value(hi)
+  while (hi - lo > 1) {
+    const auto mid = static_cast<std::uint8_t>((lo + hi) / 2);
+    (fp8_value(mid, kind) <= a ? lo : hi) = mid;
+  }
+  const double below = a - fp8_value(lo, kind);
+  const double above = fp8_value(hi, kind) - a;
+  const std::uint8_t nearest = below < above ? lo : above < below ? hi : (lo % 2 == 0 ? lo : hi);
+  return sign | nearest;
+}
+
+inline float bf16_to_float(std::uint16_t bits) noexcept {
+  const std::uint32_t wide = std::uint32_t{bits} << 16;
+  float f;
+  std::memcpy(&f, &wide, 4);
+  return f;
+}
+
+struct tensor {
+  std::string name;
+  safetensors::dtype type = safetensors::dtype::bf16;
+  std::vector<std::uint64_t> shape;
+  std::vector<std::byte> data;  // little-endian element bytes
+
+  [[nodiscard]] std::size_t count(std::size_t element_bytes) const noexcept {
+    return data.size() / element_bytes;
+  }
+};
+
+// Every tensor of a safetensors file, in the order of their data. Throws std::runtime_error.
+inline std::vector<tensor> read_tensors(const std::filesystem::path& path) {
+  auto mapped = detail::mapped_file::open(path);
+  if (!mapped) throw std::runtime_error(mapped.error().message);
+  const auto bytes = mapped->bytes();
+  auto header = safetensors::parse_header(bytes, bytes.size(), path.string());
+  if (!header) throw std::runtime_error(header.error().message);
+  std::vector<tensor> out;
+  for (std::size_t i : header->offset_order()) {
+    const auto& info = header->tensors[i];
+    tensor t{info.name, info.type, info.shape, {}};
+    const std::byte* p = bytes.data() + header->header_size() + info.data.begin;
+    t.data.assign(p, p + info.data.size());
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// A safetensors file of the tensors, in this order, data packed without gaps.
+inline std::vector<std::byte> safetensors_bytes(const std::vector<tensor>& tensors) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  std::uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    header[t.name] = {{"dtype", std::string(safetensors::to_string(t.type))},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.data.size()}}};
+    offset += t.data.size();
+  }
+  std::string json = header.dump();
+  json.append((8 - json.size() % 8) % 8, ' ');  // the data section 8-aligned, as writers do
+  std::vector<std::byte> file(8 + json.size());
+  const std::uint64_t n = json.size();
+  std::memcpy(file.data(), &n, 8);
+  std::memcpy(file.data() + 8, json.data(), json.size());
+  for (const auto& t : tensors) file.insert(file.end(), t.data.begin(), t.data.end());
+  return file;
+}
+
+inline void write_safetensors(const std::filesystem::path& path,
+                              const std::vector<tensor>& tensors) {
+  const auto bytes = safetensors_bytes(tensors);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  if (!out) throw std::runtime_error(path.string() + ": cannot write");
+}
+
+// The values of a BF16, F16 or F32 tensor as doubles (F16 through its exact value).
+inline std::vector<double> float_values(const tensor& t) {
+  std::vector<double> out;
+  if (t.type == safetensors::dtype::bf16) {
+    for (std::size_t i = 0; i < t.count(2); ++i) {
+      std::uint16_t v;
+      std::memcpy(&v, t.data.data() + 2 * i, 2);
+      out.push_back(bf16_to_float(v));
+    }
+  } else if (t.type == safetensors::dtype::f32) {
+    for (std::size_t i = 0; i < t.count(4); ++i) {
+      float v;
+      std::memcpy(&v, t.data.data() + 4 * i, 4);
+      out.push_back(v);
+    }
+  } else if (t.type == safetensors::dtype::f16) {
+    for (std::size_t i = 0; i < t.count(2); ++i) {
+      std::uint16_t v;
+      std::memcpy(&v, t.data.data() + 2 * i, 2);
+      const int exponent = (v >> 10) & 0x1F;
+      const int mantissa = v & 0x3FF;
+      double m = exponent == 0    ? std::ldexp(mantissa, -24)
+                 : exponent == 31 ? (mantissa == 0 ? std::numeric_limits<double>::infinity()
+                                                   : std::numeric_limits<double>::quiet_NaN())
+                                  : std::ldexp(1024 + mantissa, exponent - 25);
+      out.push_back((v & 0x8000) != 0 ? -m : m);
+    }
+  } else {
+    throw std::runtime_error(t.name + ": not a BF16, F16 or F32 tensor");
+  }
+  return out;
+}
+
+// The FP8 form of a float tensor and its F32 inverse scale ("<name>_scale", shape []).
+inline std::pair<tensor, tensor> to_fp8(const tensor& t, fp8_kind kind) {
+  const std::vector<double> values = float_values(t);
+  double amax = 0;
+  for (double v : values)
+    if (std::isfinite(v)) amax = std::max(amax, std::fabs(v));
+  const double scale = amax > 0 ? fp8_max(kind) / amax : 1.0;
+  tensor q{t.name,
+           kind == fp8_kind::e4m3 ? safetensors::dtype::f8_e4m3 : safetensors::dtype::f8_e5m2,
+           t.shape, std::vector<std::byte>(values.size())};
+  for (std::size_t i = 0; i < values.size(); ++i)
+    q.data[i] = std::byte{fp8_round(values[i] * scale, kind)};
+  const float inverse = static_cast<float>(1.0 / scale);
+  tensor s{t.name + "_scale", safetensors::dtype::f32, {}, std::vector<std::byte>(4)};
+  std::memcpy(s.data.data(), &inverse, 4);
+  return {std::move(q), std::move(s)};
+}
+
+// A BF16 tensor widened to F32 (low 16 bits zero): bit-exact, the value unchanged.
+inline tensor widened(const tensor& t) {
+  if (t.type != safetensors::dtype::bf16) throw std::runtime_error(t.name + ": not BF16");
+  tensor w{t.name, safetensors::dtype::f32, t.shape, std::vector<std::byte>(2 * t.data.size())};
+  for (std::size_t i = 0; i < t.count(2); ++i) {
+    // Little-endian: the BF16 bytes become the high half of the F32.
+    w.data[4 * i + 2] = t.data[2 * i];
+    w.data[4 * i + 3] = t.data[2 * i + 1];
+  }
+  return w;
+}
+
+// A float tensor rounded to F16 (to nearest even; beyond F16's range: infinities, as a cast does).
+inline tensor to_f16(const tensor& t) {
+  const std::vector<double> values = float_values(t);
+  tensor h{t.name, safetensors::dtype::f16, t.shape, std::vector<std::byte>(2 * values.size())};
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const auto v = static_cast<_Float16>(static_cast<float>(values[i]));
+    std::memcpy(h.data.data() + 2 * i, &v, 2);
+  }
+  return h;
+}
+
+inline std::vector<tensor> to_f16_file(const std::vector<tensor>& source) {
+  std::vector<tensor> out;
+  for (const auto& t : source) out.push_back(to_f16(t));
+  return out;
+}
+
+// Every tensor of a BF16 model as FP8 with its scale beside it.
+inline std::vector<tensor> to_fp8_file(const std::vector<tensor>& source, fp8_kind kind) {
+  std::vector<tensor> out;
+  for (const auto& t : source) {
+    auto [q, s] = to_fp8(t, kind);
+    out.push_back(std::move(q));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+inline std::vector<tensor> widened_file(const std::vector<tensor>& source) {
+  std::vector<tensor> out;
+  for (const auto& t : source) out.push_back(widened(t));
+  return out;
+}
+
+// One file of every float format the container codes, from the same model in BF16, F16 and F32
+// (tensor names alike): tensor i takes, by i mod 6, BF16, F16, F32, BF16-in-F32, F8_E4M3 (+
+// scale), F8_E5M2 (+ scale); an I64 tensor that stays raw comes last.
+inline std::vector<tensor> mixed_file(const std::vector<tensor>& bf16,
+                                      const std::vector<tensor>& f16,
+                                      const std::vector<tensor>& f32) {
+  auto find = [](const std::vector<tensor>& in, const std::string& name) -> const tensor& {
+    for (const auto& t : in)
+      if (t.name == name) return t;
+    throw std::runtime_error("mixed_file: tensor " + name + " missing from a source");
+  };
+  std::vector<tensor> out;
+  for (std::size_t i = 0; i < bf16.size(); ++i) {
+    const tensor& t = bf16[i];
+    switch (i % 6) {
+      case 0: out.push_back(t); break;
+      case 1: out.push_back(find(f16, t.name)); break;
+      case 2: out.push_back(find(f32, t.name)); break;
+      case 3: out.push_back(widened(t)); break;
+      default: {
+        auto [q, s] = to_fp8(t, i % 6 == 4 ? fp8_kind::e4m3 : fp8_kind::e5m2);
+        out.push_back(std::move(q));
+        out.push_back(std::move(s));
+      }
+    }
+  }
+  tensor steps{"training_steps", safetensors::dtype::i64, {1}, std::vector<std::byte>(8)};
+  const std::int64_t n = 123456789;
+  std::memcpy(steps.data.data(), &n, 8);
+  out.push_back(std::move(steps));
+  return out;
+}
+
+}  // namespace floatzip::format_files
