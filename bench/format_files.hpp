@@ -26,69 +26,18 @@
 #include <string>
 #include <vector>
 
+#include "../tests/float_conversions.hpp"
 #include "floatzip/detail/file_io.hpp"
 #include "floatzip/safetensors.hpp"
 
 namespace floatzip::format_files {
 
-enum class fp8_kind { e4m3, e5m2 };  // E4M3 as in OCP "e4m3fn": no infinities, NaN = S.1111.111
-
-// The exact value of an FP8 code (NaN for the NaN codes, +-inf for E5M2's infinities).
-inline double fp8_value(std::uint8_t code, fp8_kind kind) noexcept {
-  const bool negative = (code & 0x80) != 0;
-  const unsigned exponent_bits = kind == fp8_kind::e4m3 ? 4 : 5;
-  const unsigned mantissa_bits = 7 - exponent_bits;
-  const unsigned bias = kind == fp8_kind::e4m3 ? 7 : 15;
-  const unsigned exponent = (code >> mantissa_bits) & ((1u << exponent_bits) - 1);
-  const unsigned mantissa = code & ((1u << mantissa_bits) - 1);
-  double magnitude;
-  if (kind == fp8_kind::e4m3 && exponent == 15 && mantissa == 7) {
-    magnitude = std::numeric_limits<double>::quiet_NaN();
-  } else if (kind == fp8_kind::e5m2 && exponent == 31) {
-    magnitude = mantissa == 0 ? std::numeric_limits<double>::infinity()
-                              : std::numeric_limits<double>::quiet_NaN();
-  } else if (exponent == 0) {
-    magnitude = std::ldexp(double(mantissa), 1 - int(bias) - int(mantissa_bits));  // subnormal
-  } else {
-    magnitude = std::ldexp(double((1u << mantissa_bits) | mantissa),
-                           int(exponent) - int(bias) - int(mantissa_bits));
-  }
-  return negative ? -magnitude : magnitude;
-}
-
-// The largest finite code's magnitude: 448 (E4M3), 57344 (E5M2).
-inline std::uint8_t fp8_max_code(fp8_kind kind) noexcept {
-  return kind == fp8_kind::e4m3 ? 0x7E : 0x7B;
-}
-inline double fp8_max(fp8_kind kind) noexcept { return fp8_value(fp8_max_code(kind), kind); }
-
-// x rounded to the nearest FP8 value, ties to the even code; magnitudes beyond the largest finite
-// value (infinities included) saturate to it; NaN becomes the positive NaN code 0x7F.
-inline std::uint8_t fp8_round(double x, fp8_kind kind) noexcept {
-  if (std::isnan(x)) return 0x7F;
-  const std::uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
-  const double a = std::fabs(x);
-  const std::uint8_t top = fp8_max_code(kind);
-  if (a >= fp8_value(top, kind)) return sign | top;
-  // Non-negative finite codes are ordered like their values: the last code not above a.
-  std::uint8_t lo = 0;
-  std::uint8_t hi = top;  // fp8_value(lo) <= a < fp8_value(hi)
-  while (hi - lo > 1) {
-    const auto mid = static_cast<std::uint8_t>((lo + hi) / 2);
-    (fp8_value(mid, kind) <= a ? lo : hi) = mid;
-  }
-  const double below = a - fp8_value(lo, kind);
-  const double above = fp8_value(hi, kind) - a;
-  const std::uint8_t nearest = below < above ? lo : above < below ? hi : (lo % 2 == 0 ? lo : hi);
-  return sign | nearest;
-}
-
-inline float bf16_to_float(std::uint16_t bits) noexcept {
-  const std::uint32_t wide = std::uint32_t{bits} << 16;
-  float f;
-  std::memcpy(&f, &wide, 4);
-  return f;
-}
+// The conversions themselves (round to nearest even, FP8 saturating) are the tests' own, tested
+// there (tests/float_conversions.hpp).
+using test::bf16_to_float;
+using test::fp8_kind;
+using test::fp8_max;
+using test::fp8_value;
 
 struct tensor {
   std::string name;
@@ -191,7 +140,7 @@ inline std::pair<tensor, tensor> to_fp8(const tensor& t, fp8_kind kind) {
            kind == fp8_kind::e4m3 ? safetensors::dtype::f8_e4m3 : safetensors::dtype::f8_e5m2,
            t.shape, std::vector<std::byte>(values.size())};
   for (std::size_t i = 0; i < values.size(); ++i)
-    q.data[i] = std::byte{fp8_round(values[i] * scale, kind)};
+    q.data[i] = std::byte{test::float_to_fp8(values[i] * scale, kind)};
   const float inverse = static_cast<float>(1.0 / scale);
   tensor s{t.name + "_scale", safetensors::dtype::f32, {}, std::vector<std::byte>(4)};
   std::memcpy(s.data.data(), &inverse, 4);
@@ -215,7 +164,7 @@ inline tensor to_f16(const tensor& t) {
   const std::vector<double> values = float_values(t);
   tensor h{t.name, safetensors::dtype::f16, t.shape, std::vector<std::byte>(2 * values.size())};
   for (std::size_t i = 0; i < values.size(); ++i) {
-    const auto v = static_cast<_Float16>(static_cast<float>(values[i]));
+    const std::uint16_t v = test::float_to_fp16(static_cast<float>(values[i]));
     std::memcpy(h.data.data() + 2 * i, &v, 2);
   }
   return h;

@@ -25,41 +25,6 @@ namespace fs = std::filesystem;
 namespace ff = format_files;
 using safetensors::dtype;
 
-// ---- the FP8 test data itself ------------------------------------------------------------------
-
-TEST(FormatFiles, Fp8RoundingIsNearestEvenAndSaturating) {
-  for (const auto kind : {ff::fp8_kind::e4m3, ff::fp8_kind::e5m2}) {
-    SCOPED_TRACE(kind == ff::fp8_kind::e4m3 ? "e4m3" : "e5m2");
-    const std::uint8_t top = ff::fp8_max_code(kind);
-    EXPECT_EQ(ff::fp8_max(kind), kind == ff::fp8_kind::e4m3 ? 448.0 : 57344.0);
-    for (unsigned c = 0; c <= top; ++c) {
-      const double v = ff::fp8_value(static_cast<std::uint8_t>(c), kind);
-      // Every finite value is its own rounding, of either sign.
-      EXPECT_EQ(ff::fp8_round(v, kind), c);
-      EXPECT_EQ(ff::fp8_round(-v, kind), c | 0x80u);
-      if (c == top) continue;
-      const double next = ff::fp8_value(static_cast<std::uint8_t>(c + 1), kind);
-      ASSERT_LT(v, next);  // codes are ordered like their values
-      // Halfway goes to the even code, anything nearer goes to the nearer code.
-      const double mid = (v + next) / 2;
-      EXPECT_EQ(ff::fp8_round(mid, kind), c % 2 == 0 ? c : c + 1);
-      EXPECT_EQ(ff::fp8_round(std::nextafter(mid, 0.0), kind), c);
-      EXPECT_EQ(ff::fp8_round(std::nextafter(mid, 1e9), kind), c + 1);
-    }
-    EXPECT_EQ(ff::fp8_round(1e30, kind), top);
-    EXPECT_EQ(ff::fp8_round(-INFINITY, kind), top | 0x80u);
-    EXPECT_EQ(ff::fp8_round(NAN, kind), 0x7F);
-    EXPECT_TRUE(std::isnan(ff::fp8_value(0x7F, kind)));
-    EXPECT_EQ(ff::fp8_round(-0.0, kind), 0x80);
-    EXPECT_EQ(ff::fp8_round(1e-30, kind), 0x00);
-  }
-  // Spot values: 1.0 and the smallest subnormal.
-  EXPECT_EQ(ff::fp8_round(1.0, ff::fp8_kind::e4m3), 0x38);
-  EXPECT_EQ(ff::fp8_round(1.0, ff::fp8_kind::e5m2), 0x3C);
-  EXPECT_EQ(ff::fp8_value(0x01, ff::fp8_kind::e4m3), std::ldexp(1.0, -9));
-  EXPECT_EQ(ff::fp8_value(0x01, ff::fp8_kind::e5m2), std::ldexp(1.0, -16));
-}
-
 // ---- helpers ------------------------------------------------------------------------------------
 
 std::vector<std::byte> random_bytes(std::size_t n, std::uint32_t seed) {
@@ -95,7 +60,7 @@ ff::tensor weights(const std::string& name, dtype type, std::size_t n, std::uint
       for (std::size_t i = 0; i < n; ++i) {
         float v;
         std::memcpy(&v, f32.data.data() + 4 * i, 4);
-        const auto h = static_cast<_Float16>(v);  // round to nearest even
+        const std::uint16_t h = test::float_to_fp16(v);
         std::memcpy(t.data.data() + 2 * i, &h, 2);
       }
       return t;

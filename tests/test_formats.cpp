@@ -461,6 +461,21 @@ TEST(formats, test_data_conversions_round_to_nearest_even) {
       ASSERT_EQ(float_to_fp8(v, k), b) << "pattern " << b;
     }
   }
+  // Between every two neighbouring finite values: the midpoint goes to the even code, anything
+  // nearer one side to that side, of either sign.
+  for (const fp8_kind k : {fp8_kind::e4m3, fp8_kind::e5m2}) {
+    const unsigned top = k == fp8_kind::e4m3 ? 0x7E : 0x7B;
+    for (unsigned c = 0; c < top; ++c) {
+      const double v = test::fp8_value(static_cast<std::uint8_t>(c), k);
+      const double next = test::fp8_value(static_cast<std::uint8_t>(c + 1), k);
+      ASSERT_LT(v, next) << "pattern " << c;  // codes are ordered like their values
+      const double mid = (v + next) / 2;
+      EXPECT_EQ(float_to_fp8(mid, k), c % 2 == 0 ? c : c + 1) << "pattern " << c;
+      EXPECT_EQ(float_to_fp8(-mid, k), (c % 2 == 0 ? c : c + 1) | 0x80u) << "pattern " << c;
+      EXPECT_EQ(float_to_fp8(std::nextafter(mid, 0.0), k), c) << "pattern " << c;
+      EXPECT_EQ(float_to_fp8(std::nextafter(mid, 1e9), k), c + 1) << "pattern " << c;
+    }
+  }
   EXPECT_EQ(float_to_fp8(-0.0, fp8_kind::e4m3), 0x80);
   EXPECT_EQ(float_to_fp8(1.0, fp8_kind::e4m3), 0x38);
   EXPECT_EQ(float_to_fp8(1.0625, fp8_kind::e4m3), 0x38);  // tie: to the even mantissa 0
