@@ -3,9 +3,11 @@
 // chunk gaps and streams.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "floatzip/floatzip.hpp"
@@ -253,6 +255,72 @@ TEST(decompress_values, corrupt_stream_is_an_error) {
   auto got = decompress_values(parse_bundle(bytes).value(), {.threads = 1});
   ASSERT_FALSE(got.has_value());
   EXPECT_EQ(got.error().code, errc::bad_data);
+}
+
+// The CPU multi-symbol table, built from per-width tails, against the definition: entry i
+// holds the codewords at the front of index i in turn, up to three, each taken only if it lies
+// wholly within the index (bits beyond it unknown). Symbols beyond the count are unspecified.
+detail::multi_entry reference_multi_entry(std::span<const decode_entry> single, unsigned bits,
+                                          std::uint32_t i) {
+  const std::uint32_t mask = (std::uint32_t{1} << bits) - 1;
+  std::uint32_t symbols = 0;
+  unsigned used = 0;
+  unsigned count = 0;
+  while (count < 3) {
+    const decode_entry next = single[(i << used) & mask];
+    const unsigned length = entry_length(next);
+    if (count > 0 && (length == 0 || used + length > bits)) break;
+    symbols |= std::uint32_t{entry_symbol(next)} << (8 * count);
+    used += length;
+    ++count;
+    if (used >= bits) break;
+  }
+  return symbols | (used << 24) | (count << 30);
+}
+
+void expect_multi_table_matches(const code_lengths& lengths, int table_bits) {
+  const std::size_t size = std::size_t{1} << table_bits;
+  std::vector<decode_entry> single(size);
+  std::vector<detail::multi_entry> multi(size);
+  std::vector<std::uint32_t> scratch(size);
+  detail::build_multi_table(lengths, table_bits, single, multi, scratch);
+  for (std::uint32_t i = 0; i < size; ++i) {
+    const detail::multi_entry want =
+        reference_multi_entry(single, static_cast<unsigned>(table_bits), i);
+    const unsigned count = detail::multi_count(want);
+    ASSERT_EQ(detail::multi_count(multi[i]), count)
+        << "entry " << i << ", " << table_bits << " bits";
+    ASSERT_EQ((multi[i] >> 24) & 0xFu, (want >> 24) & 0xFu) << "entry " << i;
+    const std::uint32_t symbol_mask = (std::uint32_t{1} << (8 * count)) - 1;
+    ASSERT_EQ(multi[i] & symbol_mask, want & symbol_mask) << "entry " << i;
+  }
+}
+
+TEST(multi_table, equals_its_definition_for_every_table_width_and_code_shape) {
+  std::mt19937_64 rng(12);
+  for (int max_length = 1; max_length <= kMaxCodeLength; ++max_length) {
+    for (int shape = 0; shape < 4; ++shape) {
+      // Geometric (short exponent-like codes), flat, and FP8-like long-tailed histograms.
+      symbol_histogram freq{};
+      const int symbols = shape == 0 ? 40 : shape == 1 ? 256 : shape == 2 ? 200 : 3;
+      for (int s = 0; s < symbols; ++s) {
+        const double weight = shape == 1 ? 1.0 + static_cast<double>(rng() % 4)
+                                         : std::exp(-0.15 * s * (shape == 0 ? 3 : 1));
+        freq[static_cast<std::size_t>((s * 37) % 256)] =
+            1 + static_cast<std::uint64_t>(weight * 1e6) + rng() % 1000;
+      }
+      const result<code_lengths> lengths = build_code_lengths(freq, max_length);
+      if (!lengths) continue;  // too many symbols for this length limit
+      for (int table_bits = max_length; table_bits <= kMaxCodeLength; table_bits += 3) {
+        expect_multi_table_matches(*lengths, table_bits);
+      }
+    }
+  }
+  code_lengths one{};
+  one[7] = 1;
+  expect_multi_table_matches(one, 1);
+  expect_multi_table_matches(one, 12);
+  expect_multi_table_matches(code_lengths{}, 12);  // the empty code
 }
 
 }  // namespace

@@ -58,32 +58,62 @@ using multi_entry = std::uint32_t;
 constexpr unsigned multi_count(multi_entry e) { return e >> 30; }
 
 // Builds the multi-symbol table from a validated code, and the single-symbol table `single`
-// that the careful tail loop uses.
+// that the careful tail loop uses. `scratch` holds 2^table_bits words.
+//
+// Entry i is the first codeword's head (symbol, length, count 1) plus what the remaining
+// w = table_bits - length bits of i decode to: up to two more codewords that lie wholly within
+// them. That tail depends only on w and those bits, so it is computed once per distinct
+// codeword length (2^w tails each, in scratch[2^w, 2^(w+1)): under 2^table_bits words in all,
+// mostly far fewer look-ups than entries) and added to the heads block by block, a sequential
+// loop. Looking every entry's codewords up in turn instead took about 7 % of an FP8 segment's
+// decode. A symbol beyond the count is stored anyway: its bits are meaningless.
 inline void build_multi_table(const code_lengths& lengths, int table_bits,
-                              std::span<decode_entry> single, std::span<multi_entry> multi) {
+                              std::span<decode_entry> single, std::span<multi_entry> multi,
+                              std::span<std::uint32_t> scratch) {
   floatzip::build_decode_table(lengths, table_bits, single);
   const unsigned index_bits = static_cast<unsigned>(table_bits);
-  const std::uint32_t mask = (std::uint32_t{1} << table_bits) - 1;
-  // Without branches: the codeword lengths are as random as the stream, so a loop that stops at
-  // the first codeword that does not fit mispredicts about once per entry (for FP8's long codes
-  // the build took 7 % of a segment's decode). A symbol beyond the count is stored anyway: its
-  // bits are meaningless. A length of 0 (the empty code's table) takes only the first entry.
-  for (std::uint32_t i = 0; i <= mask; ++i) {
+  const std::uint32_t size = std::uint32_t{1} << table_bits;
+  const std::uint32_t mask = size - 1;
+  std::uint32_t tails_ready = 0;  // bit w: the tails of width w are in scratch
+  auto make_tails = [&](unsigned w) {
+    std::uint32_t* const tails = scratch.data() + (std::uint32_t{1} << w);
+    const unsigned spent = index_bits - w;  // the first codeword's length
+    for (std::uint32_t r = 0; r < (std::uint32_t{1} << w); ++r) {
+      const decode_entry second = single[(r << spent) & mask];
+      const unsigned length2 = floatzip::entry_length(second);
+      // Taken when 1 <= length <= the bits left (a length of 0 wraps to the largest unsigned).
+      const unsigned take2 = (length2 - 1u) < w;
+      const unsigned used2 = length2 & (0u - take2);
+      const decode_entry third = single[(r << (spent + used2)) & mask];
+      const unsigned length3 = floatzip::entry_length(third);
+      const unsigned take3 = take2 & ((length3 - 1u) < w - used2);
+      const unsigned used = used2 + (length3 & (0u - take3));
+      const std::uint32_t symbols = std::uint32_t{floatzip::entry_symbol(second)} << 8 |
+                                    std::uint32_t{floatzip::entry_symbol(third)} << 16;
+      tails[r] = symbols | (used << 24) | ((take2 + take3) << 30);
+    }
+    tails_ready |= std::uint32_t{1} << w;
+  };
+  for (std::uint32_t i = 0; i < size;) {
     const decode_entry first = single[i];
-    const unsigned length1 = floatzip::entry_length(first);
-    const decode_entry second = single[(i << length1) & mask];
-    const unsigned length2 = floatzip::entry_length(second);
-    const bool take2 = length2 != 0 && length1 + length2 <= index_bits;
-    const unsigned used2 = length1 + (take2 ? length2 : 0);
-    const decode_entry third = single[(i << used2) & mask];
-    const unsigned length3 = floatzip::entry_length(third);
-    const bool take3 = take2 && length3 != 0 && used2 + length3 <= index_bits;
-    const unsigned used = used2 + (take3 ? length3 : 0);
-    const unsigned count = 1u + unsigned{take2} + unsigned{take3};
-    const std::uint32_t symbols = std::uint32_t{floatzip::entry_symbol(first)} |
-                                  std::uint32_t{floatzip::entry_symbol(second)} << 8 |
-                                  std::uint32_t{floatzip::entry_symbol(third)} << 16;
-    multi[i] = symbols | (used << 24) | (count << 30);
+    const unsigned length = floatzip::entry_length(first);
+    const multi_entry head =
+        std::uint32_t{floatzip::entry_symbol(first)} | (length << 24) | (std::uint32_t{1} << 30);
+    if (length == 0) {  // the empty code's table: nothing decodes
+      multi[i++] = head;
+      continue;
+    }
+    // A codeword of length l fills the 2^(table_bits - l) entries of its block.
+    const unsigned w = index_bits - length;
+    if (w == 0) {
+      multi[i++] = head;
+      continue;
+    }
+    if ((tails_ready >> w & 1u) == 0) make_tails(w);
+    const std::uint32_t* const tails = scratch.data() + (std::uint32_t{1} << w);
+    const std::uint32_t block = std::min(std::uint32_t{1} << w, size - i);  // (always the former)
+    for (std::uint32_t r = 0; r < block; ++r) multi[i + r] = head + tails[r];
+    i += block;
   }
 }
 
@@ -584,9 +614,11 @@ error decompress_segment(const bundle_view& bundle, std::byte* out, const decode
   const std::size_t table_size = std::size_t{1} << table_bits;
   std::array<decode_entry, std::size_t{1} << kMaxCodeLength> single;
   std::array<detail::multi_entry, std::size_t{1} << kMaxCodeLength> table;
+  std::array<std::uint32_t, std::size_t{1} << kMaxCodeLength> scratch;
   detail::build_multi_table(bundle.code(), table_bits,
                             std::span<decode_entry>(single.data(), table_size),
-                            std::span<detail::multi_entry>(table.data(), table_size));
+                            std::span<detail::multi_entry>(table.data(), table_size),
+                            std::span<std::uint32_t>(scratch.data(), table_size));
   const detail::decode_context ctx{bundle.exponent_stream(),
                                    bundle.raw_bytes(),
                                    reinterpret_cast<const std::uint8_t*>(bundle.low_halves()),
