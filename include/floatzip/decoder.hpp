@@ -38,8 +38,8 @@ struct decode_options {
 
 // Writes the bundle's value_count() values to out[0 .. value_count()), little-endian. Allocates
 // nothing on the heap except the worker threads' stacks.
-// Stack: about 260 KiB on the calling thread (decode tables sized for 15-bit codes, exponent
-// buffers), 64 KiB on each worker.
+// Stack: about 390 KiB on the calling thread (decode tables and the table builder's scratch,
+// sized for 15-bit codes; exponent buffers), 64 KiB on each worker.
 //   errc::invalid_argument    the span's elements are not as wide as the bundle's values (a
 //                             uint16_t span for an fp32 bundle); the message names both
 //   errc::insufficient_space  out is smaller than value_count() (the span of bytes: than
