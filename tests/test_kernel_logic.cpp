@@ -24,6 +24,7 @@
 #include "floatzip/detail/kernel_logic.hpp"
 #include "floatzip/encoder.hpp"
 #include "floatzip/value_format.hpp"
+#include "format_typed_tests.hpp"
 #include "kernel_test_inputs.hpp"
 
 namespace floatzip {
@@ -631,21 +632,9 @@ using test::format_tensors;
 using test::value_of;
 using test::weights_of;
 
-template <value_format F>
-using format_constant = std::integral_constant<value_format, F>;
-using all_formats =
-    testing::Types<format_constant<value_format::bf16>, format_constant<value_format::fp16>,
-                   format_constant<value_format::fp32>, format_constant<value_format::bf16_in_fp32>,
-                   format_constant<value_format::fp8_e4m3>,
-                   format_constant<value_format::fp8_e5m2>>;
-struct format_name {
-  template <class C>
-  static std::string GetName(int /*index*/) {
-    std::string name(to_string(C::value));
-    std::replace(name.begin(), name.end(), '-', '_');
-    return name;
-  }
-};
+using test::all_formats;
+using test::format_constant;
+using test::format_name;
 
 template <class C>
 class KernelFormats : public testing::Test {};
