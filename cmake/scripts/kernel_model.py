@@ -170,14 +170,7 @@ def find_loops(instrs, labels):
                  if h >= head and l <= latch and (h, l) != (head, latch)}
         if inner - {phases[(head, latch)]}:
             continue  # holds loops of other phases: the tile loop
-        votes = {}
-        for x in instrs[head:latch + 1]:
-            for p, f in PHASE_FUNCTIONS:
-                if f in x.funcs:
-                    votes[p] = votes.get(p, 0) + 1
-                    break
-        phase = max(votes, key=votes.get) if votes else "other"
-        loops.append({"head": head, "latch": latch, "phase": phase})
+        loops.append({"head": head, "latch": latch, "phase": phases[(head, latch)]})
     return loops
 
 
