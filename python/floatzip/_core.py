@@ -189,15 +189,7 @@ def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
     import torch
 
     for t in f.tensors:
-        _dtypes.torch_dtype(t.dtype)
-    others = sorted({fmt for _, fmt, _, _, _ in f.bundles if fmt not in ("", "bf16")})
-    if others:
-        raise FloatzipError(
-            f"{f.reader.name}: device='cuda' decodes BF16 bundles only; this file also holds "
-            f"{', '.join(others)} values: load it on the CPU and move the tensors "
-            "(load_file(path) then .to('cuda'))",
-            "invalid_argument",
-        )
+        _dtypes.torch_dtype(t.dtype)  # before anything is decoded
     out: Dict[str, Any] = {}
     stream = torch.cuda.current_stream(dev)
     with torch.cuda.device(dev):
@@ -205,17 +197,21 @@ def _load_cuda(f: _File, dev: Any) -> Dict[str, Any]:
         staging = torch.empty(max(staging_bytes, 1), dtype=torch.uint8, device=dev)
         status = torch.full((max(len(f.bundles), 1),), -1, dtype=torch.int64, device=dev)
         for b, members in f.bundle_members.items():
-            whole, _, _, value_count, _ = f.bundles[b]
+            whole, _, value_bytes, value_count, decoded_bytes = f.bundles[b]
             if not whole:
                 continue
-            flat = torch.empty(value_count, dtype=torch.bfloat16, device=dev)
+            # Values of the bundle's format (any): uint8 bytes, each tensor a typed view at a
+            # multiple of its width (the caching allocator's blocks are 512-byte aligned).
+            flat = torch.empty(decoded_bytes, dtype=torch.uint8, device=dev)
             if value_count > 0:
                 _ext.cuda_decode_bundle(
                     f.reader, b, staging.data_ptr(), staging.numel(), flat.data_ptr(),
                     flat.numel(), status.data_ptr() + 8 * b, stream.cuda_stream, dev.index,
                 )
             for t in members:
-                out[t.name] = flat.narrow(0, t.offset, t.nbytes // 2).view(t.shape)
+                raw = flat.narrow(0, t.offset * value_bytes, t.nbytes)
+                dtype = _dtypes.torch_dtype(t.dtype)
+                out[t.name] = (raw if dtype == torch.uint8 else raw.view(dtype)).view(t.shape)
         for t in f.tensors:
             if f.in_whole_bundle(t):
                 continue

@@ -2,13 +2,13 @@
 // into torch CUDA tensors, on the caller's (torch's current) stream.
 //
 // The package allocates everything through torch (so the memory shows up in torch's caching
-// allocator and is stream-ordered with the caller's work): one flat BF16 tensor per bundle that
-// the kernel writes, one uint8 staging tensor per load that every bundle in turn is uploaded to,
-// and one status word per bundle. The staging tensor holds a bundle's serialized bytes, its
-// decode table, and is reused for the next bundle: the copies and launches are all on one stream,
-// so bundle b + 1's upload is ordered after bundle b's kernel. Faults the kernel finds in the
-// exponent streams land in the status words, read back once at the end of the load (the one
-// synchronisation).
+// allocator and is stream-ordered with the caller's work): one flat uint8 tensor per bundle that
+// the kernel writes (its values, of the bundle's format; each tensor a typed view of it), one uint8
+// staging tensor per load that every bundle in turn is uploaded to, and one status word per bundle.
+// The staging tensor holds a bundle's serialized bytes, its decode table, and is reused for the
+// next bundle: the copies and launches are all on one stream, so bundle b + 1's upload is ordered
+// after bundle b's kernel. Faults the kernel finds in the exponent streams land in the status
+// words, read back once at the end of the load (the one synchronisation).
 //
 // device_bundle::upload (gpu.hpp) allocates device memory per bundle; a load reuses one buffer
 // instead, through gpu.hpp's stage_bundle, and launches the public floatzip::decompress, which
@@ -36,14 +36,13 @@ void check_cuda(cudaError_t status, const std::string& what) {
 
 void set_device(int device) { check_cuda(cudaSetDevice(device), "cudaSetDevice"); }
 
-// Bytes of staging a load of this file needs: what the largest BF16 bundle needs (gpu.hpp's
+// Bytes of staging a load of this file needs: what the largest coded bundle needs (gpu.hpp's
 // staging_bytes: its bytes and every segment's decode tables).
 std::uint64_t staging_bytes(const reader& r) {
   const container_reader& file = r.get();
   std::uint64_t largest = 0;
   for (std::uint32_t b = 0; b < file.bundles().size(); ++b) {
-    // The GPU loader decodes BF16 bundles (the package refuses files with other formats).
-    if (file.bundles()[b].kind != bundle_kind::huffman || !file.bundles()[b].is_bf16()) continue;
+    if (file.bundles()[b].kind != bundle_kind::huffman) continue;
     const result<bundle_view> view = file.bundle(b);  // checks the stored checksum on first use
     if (!view) throw_if_error(view.error());
     largest = std::max(largest, floatzip::staging_bytes(*view));
@@ -51,27 +50,23 @@ std::uint64_t staging_bytes(const reader& r) {
   return largest;
 }
 
-// Stages BF16 bundle b in the staging buffer and launches its decode into out.
+// Stages bundle b (values of any format) in the staging buffer and launches its decode into out,
+// out_bytes bytes of device memory aligned to the format's value width.
 void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging,
-                        std::uint64_t staging_capacity, std::uintptr_t out,
-                        std::uint64_t out_capacity, std::uintptr_t status, std::uintptr_t stream,
-                        int device) {
+                        std::uint64_t staging_capacity, std::uintptr_t out, std::uint64_t out_bytes,
+                        std::uintptr_t status, std::uintptr_t stream, int device) {
   r.check_bundle(b);
   // Nothing below touches a Python object: the caller's reference keeps the reader alive.
   nb::gil_scoped_release unlocked;
   const container_reader& file = r.get();
   const container_bundle& rec = file.bundles()[b];
   const std::string where = file.name() + ": bundle " + std::to_string(b) + ": ";
-  if (rec.has_values() && !rec.is_bf16())
-    throw_if_error(
-        {errc::invalid_argument, where + "holds " + std::string(to_string(rec.format)) +
-                                     " values; device='cuda' decodes BF16 bundles only"});
-  if (rec.kind == bundle_kind::bf16_raw) {
+  if (rec.kind == bundle_kind::verbatim) {
     // Stored verbatim (coding would not have shrunk it): the stored bytes are the values.
-    if (out_capacity < rec.value_count)
-      throw_if_error({errc::insufficient_space, where + "needs " + std::to_string(rec.value_count) +
-                                                    " values of output, got " +
-                                                    std::to_string(out_capacity)});
+    if (out_bytes < rec.decoded_bytes)
+      throw_if_error(
+          {errc::insufficient_space, where + "needs " + std::to_string(rec.decoded_bytes) +
+                                         " bytes of output, got " + std::to_string(out_bytes)});
     const result<std::span<const std::byte>> bytes = file.bundle_bytes(b);  // checksum checked
     if (!bytes) throw_if_error(bytes.error());
     set_device(device);
@@ -80,8 +75,8 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
                "upload of verbatim bundle " + std::to_string(b));
     return;
   }
-  if (rec.kind != bundle_kind::bf16_huffman)
-    throw_if_error({errc::invalid_argument, where + "stored raw, not BF16"});
+  if (rec.kind != bundle_kind::huffman)
+    throw_if_error({errc::invalid_argument, where + "stored raw, not float values"});
   const result<bundle_view> view = file.bundle(b);  // checks the stored checksum on first use
   if (!view) throw_if_error(view.error());
   set_device(device);
@@ -95,8 +90,8 @@ void decode_bundle_cuda(const reader& r, std::uint32_t b, std::uintptr_t staging
     const error e = staged.error();
     throw_if_error({e.code, where + e.message});
   }
-  const error e =
-      decompress(*staged, reinterpret_cast<std::uint16_t*>(out), out_capacity, cuda_stream);
+  // The byte overload checks out_bytes against the bundle's values of its format.
+  const error e = decompress(*staged, reinterpret_cast<std::byte*>(out), out_bytes, cuda_stream);
   if (e) throw_if_error({e.code, where + e.message});
 }
 
@@ -114,7 +109,7 @@ void copy_raw_tensor_cuda(const reader& r, std::uint32_t i, std::uintptr_t out,
                                                   std::to_string(out_bytes)});
   if (out_bytes == 0) return;
   if (file.bundles()[t.bundle].kind != bundle_kind::raw) {
-    // A BF16 tensor split across bundles (larger than a bundle may be): decoded on the host,
+    // A float tensor split across bundles (larger than a bundle may be): decoded on the host,
     // piece by piece, then copied (synchronously: the host buffer goes away).
     std::vector<std::byte> host(out_bytes);
     throw_if_error(file.read_tensor(t, host));
@@ -160,7 +155,7 @@ void bind_cuda(nb::module_& m) {
   m.def("cuda_device_count", [] { return device_count(); });
   m.def("cuda_staging_bytes", &staging_bytes, nb::arg("reader"));
   m.def("cuda_decode_bundle", &decode_bundle_cuda, nb::arg("reader"), nb::arg("bundle"),
-        nb::arg("staging"), nb::arg("staging_capacity"), nb::arg("out"), nb::arg("out_capacity"),
+        nb::arg("staging"), nb::arg("staging_capacity"), nb::arg("out"), nb::arg("out_bytes"),
         nb::arg("status"), nb::arg("stream"), nb::arg("device"));
   m.def("cuda_copy_raw_tensor", &copy_raw_tensor_cuda, nb::arg("reader"), nb::arg("index"),
         nb::arg("out"), nb::arg("out_bytes"), nb::arg("stream"), nb::arg("device"));
