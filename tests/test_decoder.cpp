@@ -3,11 +3,13 @@
 // chunk gaps and streams.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "floatzip/floatzip.hpp"
@@ -243,6 +245,22 @@ TEST(decompress_values, adaptive_policy_turns_to_small_pages_after_a_slow_huge_p
   auto again = detail::page_memory::allocate(v.size() * 2, detail::page_policy::adaptive);
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->huge_bytes(), v.size() * 2 / detail::kHugePageBytes * detail::kHugePageBytes);
+}
+
+// The adaptive policy's timer counts the faulting thread's CPU time, not time it spent off the
+// CPU: a sleep (as a descheduled thread) adds almost nothing, work adds about its duration.
+TEST(decompress_values, huge_page_timer_is_the_threads_cpu_time) {
+  const double t0 = detail::thread_cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const double slept = detail::thread_cpu_seconds() - t0;
+  EXPECT_LT(slept, 0.010);
+  const auto w0 = std::chrono::steady_clock::now();
+  const double t1 = detail::thread_cpu_seconds();
+  volatile std::uint64_t sink = 0;
+  while (std::chrono::steady_clock::now() - w0 < std::chrono::milliseconds(30)) sink = sink + 1;
+  const double worked = detail::thread_cpu_seconds() - t1;
+  EXPECT_GT(worked, 0.001);  // at least a part of the 30 ms, however busy the machine
+  EXPECT_LT(worked, 0.035);
 }
 
 // A corrupt stream is reported as by decompress(), not returned as values.

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,9 +20,10 @@ inline constexpr page_policy kValuesPagePolicy = page_policy::adaptive;
 
 // Faults in `memory` for writing, in 2 MiB slices spread over `threads` threads, before the
 // decoder writes it (populate_parallel and adaptive). Under adaptive, each huge page is timed: a
-// slow one turns the rest of the buffer to 4 KiB pages and tells the process's gauge.
+// slow one turns the rest of the buffer to 4 KiB pages and tells the process's gauge. The timer
+// is the faulting thread's CPU clock, so that a thread descheduled mid-fault (the machine busy
+// with other work) does not count as a slow page.
 inline void fault_in(const page_memory& memory, unsigned threads, page_policy policy) {
-  using clock = std::chrono::steady_clock;
   const std::size_t bytes = memory.size();
   const std::size_t slices = (bytes + kHugePageBytes - 1) / kHugePageBytes;
   const std::size_t huge_slices =
@@ -34,9 +34,9 @@ inline void fault_in(const page_memory& memory, unsigned threads, page_policy po
       memory.populate(i * kHugePageBytes, kHugePageBytes);
       return;
     }
-    const auto t0 = clock::now();
+    const double t0 = thread_cpu_seconds();
     memory.populate(i * kHugePageBytes, kHugePageBytes);
-    const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    const double seconds = thread_cpu_seconds() - t0;
     if (huge_page_gauge::process().record(seconds) && !small.exchange(true)) {
       memory.prefer_small_pages();
     }
