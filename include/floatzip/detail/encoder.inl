@@ -73,21 +73,86 @@ void for_each_piece(std::span<const std::span<const std::byte>> tensors, std::si
   }
 }
 
-// Writes the symbols of values [first, first + count) to `symbols`, and returns the OR of their
-// low halves for bf16_in_fp32 (which must all be zero; 0 for every other format). One simple loop
-// the compiler vectorises.
+// The format's optional members (value_format.hpp): whether it refuses some values, and whether
+// it splits the rare values apart.
+template <class Traits>
+concept refuses_values = requires(typename Traits::value_type v) {
+  Traits::unrepresentable(v);
+};
+template <class Traits>
+concept splits_rare_values = requires(typename Traits::value_type v) {
+  Traits::rare_split(v);
+  Traits::common_symbol(v);
+  Traits::common_raw_byte(v);
+};
+
+// The symbol, as the vectorised loops compute it: exact but for the values rare_split flags,
+// which the loop redoes after the block (fix_rare_symbols).
+template <value_format F>
+constexpr std::uint8_t fast_symbol(typename format_traits<F>::value_type v) {
+  using traits = format_traits<F>;
+  if constexpr (splits_rare_values<traits>) {
+    return traits::common_symbol(v);
+  } else {
+    return traits::symbol(v);
+  }
+}
+
+// The bits of v the format cannot hold (0 for formats that hold every pattern).
+template <value_format F>
+constexpr std::uint32_t refused_bits(typename format_traits<F>::value_type v) {
+  using traits = format_traits<F>;
+  if constexpr (refuses_values<traits>) {
+    return traits::unrepresentable(v);
+  } else {
+    return 0;
+  }
+}
+
+// Whether v needs the exact split after the vectorised loop.
+template <value_format F>
+constexpr bool needs_exact_split(typename format_traits<F>::value_type v) {
+  using traits = format_traits<F>;
+  if constexpr (splits_rare_values<traits>) {
+    return traits::rare_split(v);
+  } else {
+    return false;
+  }
+}
+
+// Redoes the symbols of the rare values among values [first, first + count) (after a block whose
+// vectorised loop flagged one), and calls on_symbol(symbol) for each.
+template <value_format F, class OnSymbol>
+void fix_rare_symbols(const std::byte* values, std::size_t first, std::size_t count,
+                      std::uint8_t* symbols, OnSymbol&& on_symbol) {
+  using traits = format_traits<F>;
+  for (std::size_t k = 0; k < count; ++k) {
+    const auto v = load_value<typename traits::value_type>(values, first + k);
+    if (needs_exact_split<F>(v)) {
+      symbols[k] = traits::symbol(v);
+      on_symbol(symbols[k]);
+    }
+  }
+}
+
+// Writes the symbols of values [first, first + count) to `symbols`, and returns the OR of the
+// bits the format cannot hold (refused_bits: non-zero refuses the tensor; always 0 for the
+// formats that hold every pattern). One simple loop the compiler vectorises, and a pass over the
+// block for its rare values where it has any.
 template <value_format F>
 std::uint32_t extract_symbols(const std::byte* values, std::size_t first, std::size_t count,
                               std::uint8_t* symbols) {
-  using traits = format_traits<F>;
-  using value_type = typename traits::value_type;
-  std::uint32_t low = 0;
+  using value_type = typename format_traits<F>::value_type;
+  std::uint32_t refused = 0;
+  bool rare = false;
   for (std::size_t k = 0; k < count; ++k) {
     const auto v = load_value<value_type>(values, first + k);
-    symbols[k] = traits::symbol(v);
-    if constexpr (F == value_format::bf16_in_fp32) low |= v & 0xFFFFu;
+    symbols[k] = fast_symbol<F>(v);
+    refused |= refused_bits<F>(v);
+    rare |= needs_exact_split<F>(v);
   }
-  return low;
+  if (rare) fix_rare_symbols<F>(values, first, count, symbols, [](std::uint8_t) {});
+  return refused;
 }
 
 // Values per block whose symbols are extracted (vectorised) before they are counted.
@@ -95,7 +160,7 @@ inline constexpr std::size_t kHistogramBlock = 1024;
 
 // Counts symbols one at a time, extracted a block at a time, into eight sub-histograms so that
 // runs of equal symbols do not serialise on one counter. For short inputs; long ones take
-// add_symbol_histogram's pair count. Returns extract_symbols' low-half OR.
+// add_symbol_histogram's pair count. Returns extract_symbols' refused bits.
 template <value_format F>
 std::uint32_t add_symbol_histogram_single(const std::byte* values, std::size_t n,
                                           symbol_histogram& out) {
@@ -133,7 +198,7 @@ std::uint32_t add_symbol_histogram_single(const std::byte* values, std::size_t n
 // in use, the ~900 live counters sit in a few KiB of cache lines; equal neighbouring pairs (which
 // would serialise on one counter) are rare. The 256 KiB table is kept per thread, all zero
 // between calls: each use folds what it counted into row and column sums and clears it.
-// Returns extract_symbols' low-half OR (non-zero: not bf16_in_fp32).
+// Returns extract_symbols' refused bits (non-zero: a value the format cannot hold).
 template <value_format F>
 std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_histogram& out) {
   constexpr std::size_t kMinPairCount = std::size_t{1} << 12;  // below: the fold would dominate
@@ -183,13 +248,21 @@ std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_his
     // on BF16).
     std::uint8_t block_low = 0xFF;
     std::uint8_t block_high = 0;
+    bool rare = false;
     for (std::size_t k = 0; k < kHistogramBlock; ++k) {
       const auto value = load_value<typename format_traits<F>::value_type>(v, i + k);
-      const std::uint8_t e = format_traits<F>::symbol(value);
+      const std::uint8_t e = fast_symbol<F>(value);
       exponents[k] = e;
       block_low = std::min(block_low, e);
       block_high = std::max(block_high, e);
-      if constexpr (F == value_format::bf16_in_fp32) low |= value & 0xFFFFu;
+      low |= refused_bits<F>(value);
+      rare |= needs_exact_split<F>(value);
+    }
+    if (rare) {
+      fix_rare_symbols<F>(v, i, kHistogramBlock, exponents, [&](std::uint8_t e) {
+        block_low = std::min(block_low, e);
+        block_high = std::max(block_high, e);
+      });
     }
     lowest = std::min<unsigned>(lowest, block_low);
     highest = std::max<unsigned>(highest, block_high);
@@ -346,13 +419,29 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
     static_assert(!traits::has_low_half);
     std::memcpy(symbols, values, count);  // FP8: the byte is the symbol
   } else {
+    bool rare = false;
     for (std::size_t i = 0; i < count; ++i) {
       const auto v = load_value<value_type>(values, i);
-      symbols[i] = traits::symbol(v);
-      raw_bytes[i] = traits::raw_byte(v);
+      if constexpr (splits_rare_values<traits>) {
+        symbols[i] = traits::common_symbol(v);
+        raw_bytes[i] = traits::common_raw_byte(v);
+        rare |= traits::rare_split(v);
+      } else {
+        symbols[i] = traits::symbol(v);
+        raw_bytes[i] = traits::raw_byte(v);
+      }
       if constexpr (traits::has_low_half) {
         const std::uint16_t low = traits::low_half(v);
         std::memcpy(low_halves + 2 * i, &low, 2);
+      }
+    }
+    if (rare) {
+      for (std::size_t i = 0; i < count; ++i) {
+        const auto v = load_value<value_type>(values, i);
+        if (needs_exact_split<F>(v)) {
+          symbols[i] = traits::symbol(v);
+          raw_bytes[i] = traits::raw_byte(v);
+        }
       }
     }
   }
@@ -596,6 +685,22 @@ inline bool low_halves_zero(std::span<const std::byte> fp32_values) noexcept {
   return true;
 }
 
+inline bool fp16_values_are_bf16(std::span<const std::byte> fp16_values) noexcept {
+  if (fp16_values.size() % 2 != 0) return false;
+  const std::size_t n = fp16_values.size() / 2;
+  constexpr std::size_t kBlock = 8192;  // stop early at a refused block
+  for (std::size_t i = 0; i < n; i += kBlock) {
+    const std::size_t m = std::min(kBlock, n - i);
+    std::uint32_t refused = 0;
+    for (std::size_t k = 0; k < m; ++k) {
+      refused |= format_traits<value_format::bf16_in_fp16>::unrepresentable(
+          detail::load_value<std::uint16_t>(fp16_values.data(), i + k));
+    }
+    if (refused != 0) return false;
+  }
+  return true;
+}
+
 namespace detail {
 
 // Bytes a segment of `values` values, `stream_bits` bits and a code spanning `symbol_span`
@@ -823,8 +928,8 @@ inline encode_plan make_encode_plan(value_format format,
   }
   tensor_first_part[tensors.size()] = parts.size();
 
-  // Pass 1: symbol histograms per part, then per tensor. bf16_in_fp32 also checks, on the way,
-  // that it holds what it claims.
+  // Pass 1: symbol histograms per part, then per tensor. bf16_in_fp32 and bf16_in_fp16 also
+  // check, on the way, that they hold what they claim.
   std::vector<symbol_histogram> part_hist(parts.size(), symbol_histogram{});
   std::vector<std::uint32_t> part_low(parts.size(), 0);
   visit_format(format, [&]<value_format F>() {
@@ -838,8 +943,12 @@ inline encode_plan make_encode_plan(value_format format,
     if (part_low[p] != 0) {
       throw exception({errc::invalid_argument,
                        "compress_bundle: tensor " + to_string(parts[p].tensor) +
-                           " has values whose low 16 bits are not zero: not bf16-in-fp32 (code "
-                           "it as fp32)"});
+                           (format == value_format::bf16_in_fp16
+                                ? " has values that are not BF16 values (mantissa bits below "
+                                  "BF16's 8 significant ones are set): not bf16-in-fp16 (code it "
+                                  "as fp16)"
+                                : " has values whose low 16 bits are not zero: not bf16-in-fp32 "
+                                  "(code it as fp32)")});
     }
   }
   std::vector<symbol_histogram> tensor_hist(tensors.size(), symbol_histogram{});
