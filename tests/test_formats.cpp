@@ -140,6 +140,10 @@ TEST(value_format, bf16_in_fp16_holds_exactly_the_bf16_values_of_every_pattern) 
       ASSERT_EQ(T::common_symbol(v), T::symbol(v)) << std::hex << i;
       ASSERT_EQ(T::common_raw_byte(v), T::raw_byte(v)) << std::hex << i;
     }
+    ASSERT_EQ(T::common_symbol(v) == T::kRareCommonSymbol, T::rare_split(v)) << std::hex << i;
+    if (!T::rare_split(v)) {
+      ASSERT_EQ(T::common_unrepresentable(v), T::unrepresentable(v)) << std::hex << i;
+    }
     if (!is_bf16) continue;
     ++qualifying;
     if ((v & 0x7C00) == 0 && (v & 0x3FF) != 0) ++subnormals;

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -84,10 +86,12 @@ concept splits_rare_values = requires(typename Traits::value_type v) {
   Traits::rare_split(v);
   Traits::common_symbol(v);
   Traits::common_raw_byte(v);
+  Traits::common_unrepresentable(v);
+  { Traits::kRareCommonSymbol } -> std::convertible_to<std::uint8_t>;
 };
 
 // The symbol, as the vectorised loops compute it: exact but for the values rare_split flags,
-// which the loop redoes after the block (fix_rare_symbols).
+// which fix_rare_splits redoes after the block.
 template <value_format F>
 constexpr std::uint8_t fast_symbol(typename format_traits<F>::value_type v) {
   using traits = format_traits<F>;
@@ -98,61 +102,81 @@ constexpr std::uint8_t fast_symbol(typename format_traits<F>::value_type v) {
   }
 }
 
-// The bits of v the format cannot hold (0 for formats that hold every pattern).
+// The bits of v the format cannot hold (0 for formats that hold every pattern), as the
+// vectorised loops compute them: exact but for the values fix_rare_splits redoes.
 template <value_format F>
-constexpr std::uint32_t refused_bits(typename format_traits<F>::value_type v) {
+constexpr typename format_traits<F>::value_type refused_bits(
+    typename format_traits<F>::value_type v) {
   using traits = format_traits<F>;
-  if constexpr (refuses_values<traits>) {
+  if constexpr (splits_rare_values<traits>) {
+    return traits::common_unrepresentable(v);
+  } else if constexpr (refuses_values<traits>) {
     return traits::unrepresentable(v);
   } else {
     return 0;
   }
 }
 
-// Whether v needs the exact split after the vectorised loop.
+// Redoes the split of the rare values among values [first, first + count), whose fast symbols
+// are symbols[0, count): those are exactly the values whose fast symbol is kRareCommonSymbol,
+// found 64 symbols per vectorised test, then 8 per word test (a zero-byte test on the symbols
+// XOR that byte), so a block costs a fast pass over its symbols plus a few values; a flag reduced
+// in the vectorised loop and a value-by-value scan after it cost more than the whole split (most
+// blocks of trained weights hold a subnormal or two). Writes each rare value's raw byte too where
+// raw_bytes is not null; returns the OR of their refused bits (unrepresentable).
 template <value_format F>
-constexpr bool needs_exact_split(typename format_traits<F>::value_type v) {
+typename format_traits<F>::value_type fix_rare_splits(const std::byte* values, std::size_t first,
+                                                      std::size_t count, std::uint8_t* symbols,
+                                                      std::uint8_t* raw_bytes) {
   using traits = format_traits<F>;
+  typename traits::value_type refused = 0;
   if constexpr (splits_rare_values<traits>) {
-    return traits::rare_split(v);
-  } else {
-    return false;
-  }
-}
-
-// Redoes the symbols of the rare values among values [first, first + count) (after a block whose
-// vectorised loop flagged one), and calls on_symbol(symbol) for each.
-template <value_format F, class OnSymbol>
-void fix_rare_symbols(const std::byte* values, std::size_t first, std::size_t count,
-                      std::uint8_t* symbols, OnSymbol&& on_symbol) {
-  using traits = format_traits<F>;
-  for (std::size_t k = 0; k < count; ++k) {
-    const auto v = load_value<typename traits::value_type>(values, first + k);
-    if (needs_exact_split<F>(v)) {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+    constexpr std::uint64_t kPattern = kOnes * traits::kRareCommonSymbol;
+    auto fix = [&](std::size_t k) {
+      if (symbols[k] != traits::kRareCommonSymbol) return;
+      const auto v = load_value<typename traits::value_type>(values, first + k);
       symbols[k] = traits::symbol(v);
-      on_symbol(symbols[k]);
+      if (raw_bytes != nullptr) raw_bytes[k] = traits::raw_byte(v);
+      refused |= traits::unrepresentable(v);
+    };
+    // Runs of 64 symbols tested at once (a vectorised compare), then their 8-byte words.
+    constexpr std::size_t kRun = 64;
+    std::size_t k = 0;
+    for (; k + kRun <= count; k += kRun) {
+      std::uint8_t any = 0;
+      for (std::size_t j = k; j < k + kRun; ++j)
+        any |= static_cast<std::uint8_t>(symbols[j] == traits::kRareCommonSymbol);
+      if (any == 0) continue;
+      for (std::size_t w = k; w < k + kRun; w += 8) {
+        std::uint64_t word;
+        std::memcpy(&word, symbols + w, 8);
+        const std::uint64_t x = word ^ kPattern;
+        if (((x - kOnes) & ~x & (kOnes << 7)) == 0) continue;  // no byte equal to the pattern's
+        for (std::size_t j = w; j < w + 8; ++j) fix(j);
+      }
     }
+    for (; k < count; ++k) fix(k);
   }
+  return refused;
 }
 
 // Writes the symbols of values [first, first + count) to `symbols`, and returns the OR of the
 // bits the format cannot hold (refused_bits: non-zero refuses the tensor; always 0 for the
-// formats that hold every pattern). One simple loop the compiler vectorises, and a pass over the
-// block for its rare values where it has any.
+// formats that hold every pattern). One simple loop the compiler vectorises (the OR-reduction in
+// the values' own width: GCC 12 vectorises neither a bool reduction nor a wider one), then the
+// rare values' symbols where the format has such.
 template <value_format F>
 std::uint32_t extract_symbols(const std::byte* values, std::size_t first, std::size_t count,
                               std::uint8_t* symbols) {
   using value_type = typename format_traits<F>::value_type;
-  std::uint32_t refused = 0;
-  bool rare = false;
+  value_type refused = 0;
   for (std::size_t k = 0; k < count; ++k) {
     const auto v = load_value<value_type>(values, first + k);
     symbols[k] = fast_symbol<F>(v);
     refused |= refused_bits<F>(v);
-    rare |= needs_exact_split<F>(v);
   }
-  if (rare) fix_rare_symbols<F>(values, first, count, symbols, [](std::uint8_t) {});
-  return refused;
+  return refused | fix_rare_splits<F>(values, first, count, symbols, nullptr);
 }
 
 // Values per block whose symbols are extracted (vectorised) before they are counted.
@@ -246,24 +270,37 @@ std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_his
     }
     // Extraction and the block's symbol range in one vectorised loop (two loops cost 15 % more
     // on BF16).
+    // The OR-reductions in the values' own width (not bool, not wider): GCC 12 vectorises
+    // neither a bool reduction nor one wider than the loop's values.
+    using value_type = typename format_traits<F>::value_type;
     std::uint8_t block_low = 0xFF;
     std::uint8_t block_high = 0;
-    bool rare = false;
-    for (std::size_t k = 0; k < kHistogramBlock; ++k) {
-      const auto value = load_value<typename format_traits<F>::value_type>(v, i + k);
-      const std::uint8_t e = fast_symbol<F>(value);
-      exponents[k] = e;
-      block_low = std::min(block_low, e);
-      block_high = std::max(block_high, e);
-      low |= refused_bits<F>(value);
-      rare |= needs_exact_split<F>(value);
-    }
-    if (rare) {
-      fix_rare_symbols<F>(v, i, kHistogramBlock, exponents, [&](std::uint8_t e) {
+    value_type block_refused = 0;
+    if constexpr (splits_rare_values<format_traits<F>>) {
+      // Three loops: GCC 12 vectorises the split with its OR-reduction, or the symbol range
+      // beside a plain split, but not both in one loop; and the range must see the rare values'
+      // symbols.
+      for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+        const auto value = load_value<value_type>(v, i + k);
+        exponents[k] = fast_symbol<F>(value);
+        block_refused |= refused_bits<F>(value);
+      }
+      block_refused |= fix_rare_splits<F>(v, i, kHistogramBlock, exponents, nullptr);
+      for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+        block_low = std::min(block_low, exponents[k]);
+        block_high = std::max(block_high, exponents[k]);
+      }
+    } else {
+      for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+        const auto value = load_value<value_type>(v, i + k);
+        const std::uint8_t e = fast_symbol<F>(value);
+        exponents[k] = e;
         block_low = std::min(block_low, e);
         block_high = std::max(block_high, e);
-      });
+        block_refused |= refused_bits<F>(value);
+      }
     }
+    low |= block_refused;
     lowest = std::min<unsigned>(lowest, block_low);
     highest = std::max<unsigned>(highest, block_high);
     for (std::size_t k = 0; k < kHistogramBlock; k += 8) {
@@ -419,13 +456,11 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
     static_assert(!traits::has_low_half);
     std::memcpy(symbols, values, count);  // FP8: the byte is the symbol
   } else {
-    bool rare = false;
     for (std::size_t i = 0; i < count; ++i) {
       const auto v = load_value<value_type>(values, i);
       if constexpr (splits_rare_values<traits>) {
         symbols[i] = traits::common_symbol(v);
         raw_bytes[i] = traits::common_raw_byte(v);
-        rare |= traits::rare_split(v);
       } else {
         symbols[i] = traits::symbol(v);
         raw_bytes[i] = traits::raw_byte(v);
@@ -435,15 +470,7 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
         std::memcpy(low_halves + 2 * i, &low, 2);
       }
     }
-    if (rare) {
-      for (std::size_t i = 0; i < count; ++i) {
-        const auto v = load_value<value_type>(values, i);
-        if (needs_exact_split<F>(v)) {
-          symbols[i] = traits::symbol(v);
-          raw_bytes[i] = traits::raw_byte(v);
-        }
-      }
-    }
+    (void)fix_rare_splits<F>(values, 0, count, symbols, raw_bytes);
   }
 }
 
