@@ -11,7 +11,9 @@
 // nearest FP8 value (ties to an even code, saturating at the largest finite value); the inverse
 // scale is kept as an F32 scalar tensor "<name>_scale" beside it. BF16-in-FP32 weights are BF16
 // values widened to FP32 (low 16 bits zero), as many FP32 checkpoints of BF16-trained models are.
-// F16 weights, where a model has none, are its weights rounded to F16.
+// F16 weights rounded from BF16 ones (f16-from-bf16: BF16 checkpoints saved as F16, every value a
+// BF16 value) are made for every BF16 model, and F16 weights rounded from F32 where a model has
+// F32 but no F16.
 #pragma once
 
 #include <algorithm>
