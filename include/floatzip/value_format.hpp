@@ -285,13 +285,14 @@ struct format_traits<value_format::bf16_in_fp16> {
   // constant shifts, so that the decoder's merge loop vectorises: from the BF16 value
   // b = sign | e << 7 | m, (b << 3) keeps e's low 6 bits at bit 10 and m at bit 3, and taking
   // 112 << 10 (0xC000 modulo 2^16) off leaves FP16's exponent e - 112 (1..30) there.
+  // Written with & and masks, not && and ?: (which GCC 12 vectorises into slower code).
   FLOATZIP_HD static constexpr bool rare_merge(std::uint8_t symbol) {
-    return symbol != 0 && static_cast<std::uint8_t>(symbol - 113) > 29;
+    return (symbol != 0) & (static_cast<std::uint8_t>(symbol - 113) > 29);
   }
   FLOATZIP_HD static constexpr value_type common_merge(std::uint8_t symbol, std::uint8_t raw_byte) {
     const std::uint16_t b = bf16_merge(symbol, raw_byte);
     const auto magnitude = static_cast<std::uint16_t>((b << 3) - 0xC000u);
-    return static_cast<value_type>((b & 0x8000u) | (symbol == 0 ? 0u : magnitude));
+    return static_cast<value_type>((b & 0x8000u) | (magnitude & ~all_ones_if(symbol == 0)));
   }
 };
 
