@@ -320,7 +320,8 @@ void bm_zstd19_ratio(benchmark::State& state, std::size_t index) {
 // The synthetic checkpoint in one value format: its BF16 values widened to FP32 with pseudo-random
 // low mantissa bits (nearly uniform, as an FP32 checkpoint's are), then rounded to FP16 or
 // quantised to FP8 with a per-tensor scale (tests/float_conversions.hpp); bf16_in_fp32 is the BF16
-// values widened, bf16 the values themselves.
+// values widened, bf16_in_fp16 the BF16 values rounded to FP16 (a BF16 checkpoint saved as F16),
+// bf16 the values themselves.
 struct format_input {
   floatzip::value_format format = floatzip::value_format::bf16;
   std::vector<std::vector<std::vector<std::byte>>> tensors;  // per bundle
@@ -365,6 +366,11 @@ std::vector<std::byte> convert_tensor(std::span<const std::uint16_t> bf16, std::
     }
     case value_format::fp8_e4m3: return bytes_of(test::quantise_fp8(wide, test::fp8_kind::e4m3));
     case value_format::fp8_e5m2: return bytes_of(test::quantise_fp8(wide, test::fp8_kind::e5m2));
+    case value_format::bf16_in_fp16: {
+      std::vector<std::uint16_t> v(bf16.size());
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = test::bf16_to_fp16(bf16[i]);
+      return bytes_of(v);
+    }
   }
   return {};
 }

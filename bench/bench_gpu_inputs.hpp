@@ -112,6 +112,7 @@ inline std::vector<std::uint32_t> fp32_weights(std::span<const std::uint16_t> bf
 //   fp32           fp32_weights: the BF16 values as high halves, pseudo-random low halves
 //   fp16           those FP32 weights converted to FP16 (round to nearest even)
 //   bf16-in-fp32   the BF16 values widened (zero low halves)
+//   bf16-in-fp16   the BF16 values rounded to FP16 (a BF16 checkpoint saved as F16)
 //   fp8-e4m3/e5m2  the FP32 weights quantised per tensor (largest magnitude to the largest
 //                  finite value, round to nearest even), as FP8 checkpoints are made The block
 //                  holds the same number of
@@ -140,6 +141,12 @@ inline format_input make_format_input(value_format f, const llama_block& block) 
       case value_format::bf16_in_fp32: {
         std::vector<std::uint32_t> v(n);
         for (std::size_t i = 0; i < n; ++i) v[i] = std::uint32_t{t[i]} << 16;
+        in.tensors.push_back(bytes_of(v));
+        break;
+      }
+      case value_format::bf16_in_fp16: {
+        std::vector<std::uint16_t> v(n);
+        for (std::size_t i = 0; i < n; ++i) v[i] = test::bf16_to_fp16(t[i]);
         in.tensors.push_back(bytes_of(v));
         break;
       }

@@ -11,7 +11,9 @@
 // nearest FP8 value (ties to an even code, saturating at the largest finite value); the inverse
 // scale is kept as an F32 scalar tensor "<name>_scale" beside it. BF16-in-FP32 weights are BF16
 // values widened to FP32 (low 16 bits zero), as many FP32 checkpoints of BF16-trained models are.
-// F16 weights, where a model has none, are its weights rounded to F16.
+// F16 weights rounded from BF16 ones (f16-from-bf16: BF16 checkpoints saved as F16, every value a
+// BF16 value) are made for every BF16 model, and F16 weights rounded from F32 where a model has
+// F32 but no F16.
 #pragma once
 
 #include <algorithm>
@@ -194,8 +196,9 @@ inline std::vector<tensor> widened_file(const std::vector<tensor>& source) {
 }
 
 // One file of every float format the container codes, from the same model in BF16, F16 and F32
-// (tensor names alike): tensor i takes, by i mod 6, BF16, F16, F32, BF16-in-F32, F8_E4M3 (+
-// scale), F8_E5M2 (+ scale); an I64 tensor that stays raw comes last.
+// (tensor names alike): tensor i takes, by i mod 7, BF16, F16, F32, BF16-in-F32, F8_E4M3 (+
+// scale), F8_E5M2 (+ scale), the BF16 tensor rounded to F16 (BF16-in-F16); an I64 tensor that
+// stays raw comes last.
 inline std::vector<tensor> mixed_file(const std::vector<tensor>& bf16,
                                       const std::vector<tensor>& f16,
                                       const std::vector<tensor>& f32) {
@@ -207,13 +210,14 @@ inline std::vector<tensor> mixed_file(const std::vector<tensor>& bf16,
   std::vector<tensor> out;
   for (std::size_t i = 0; i < bf16.size(); ++i) {
     const tensor& t = bf16[i];
-    switch (i % 6) {
+    switch (i % 7) {
       case 0: out.push_back(t); break;
       case 1: out.push_back(find(f16, t.name)); break;
       case 2: out.push_back(find(f32, t.name)); break;
       case 3: out.push_back(widened(t)); break;
+      case 6: out.push_back(to_f16(t)); break;
       default: {
-        auto [q, s] = to_fp8(t, i % 6 == 4 ? fp8_kind::e4m3 : fp8_kind::e5m2);
+        auto [q, s] = to_fp8(t, i % 7 == 4 ? fp8_kind::e4m3 : fp8_kind::e5m2);
         out.push_back(std::move(q));
         out.push_back(std::move(s));
       }

@@ -5,9 +5,10 @@
 //
 // writes, for each MODEL.bf16.safetensors in MODELS_DIR, OUT_DIR/MODEL.bf16-in-f32.safetensors,
 // MODEL.f8_e4m3.safetensors and MODEL.f8_e5m2.safetensors (rounded from MODEL.f32.safetensors
-// when it exists, else from the BF16 weights), MODEL.f16.safetensors when MODELS_DIR has none
-// (rounded likewise; MODEL.f16-from-bf16.safetensors when rounded from BF16 values), and
-// MODEL.mixed.safetensors when the model is there in BF16, F16 and F32.
+// when it exists, else from the BF16 weights), MODEL.f16-from-bf16.safetensors (the BF16 weights
+// rounded to F16: a BF16 checkpoint saved as F16), MODEL.f16.safetensors when MODELS_DIR has
+// none but has MODEL.f32.safetensors (rounded from it), and MODEL.mixed.safetensors when the
+// model is there in BF16, F16 and F32.
 // Prints the paths it wrote.
 #include <cstdio>
 #include <exception>
@@ -51,9 +52,9 @@ int main(int argc, char** argv) {
       const fs::path f16_path = models / (model + ".f16.safetensors");
       // F16 rounded from BF16 values keeps their 7 mantissa bits: its 3 lowest are zero, which
       // a real F16 checkpoint's are not (the name says which it is).
-      if (!fs::exists(f16_path))
-        write(model + (fs::exists(f32_path) ? ".f16.safetensors" : ".f16-from-bf16.safetensors"),
-              ff::to_f16_file(precise));
+      write(model + ".f16-from-bf16.safetensors", ff::to_f16_file(bf16));
+      if (!fs::exists(f16_path) && fs::exists(f32_path))
+        write(model + ".f16.safetensors", ff::to_f16_file(precise));
       if (fs::exists(f16_path) && fs::exists(f32_path))
         write(model + ".mixed.safetensors",
               ff::mixed_file(bf16, ff::read_tensors(f16_path), precise));

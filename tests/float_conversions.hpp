@@ -105,4 +105,9 @@ inline std::vector<std::uint8_t> quantise_fp8(std::span<const float> values, fp8
 
 inline float bf16_to_float(std::uint16_t b) { return std::bit_cast<float>(std::uint32_t{b} << 16); }
 
+// BF16 -> FP16, round to nearest even, as a BF16 checkpoint saved as F16 is: exact in FP16's
+// normal range, rounded to 2^-24 below it (a subnormal of at most 8 significant bits, or +-0),
+// infinity beyond 65504.
+inline std::uint16_t bf16_to_fp16(std::uint16_t b) { return float_to_fp16(bf16_to_float(b)); }
+
 }  // namespace floatzip::test

@@ -1,7 +1,8 @@
 // Real weights in every value format, for tests: the models of ../shared/models as they are (BF16,
 // F16, F32) and converted the way real checkpoints of the other formats come about: BF16 widened
-// to FP32 (bf16_in_fp32), FP32 and BF16 weights quantised to FP8 with a per-tensor scale
-// (float_conversions.hpp). Tensors are grouped into bundles as the container groups them.
+// to FP32 (bf16_in_fp32), BF16 rounded to FP16 (bf16_in_fp16: a BF16 checkpoint saved as F16),
+// FP32 and BF16 weights quantised to FP8 with a per-tensor scale (float_conversions.hpp). Tensors
+// are grouped into bundles as the container groups them.
 #pragma once
 
 #include <algorithm>
@@ -135,6 +136,20 @@ inline std::vector<format_model> real_models(value_format f) {
                               wide[i] = std::uint32_t{b} << 16;
                             }
                             return bytes_of(wide);
+                          })});
+      }
+      break;
+    case value_format::bf16_in_fp16:
+      for (const auto& file : files_ending(".bf16.safetensors")) {
+        models.push_back({stem(file) + " rounded to fp16",
+                          convert_model(file, dtype::bf16, [](const std::byte* p, std::uint64_t n) {
+                            std::vector<std::uint16_t> half(n / 2);
+                            for (std::size_t i = 0; i < half.size(); ++i) {
+                              std::uint16_t b;
+                              std::memcpy(&b, p + 2 * i, 2);
+                              half[i] = bf16_to_fp16(b);
+                            }
+                            return bytes_of(half);
                           })});
       }
       break;

@@ -22,8 +22,8 @@ using format_constant = std::integral_constant<value_format, F>;
 using all_formats =
     testing::Types<format_constant<value_format::bf16>, format_constant<value_format::fp16>,
                    format_constant<value_format::fp32>, format_constant<value_format::bf16_in_fp32>,
-                   format_constant<value_format::fp8_e4m3>,
-                   format_constant<value_format::fp8_e5m2>>;
+                   format_constant<value_format::fp8_e4m3>, format_constant<value_format::fp8_e5m2>,
+                   format_constant<value_format::bf16_in_fp16>>;
 
 struct format_name {
   template <class C>

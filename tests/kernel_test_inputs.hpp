@@ -217,8 +217,8 @@ std::vector<std::byte> compress_format(const format_tensors<F>& tensors,
 }
 
 // Every bit pattern of a 1- or 2-byte format (all 256 or 65,536); for BF16-in-FP32 every high
-// half with a zero low half, for FP32 every high half with a pseudo-random low half. In order or
-// shuffled.
+// half with a zero low half, for FP32 every high half with a pseudo-random low half, for
+// BF16-in-FP16 every FP16 pattern that is a BF16 value (8,960 of 65,536). In order or shuffled.
 template <value_format F>
 std::vector<value_of<F>> all_patterns_of(bool shuffled) {
   using T = value_of<F>;
@@ -230,6 +230,9 @@ std::vector<value_of<F>> all_patterns_of(bool shuffled) {
     } else {
       v[i] = static_cast<T>(i);
     }
+  }
+  if constexpr (F == value_format::bf16_in_fp16) {
+    std::erase_if(v, [](T x) { return format_traits<F>::unrepresentable(x) != 0; });
   }
   if (shuffled) std::shuffle(v.begin(), v.end(), std::mt19937_64(7));
   return v;
@@ -265,8 +268,8 @@ inline std::vector<std::uint32_t> heavy_tailed_fp32(std::size_t n, std::uint64_t
 
 // Generated weights of format F: BF16 heavy_tailed patterns for the 16-bit formats (as FP16 bit
 // patterns they give the same symbol statistics, which is what the kernel sees), FP32 Student-t
-// weights, BF16 weights widened for BF16-in-FP32, and Student-t weights rounded to FP8 at a scale
-// that uses the format's range.
+// weights, BF16 weights widened for BF16-in-FP32 and rounded to FP16 for BF16-in-FP16, and
+// Student-t weights rounded to FP8 at a scale that uses the format's range.
 template <value_format F>
 std::vector<value_of<F>> weights_of(std::size_t n, std::uint64_t seed, float scale = 0.02f) {
   if constexpr (F == value_format::bf16 || F == value_format::fp16) {
@@ -277,6 +280,11 @@ std::vector<value_of<F>> weights_of(std::size_t n, std::uint64_t seed, float sca
     const std::vector<std::uint16_t> high = heavy_tailed(n, seed, scale);
     std::vector<std::uint32_t> v(n);
     for (std::size_t i = 0; i < n; ++i) v[i] = std::uint32_t{high[i]} << 16;
+    return v;
+  } else if constexpr (F == value_format::bf16_in_fp16) {
+    // The BF16 weights rounded to FP16 (a BF16 checkpoint saved as F16: subnormals included).
+    std::vector<std::uint16_t> v = heavy_tailed(n, seed, scale);
+    for (auto& x : v) x = bf16_to_fp16(x);
     return v;
   } else {
     std::mt19937_64 rng(seed);

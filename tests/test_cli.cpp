@@ -228,8 +228,7 @@ TEST(Cli, InfoJsonAgreesWithTheFiles) {
     std::uint64_t float_values = 0;
     for (const auto& t : header.tensors) {
       const auto data = file.bytes().subspan(header.header_size() + t.data.begin, t.size_bytes());
-      const auto format =
-          container_format_of(t.type, t.type == safetensors::dtype::f32 && low_halves_zero(data));
+      const auto format = container_format_of(t.type, holds_bf16_values(t.type, data));
       if (!format) continue;
       format_values[std::string(to_string(*format))] += t.element_count();
       float_values += t.element_count();
@@ -273,7 +272,8 @@ TEST(Cli, InfoJsonAgreesWithTheFiles) {
 }
 
 // Issue 12: one file with every float format the container codes (made from the real model in
-// BF16, F16 and F32: FP8 by a per-tensor scale, BF16-in-F32 by widening) and a raw I64 tensor.
+// BF16, F16 and F32: FP8 by a per-tensor scale, BF16-in-F32 by widening, BF16-in-F16 by rounding
+// BF16 to F16) and a raw I64 tensor.
 TEST(Cli, MixedDtypeFileRoundTripsAndInfoReportsEveryFormat) {
   const fs::path models = testing::models_dir();
   const fs::path bf16 = models / "stories260K.bf16.safetensors";
@@ -291,7 +291,8 @@ TEST(Cli, MixedDtypeFileRoundTripsAndInfoReportsEveryFormat) {
     auto r = run({"compress", (dir / "mixed.safetensors").string(), "-o",
                   (dir / "mixed.fzip").string(), "--force", "--group", group});
     ASSERT_EQ(r.exit_code, 0) << describe(r);
-    for (const char* format : {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"})
+    for (const char* format :
+         {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2", "bf16-in-fp16"})
       EXPECT_NE(r.out.find(std::string("bits per ") + format + " value"), std::string::npos)
           << r.out;
     r = run({"decompress", (dir / "mixed.fzip").string(), "-o", (dir / "back.safetensors").string(),
@@ -306,7 +307,7 @@ TEST(Cli, MixedDtypeFileRoundTripsAndInfoReportsEveryFormat) {
     ASSERT_EQ(r.exit_code, 0) << describe(r);
     const auto json = nlohmann::json::parse(r.out);
     const auto& formats = json.at("formats");
-    ASSERT_EQ(formats.size(), 6u) << formats.dump();
+    ASSERT_EQ(formats.size(), 7u) << formats.dump();
     std::uint64_t stored = 0;
     for (const auto& [name, f] : formats.items()) {
       SCOPED_TRACE(name);
@@ -328,7 +329,7 @@ TEST(Cli, MixedDtypeFileRoundTripsAndInfoReportsEveryFormat) {
     const auto text = run({"info", (dir / "mixed.fzip").string()});
     ASSERT_EQ(text.exit_code, 0) << describe(text);
     for (const char* line : {"fp16: ", "fp32: ", "bf16-in-fp32: ", "fp8-e4m3: ", "fp8-e5m2: ",
-                             "per-tensor Huffman ideal"})
+                             "bf16-in-fp16: ", "per-tensor Huffman ideal"})
       EXPECT_NE(text.out.find(line), std::string::npos) << text.out;
   }
 }

@@ -124,6 +124,7 @@ TEST(ContainerFormats, DtypeToFormat) {
   EXPECT_EQ(container_format_of(dtype::f16, false), value_format::fp16);
   EXPECT_EQ(container_format_of(dtype::f32, false), value_format::fp32);
   EXPECT_EQ(container_format_of(dtype::f32, true), value_format::bf16_in_fp32);
+  EXPECT_EQ(container_format_of(dtype::f16, true), value_format::bf16_in_fp16);
   EXPECT_EQ(container_format_of(dtype::f8_e4m3, false), value_format::fp8_e4m3);
   EXPECT_EQ(container_format_of(dtype::f8_e5m2, false), value_format::fp8_e5m2);
   for (dtype raw : {dtype::boolean, dtype::u8, dtype::i8, dtype::i16, dtype::u16, dtype::i32,
@@ -134,6 +135,20 @@ TEST(ContainerFormats, DtypeToFormat) {
   EXPECT_TRUE(dtype_holds_format(dtype::f32, value_format::bf16_in_fp32));
   EXPECT_FALSE(dtype_holds_format(dtype::f16, value_format::bf16));
   EXPECT_FALSE(dtype_holds_format(dtype::bf16, value_format::bf16_in_fp32));
+  EXPECT_TRUE(dtype_holds_format(dtype::f16, value_format::fp16));
+  EXPECT_TRUE(dtype_holds_format(dtype::f16, value_format::bf16_in_fp16));
+  EXPECT_FALSE(dtype_holds_format(dtype::f32, value_format::bf16_in_fp16));
+  EXPECT_FALSE(dtype_holds_format(dtype::bf16, value_format::bf16_in_fp16));
+  EXPECT_EQ(raw_plane_bits(value_format::bf16_in_fp16), 8u);
+  // Which F16 and F32 tensors hold BF16 values (one value each: 1.0 = 0x3C00 is, 1 + 2^-10 =
+  // 0x3C01 is not; F32 1.0 = 0x3F800000 is, 0x3F800001 is not).
+  const std::uint16_t h[] = {0x3C00, 0x3C01};
+  const std::uint32_t w[] = {0x3F800000u, 0x3F800001u};
+  EXPECT_TRUE(holds_bf16_values(dtype::f16, std::as_bytes(std::span(h, 1))));
+  EXPECT_FALSE(holds_bf16_values(dtype::f16, std::as_bytes(std::span(h))));
+  EXPECT_TRUE(holds_bf16_values(dtype::f32, std::as_bytes(std::span(w, 1))));
+  EXPECT_FALSE(holds_bf16_values(dtype::f32, std::as_bytes(std::span(w))));
+  EXPECT_FALSE(holds_bf16_values(dtype::bf16, std::as_bytes(std::span(h, 1))));
   EXPECT_EQ(raw_plane_bits(value_format::fp32), 24u);
   EXPECT_EQ(raw_plane_bits(value_format::bf16_in_fp32), 8u);
   EXPECT_EQ(raw_plane_bits(value_format::fp8_e5m2), 0u);
@@ -157,6 +172,9 @@ TEST(ContainerFormats, FormatsNeverShareABundle) {
   }
   tensors.push_back(weights("model.layers.0.widened", dtype::f32, 4000, seed++, true));
   tensors.push_back(weights("loose.widened", dtype::f32, 900, seed++, true));
+  // BF16 values saved as F16.
+  tensors.push_back(weights("model.layers.0.f16_of_bf16.widened", dtype::f16, 4000, seed++, true));
+  tensors.push_back(weights("loose.f16_of_bf16.widened", dtype::f16, 900, seed++, true));
   tensors.push_back({"ids", dtype::i64, {4}, random_bytes(32, 9)});
   const auto c = compress_tensors(dir, tensors);
   auto reader = container_reader::open(c.fzip).value();
@@ -180,6 +198,9 @@ TEST(ContainerFormats, FormatsNeverShareABundle) {
       const bool widened = t.name.ends_with("widened");
       if (t.type == dtype::f32) {
         EXPECT_EQ(rec.format, widened ? value_format::bf16_in_fp32 : value_format::fp32) << t.name;
+      }
+      if (t.type == dtype::f16) {
+        EXPECT_EQ(rec.format, widened ? value_format::bf16_in_fp16 : value_format::fp16) << t.name;
       }
     }
     bundles_of[{rec.format, block}].insert(b);
@@ -234,6 +255,7 @@ TEST(ContainerFormats, TensorsBiggerThanTheBundleLimitAreSplitInEveryFormat) {
     tensors.push_back(
         weights("big." + std::string(safetensors::to_string(type)), type, 3501, seed++));
   tensors.push_back(weights("big.widened", dtype::f32, 2222, seed++, true));
+  tensors.push_back(weights("big.f16_of_bf16", dtype::f16, 2345, seed++, true));
   compress_options options;
   options.max_bundle_values = 1000;
   const auto c = compress_tensors(dir, tensors, options);
@@ -337,6 +359,7 @@ TEST(ContainerFormatsRealModels, WholeModelsInEveryFormat) {
       {"f16", src->f16, value_format::fp16},
       {"f32", src->f32, value_format::fp32},
       {"bf16-in-f32", ff::widened_file(src->bf16), value_format::bf16_in_fp32},
+      {"f16-from-bf16", ff::to_f16_file(src->bf16), value_format::bf16_in_fp16},
       {"f8_e4m3", ff::to_fp8_file(src->f32, ff::fp8_kind::e4m3), value_format::fp8_e4m3},
       {"f8_e5m2", ff::to_fp8_file(src->f32, ff::fp8_kind::e5m2), value_format::fp8_e5m2}};
   for (const auto& v : variants) {
@@ -349,6 +372,17 @@ TEST(ContainerFormatsRealModels, WholeModelsInEveryFormat) {
       // The target: BF16 values in FP32 files cost about what they cost as BF16.
       EXPECT_LE(c.totals.ratio(), 0.36);
       EXPECT_EQ(c.totals.of(value_format::fp32).values, 0u);
+    }
+    if (v.format == value_format::bf16_in_fp16) {
+      // BF16 values in F16 files cost what they cost as BF16: the same bits per value as the
+      // BF16 file's coded bundles (same symbols, same raw bytes), fp16's split never chosen.
+      EXPECT_EQ(c.totals.of(value_format::fp16).values, 0u);
+      const auto as_bf16 = compress_tensors(dir, src->bf16, {}, "bf16");
+      EXPECT_EQ(ft.stored_bytes, as_bf16.totals.of(value_format::bf16).stored_bytes);
+    }
+    if (v.format == value_format::fp16) {
+      // A real F16 checkpoint is not BF16 values: fp16's split.
+      EXPECT_EQ(c.totals.of(value_format::bf16_in_fp16).values, 0u);
     }
     expect_exact_everywhere(dir, c);
   }
@@ -441,8 +475,13 @@ TEST(ContainerFormatsHostile, IndexFormatMustAgreeWithDtypesAndBundles) {
   expect_rejected(patched_format(bundle_of("h"), 0), "a F16 tensor in a bf16 bundle");
   // One of another width: the record's own sizes disagree first.
   expect_rejected(patched_format(bundle_of("h"), 4), "field 'decoded_bytes'");
-  // No such format.
-  expect_rejected(patched_format(bundle_of("h"), 6), "no such value format");
+  // No such format (7: the first number after bf16_in_fp16; what a reader before bf16_in_fp16
+  // says of 6 too).
+  expect_rejected(patched_format(bundle_of("h"), 7), "no such value format");
+  // A format the dtype allows (F16: fp16 or bf16-in-fp16) that the bundle's header does not
+  // have: caught when the bundle is parsed.
+  expect_rejected(patched_format(bundle_of("h"), 6),
+                  "bundle header's format fp16 disagrees with the index's bf16-in-fp16");
   expect_rejected(patched_format(bundle_of("h"), 0xFFFFFFFFu), "field 'format'");
   // A format the dtype allows (F32: fp32 or bf16-in-fp32) but the bundle's header does not
   // have: caught when the bundle is parsed, naming the tensor.

@@ -49,12 +49,14 @@ typename format_traits<F>::value_type split_merge(typename format_traits<F>::val
 }
 
 TEST(value_format, names_widths_and_planes) {
-  EXPECT_EQ(kValueFormatCount, 6u);
-  const value_format all[] = {value_format::bf16,     value_format::fp16,
-                              value_format::fp32,     value_format::bf16_in_fp32,
-                              value_format::fp8_e4m3, value_format::fp8_e5m2};
-  const std::size_t bytes[] = {2, 2, 4, 4, 1, 1};
-  const char* names[] = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"};
+  EXPECT_EQ(kValueFormatCount, 7u);
+  const value_format all[] = {value_format::bf16,        value_format::fp16,
+                              value_format::fp32,        value_format::bf16_in_fp32,
+                              value_format::fp8_e4m3,    value_format::fp8_e5m2,
+                              value_format::bf16_in_fp16};
+  const std::size_t bytes[] = {2, 2, 4, 4, 1, 1, 2};
+  const char* names[] = {"bf16",     "fp16",     "fp32",        "bf16-in-fp32",
+                         "fp8-e4m3", "fp8-e5m2", "bf16-in-fp16"};
   for (unsigned i = 0; i < kValueFormatCount; ++i) {
     EXPECT_EQ(static_cast<unsigned>(all[i]), i);
     EXPECT_TRUE(is_known(all[i]));
@@ -68,10 +70,10 @@ TEST(value_format, names_widths_and_planes) {
       EXPECT_EQ(format_traits<F>::has_low_half, format_has_low_half(F));
     });
   }
-  EXPECT_FALSE(is_known(static_cast<value_format>(6)));
+  EXPECT_FALSE(is_known(static_cast<value_format>(7)));
   EXPECT_FALSE(is_known(static_cast<value_format>(255)));
-  EXPECT_EQ(value_bytes(static_cast<value_format>(6)), 0u);
-  EXPECT_EQ(to_string(static_cast<value_format>(6)), "unknown");
+  EXPECT_EQ(value_bytes(static_cast<value_format>(7)), 0u);
+  EXPECT_EQ(to_string(static_cast<value_format>(7)), "unknown");
 }
 
 template <value_format F>
@@ -105,11 +107,112 @@ TEST(value_format, fp32_splits_and_merges) {
   EXPECT_EQ(format_traits<value_format::fp32>::symbol(std::bit_cast<std::uint32_t>(-0.75f)), 126);
 }
 
+// The value of an FP16 pattern as an FP32 pattern (exact), computed apart from the traits.
+std::uint32_t fp16_as_fp32_bits(std::uint16_t h) {
+  const unsigned exponent = (h >> 10) & 31;
+  const unsigned mantissa = h & 0x3FF;
+  const bool negative = (h & 0x8000) != 0;
+  float f;
+  if (exponent == 31) {
+    // Infinity or NaN with the payload in the top mantissa bits, as a widening conversion does.
+    return (negative ? 0x80000000u : 0u) | 0x7F800000u | (std::uint32_t{mantissa} << 13);
+  }
+  f = exponent == 0
+          ? std::ldexp(static_cast<float>(mantissa), -24)
+          : std::ldexp(static_cast<float>(1024 + mantissa), static_cast<int>(exponent) - 25);
+  return std::bit_cast<std::uint32_t>(negative ? -f : f);
+}
+
+// bf16_in_fp16: an FP16 value qualifies exactly when it is a BF16 value (its FP32 widening has
+// zero low 16 bits); then its symbol and raw byte are BF16's of that value, and merge gives it
+// back. Checked on all 65,536 patterns against an independent widening.
+TEST(value_format, bf16_in_fp16_holds_exactly_the_bf16_values_of_every_pattern) {
+  using T = format_traits<value_format::bf16_in_fp16>;
+  unsigned qualifying = 0;
+  unsigned subnormals = 0;
+  for (std::uint32_t i = 0; i < (1u << 16); ++i) {
+    const auto v = static_cast<std::uint16_t>(i);
+    const std::uint32_t wide = fp16_as_fp32_bits(v);
+    const bool is_bf16 = (wide & 0xFFFFu) == 0;
+    ASSERT_EQ(T::unrepresentable(v) == 0, is_bf16) << std::hex << i;
+    // The fast split equals the exact one wherever it does not flag the value.
+    if (!T::rare_split(v)) {
+      ASSERT_EQ(T::common_symbol(v), T::symbol(v)) << std::hex << i;
+      ASSERT_EQ(T::common_raw_byte(v), T::raw_byte(v)) << std::hex << i;
+    }
+    ASSERT_EQ(T::common_symbol(v) == T::kRareCommonSymbol, T::rare_split(v)) << std::hex << i;
+    if (!T::rare_split(v)) {
+      ASSERT_EQ(T::common_unrepresentable(v), T::unrepresentable(v)) << std::hex << i;
+    }
+    if (!is_bf16) continue;
+    ++qualifying;
+    if ((v & 0x7C00) == 0 && (v & 0x3FF) != 0) ++subnormals;
+    const auto high = static_cast<std::uint16_t>(wide >> 16);
+    ASSERT_EQ(T::symbol(v), bf16_exponent(high)) << std::hex << i;
+    ASSERT_EQ(T::raw_byte(v), bf16_sign_mantissa(high)) << std::hex << i;
+    ASSERT_EQ(split_merge<value_format::bf16_in_fp16>(v), v) << std::hex << i;
+  }
+  // Per sign: 30 normal exponents x 128 mantissas, infinity and 127 NaNs, 0, and the non-zero
+  // subnormals of at most 8 significant bits: 255 (top bit 0..7) + 128 (top bit 8, low bit 0)
+  // + 128 (top bit 9, low 2 bits 0) = 511.
+  EXPECT_EQ(subnormals, 2u * 511);
+  EXPECT_EQ(qualifying, 2u * (30 * 128 + 128 + 1 + 511));
+}
+
+// Every (symbol, raw byte) pair, a bundle may hold any: merge is defined on all, the fast merge
+// equals it where it does not flag the symbol, and the CPU decoder's merge loop equals merge on
+// all (so hostile bytes decode the same on every path).
+TEST(value_format, bf16_in_fp16_merges_every_symbol_and_raw_byte_pair_alike) {
+  using T = format_traits<value_format::bf16_in_fp16>;
+  std::vector<std::uint8_t> symbols(1u << 16);
+  std::vector<std::uint8_t> raw(1u << 16);
+  std::vector<std::uint16_t> expected(1u << 16);
+  for (std::uint32_t i = 0; i < (1u << 16); ++i) {
+    symbols[i] = static_cast<std::uint8_t>(i >> 8);
+    raw[i] = static_cast<std::uint8_t>(i);
+    expected[i] = T::merge(symbols[i], raw[i], 0);
+    if (!T::rare_merge(symbols[i])) {
+      ASSERT_EQ(T::common_merge(symbols[i], raw[i]), expected[i]) << std::hex << i;
+    }
+    // A symbol the encoder writes (the BF16 exponent of an FP16 value) gives the FP16 value of
+    // BF16 value (symbol, raw) wherever FP16 holds it.
+    const std::uint16_t b = bf16_merge(symbols[i], raw[i]);
+    const std::uint16_t h = test::bf16_to_fp16(b);
+    if ((std::uint32_t{b} << 16) == fp16_as_fp32_bits(h)) {
+      ASSERT_EQ(expected[i], h) << std::hex << i;
+    }
+  }
+  // The merge loop over runs of several lengths and offsets (its rare-symbol pass included).
+  std::mt19937 rng(29);
+  std::vector<std::uint32_t> order(1u << 16);
+  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  for (const bool shuffled : {false, true}) {
+    if (shuffled) std::shuffle(order.begin(), order.end(), rng);
+    std::vector<std::uint8_t> s(order.size());
+    std::vector<std::uint8_t> r(order.size());
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      s[k] = symbols[order[k]];
+      r[k] = raw[order[k]];
+    }
+    std::vector<std::uint16_t> out(order.size() + 1, 0xA5A5);
+    for (std::size_t at = 0; at < order.size();) {
+      const std::size_t n = std::min<std::size_t>(order.size() - at, 1 + rng() % 200);
+      detail::merge_common_run<T>(s.data() + at, r.data() + at, n,
+                                  reinterpret_cast<std::byte*>(out.data() + at));
+      at += n;
+    }
+    for (std::size_t k = 0; k < order.size(); ++k)
+      ASSERT_EQ(out[k], expected[order[k]]) << std::hex << order[k];
+    EXPECT_EQ(out.back(), 0xA5A5);
+  }
+}
+
 // ---- bundles of every format --------------------------------------------------------------------
 
-constexpr value_format kAllFormats[] = {value_format::bf16,     value_format::fp16,
-                                        value_format::fp32,     value_format::bf16_in_fp32,
-                                        value_format::fp8_e4m3, value_format::fp8_e5m2};
+constexpr value_format kAllFormats[] = {value_format::bf16,        value_format::fp16,
+                                        value_format::fp32,        value_format::bf16_in_fp32,
+                                        value_format::fp8_e4m3,    value_format::fp8_e5m2,
+                                        value_format::bf16_in_fp16};
 
 using byte_tensor = std::vector<std::byte>;
 
@@ -325,6 +428,81 @@ TEST(formats, bf16_in_fp32_round_trips_and_refuses_low_bits) {
   }
 }
 
+// Every FP16 pattern that is a BF16 value round-trips through bf16_in_fp16 (alone, shuffled,
+// beside an empty tensor), coded exactly as BF16 codes those values; every other pattern is
+// refused, naming the tensor, and fp16_values_are_bf16 says so first.
+TEST(formats, bf16_in_fp16_round_trips_every_bf16_value_and_refuses_the_rest) {
+  using T = format_traits<value_format::bf16_in_fp16>;
+  std::vector<std::uint32_t> holds;
+  std::vector<std::uint16_t> refused;
+  for (std::uint32_t i = 0; i < (1u << 16); ++i) {
+    if ((fp16_as_fp32_bits(static_cast<std::uint16_t>(i)) & 0xFFFFu) == 0) {
+      holds.push_back(i);
+    } else {
+      refused.push_back(static_cast<std::uint16_t>(i));
+    }
+  }
+  auto shuffled = holds;
+  std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(13));
+  const byte_tensor all = narrowed<std::uint16_t>(holds);
+  for (const auto& o : kOptionSets) {
+    expect_round_trip(value_format::bf16_in_fp16, {all}, o);
+    expect_round_trip(value_format::bf16_in_fp16,
+                      {narrowed<std::uint16_t>(shuffled), byte_tensor{}}, o, 1);
+  }
+  EXPECT_TRUE(fp16_values_are_bf16(all));
+  EXPECT_TRUE(fp16_values_are_bf16({}));
+  EXPECT_FALSE(fp16_values_are_bf16(std::span(all).first(all.size() - 1)));
+
+  // The same bundle as BF16 of the same values, but the format byte (byte 7).
+  std::vector<std::uint16_t> as_bf16(holds.size());
+  for (std::size_t i = 0; i < holds.size(); ++i)
+    as_bf16[i] =
+        static_cast<std::uint16_t>(fp16_as_fp32_bits(static_cast<std::uint16_t>(holds[i])) >> 16);
+  const auto b16 = compress_bundle(value_format::bf16,
+                                   std::vector<std::span<const std::byte>>{bytes_of(as_bf16)});
+  const auto b16in16 =
+      compress_bundle(value_format::bf16_in_fp16, std::vector<std::span<const std::byte>>{all});
+  ASSERT_EQ(b16.size(), b16in16.size());
+  EXPECT_EQ(b16in16[7], std::byte{6});
+  EXPECT_TRUE(std::equal(b16.begin() + 8, b16.end(), b16in16.begin() + 8));
+
+  // Each refused pattern, alone and as the last value of a second tensor of trained-looking
+  // values (the vectorised loops and the tails both check). fp16 takes them all.
+  ASSERT_EQ(refused.size(), (1u << 16) - holds.size());
+  std::mt19937 rng(19);
+  std::vector<std::uint16_t> big(5000);
+  for (auto& x : big) x = static_cast<std::uint16_t>(holds[rng() % holds.size()]);
+  for (std::size_t k = 0; k < refused.size(); ++k) {
+    const std::uint16_t v = refused[k];
+    ASSERT_NE(T::unrepresentable(v), 0) << std::hex << v;
+    const std::vector<std::uint16_t> one = {v};
+    const byte_tensor alone = bytes_of(one);
+    ASSERT_FALSE(fp16_values_are_bf16(alone)) << std::hex << v;
+    std::vector<std::span<const std::byte>> tensors = {alone};
+    byte_tensor with;
+    if (k % 97 == 0) {  // a sample with the big tensor: 5000 values per call
+      big[k % big.size()] = v;
+      with = bytes_of(big);
+      tensors = {all, with};
+    }
+    try {
+      (void)compress_bundle(value_format::bf16_in_fp16, tensors);
+      ADD_FAILURE() << "accepted 0x" << std::hex << v;
+    } catch (const exception& e) {
+      ASSERT_EQ(e.code(), errc::invalid_argument);
+      ASSERT_NE(std::string(e.what()).find(tensors.size() == 2 ? "tensor 1" : "tensor 0"),
+                std::string::npos)
+          << e.what();
+      ASSERT_NE(std::string(e.what()).find("not bf16-in-fp16"), std::string::npos) << e.what();
+    }
+    if (k % 97 == 0) big[k % big.size()] = static_cast<std::uint16_t>(holds[k % holds.size()]);
+  }
+  expect_round_trip(
+      value_format::fp16,
+      {narrowed<std::uint16_t>(std::vector<std::uint32_t>(refused.begin(), refused.end()))});
+}
+
 TEST(formats, encoder_refuses_bad_arguments) {
   const byte_tensor odd(7);
   auto code_of = [](auto&& fn) {
@@ -335,8 +513,8 @@ TEST(formats, encoder_refuses_bad_arguments) {
     }
     return errc::ok;
   };
-  for (const value_format f :
-       {value_format::bf16, value_format::fp16, value_format::fp32, value_format::bf16_in_fp32}) {
+  for (const value_format f : {value_format::bf16, value_format::fp16, value_format::fp32,
+                               value_format::bf16_in_fp32, value_format::bf16_in_fp16}) {
     EXPECT_EQ(
         code_of([&] { (void)compress_bundle(f, std::vector<std::span<const std::byte>>{odd}); }),
         errc::invalid_argument)
@@ -348,17 +526,21 @@ TEST(formats, encoder_refuses_bad_arguments) {
             }),
             errc::ok);
   EXPECT_EQ(code_of([&] {
-              (void)compress_bundle(static_cast<value_format>(6),
+              (void)compress_bundle(static_cast<value_format>(7),
                                     std::vector<std::span<const std::byte>>{odd});
             }),
             errc::invalid_argument);
 }
 
-// n values of format f, every byte `fill` (but the low halves of bf16_in_fp32, which are zero).
+// n values of format f, every byte `fill` (but the low halves of bf16_in_fp32, which are zero,
+// and the 3 low bits of bf16_in_fp16's values).
 byte_tensor constant_values(value_format f, std::size_t n, std::byte fill) {
   byte_tensor v(n * value_bytes(f), fill);
   if (f == value_format::bf16_in_fp32) {
     for (std::size_t i = 0; i < v.size(); i += 4) v[i] = v[i + 1] = std::byte{0};
+  }
+  if (f == value_format::bf16_in_fp16) {  // normals: the 3 low mantissa bits zero
+    for (std::size_t i = 0; i < v.size(); i += 2) v[i] &= std::byte{0xF8};
   }
   return v;
 }
@@ -580,6 +762,40 @@ TEST(formats, real_weights_round_trip_in_every_format) {
   }
 }
 
+// Real BF16 weights saved as F16 (rounded: subnormals included): bf16_in_fp16 holds every value
+// (the container picks it), round-trips, and is smaller than fp16's split of the same bytes by
+// about the 3 zero mantissa bits fp16 stores raw.
+TEST(formats, real_bf16_weights_saved_as_fp16_code_smaller_as_bf16_in_fp16) {
+  if (!test::models_present()) GTEST_SKIP() << test::models_absent_message();
+  const auto models = test::real_models(value_format::bf16_in_fp16);
+  ASSERT_FALSE(models.empty());
+  std::uint64_t subnormals = 0;
+  for (const auto& m : models) {
+    SCOPED_TRACE(m.label);
+    std::vector<std::vector<std::span<const std::byte>>> spans;
+    for (const auto& b : m.bundles) {
+      for (const auto& t : b.tensors) {
+        ASSERT_TRUE(fp16_values_are_bf16(t)) << b.name;
+        for (std::size_t i = 0; i + 1 < t.size(); i += 2) {
+          const unsigned v = std::to_integer<unsigned>(t[i]) | std::to_integer<unsigned>(t[i + 1])
+                                                                   << 8;
+          subnormals += (v & 0x7C00) == 0 && (v & 0x3FF) != 0;
+        }
+      }
+      expect_round_trip(value_format::fp16, b.tensors);
+      spans.push_back(b.spans());
+    }
+    const size_figures in16 = measure(value_format::bf16_in_fp16, spans);
+    const size_figures f16 = measure(value_format::fp16, spans);
+    print(m.label.c_str(), value_format::bf16_in_fp16, in16);
+    print(m.label.c_str(), value_format::fp16, f16);
+    const double n = static_cast<double>(in16.values);
+    EXPECT_LT(in16.bits / n, f16.bits / n - 2.0) << "bits per value";
+  }
+  // The rounding made subnormals (BF16 weights below 2^-14), and they round-tripped above.
+  EXPECT_GT(subnormals, 0u);
+}
+
 // Student-t (nu = 5) weights at a scale of 0.02, a million and more per tensor, in format f the
 // way real checkpoints of that format come about (FP8: per-tensor scale).
 byte_tensor generated_weights(value_format f, std::size_t n, std::uint64_t seed) {
@@ -606,6 +822,11 @@ byte_tensor generated_weights(value_format f, std::size_t n, std::uint64_t seed)
     }
     case value_format::fp8_e4m3: return bytes_of(test::quantise_fp8(w, test::fp8_kind::e4m3));
     case value_format::fp8_e5m2: return bytes_of(test::quantise_fp8(w, test::fp8_kind::e5m2));
+    case value_format::bf16_in_fp16: {
+      std::vector<std::uint16_t> v(n);
+      for (std::size_t i = 0; i < n; ++i) v[i] = test::bf16_to_fp16(test::float_to_bf16(w[i]));
+      return bytes_of(v);
+    }
   }
   return {};
 }

@@ -846,8 +846,9 @@ TYPED_TEST(KernelFormats, LaunchChecksNameTheFormat) {
   } else {
     expect_invalid([&](device_bundle_view& v) { v.low_halves = some_halves; }, "low halves extra");
   }
-  expect_invalid([](device_bundle_view& v) { v.format = static_cast<value_format>(6); },
-                 "unknown format");
+  expect_invalid(
+      [](device_bundle_view& v) { v.format = static_cast<value_format>(kValueFormatCount); },
+      "unknown format");
 }
 
 TEST(KernelExecutor, Fp32SpecialsAtEveryAlignment) {
@@ -888,7 +889,8 @@ TEST(KernelExecutor, Fp32RandomBits) {
 
 // ---- the wide merges ----------------------------------------------------------------------------
 
-// Every format of value_format.hpp gets a wide merge, not the value-by-value fallback.
+// Every format of value_format.hpp but bf16_in_fp16 gets a wide merge, not the value-by-value
+// fallback.
 TEST(KernelLogic, EveryFormatHasAWideMerge) {
   using detail::merge_shape;
   using detail::merge_shape_of;
@@ -898,6 +900,9 @@ TEST(KernelLogic, EveryFormatHasAWideMerge) {
   EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16_in_fp32>>(), merge_shape::bf16_split);
   EXPECT_EQ(merge_shape_of<format_traits<value_format::fp8_e4m3>>(), merge_shape::symbol_only);
   EXPECT_EQ(merge_shape_of<format_traits<value_format::fp8_e5m2>>(), merge_shape::symbol_only);
+  // bf16_in_fp16 converts each value between binades (a shift that depends on the exponent): the
+  // value-by-value merge through its traits, branch-free.
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16_in_fp16>>(), merge_shape::per_value);
 }
 
 // Traits of no shape the kernel knows (a split no format uses), to drive the fallback and the

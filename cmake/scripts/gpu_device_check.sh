@@ -155,7 +155,7 @@ except Exception as e:  # noqa: BLE001
 try:
     result["formats"] = json.load(open(os.path.join(out, "bench_gpu_formats.json")))
     seen = {r["format"] for r in result["formats"]["results"]}
-    wanted = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"}
+    wanted = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2", "bf16-in-fp16"}
     wrong = [r["format"] for r in result["formats"]["results"] if not r["correct"]]
     if wanted - seen or wrong:
         result["steps"]["formats_complete"] = (

@@ -49,8 +49,7 @@ result<std::vector<bench_bundle>> load_safetensors(const detail::mapped_file& fi
       *header, {}, kMaxBundleValuesDefault,
       [&](const safetensors::tensor_info& info) -> std::optional<value_format> {
         return container_format_of(
-            info.type, info.type == safetensors::dtype::f32 &&
-                           low_halves_zero({data + info.data.begin, info.size_bytes()}));
+            info.type, holds_bf16_values(info.type, {data + info.data.begin, info.size_bytes()}));
       });
   std::vector<bench_bundle> bundles;
   for (const auto& p : plan.bundles) {

@@ -74,8 +74,8 @@ bit for bit (files or directories). Exit code 0 when identical, 1 otherwise.)",
 
 Per bundle and in total: values, bytes before and after, bits per value, symbol (exponent)
 entropy, the per-tensor Huffman ideal of the format's split, ratio; totals per value format (bf16,
-fp16, fp32, bf16-in-fp32, fp8-e4m3, fp8-e5m2). Reads only the index (no decoding). FILE is a
-.fzip file or a directory of them.
+fp16, fp32, bf16-in-fp32, fp8-e4m3, fp8-e5m2, bf16-in-fp16). Reads only the index (no decoding).
+FILE is a .fzip file or a directory of them.
 
   --json   one JSON object; its top level has original_bytes, compressed_bytes, ratio,
            bf16_values, bits_per_bf16_value, the per-format totals under "formats" and the

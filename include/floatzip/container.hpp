@@ -76,18 +76,19 @@
 //                                             16 u32 bundle  20 u32 reserved, zero
 //
 // Bundles: each float tensor is coded in the value format of its dtype (container_format_of:
-// BF16, F16, F8_E4M3, F8_E5M2, and F32 as bf16_in_fp32 when every value's low 16 bits are zero,
-// else as fp32). The tensors of one format and one group (by default the first numbered name
-// component, as in "...layers.N.": one transformer block; see grouping_kind) form one bundle
-// compressed by compress_bundle (see bundle_format.hpp; the bundle's header records its format);
-// the other tensors of a format are packed, in file order, into bundles of up to
-// kPackedBundleValues values (a tensor at least that big is a bundle of its own). Tensors of
-// different formats never share a bundle. A bundle that coding would not make smaller is stored
-// as its values verbatim (kind verbatim, decoded by a copy), so no bundle is bigger than its raw
-// bytes. Each tensor of another dtype, and each run of bytes of the data section
-// that belongs to no tensor (a "gap": padding some writers leave), is stored verbatim as a raw
-// bundle. Tensors and gaps tile the original data section exactly, so decompression writes the
-// verbatim header followed by every tile at its original offset and reproduces the file.
+// BF16, F8_E4M3, F8_E5M2, F32 as bf16_in_fp32 when every value's low 16 bits are zero, else as
+// fp32, and F16 as bf16_in_fp16 when every value is a BF16 value, else as fp16). The tensors of one
+// format and one group (by default the first numbered name component, as in "...layers.N.": one
+// transformer block; see grouping_kind) form one bundle compressed by compress_bundle (see
+// bundle_format.hpp; the bundle's header records its format); the other tensors of a format are
+// packed, in file order, into bundles of up to kPackedBundleValues values (a tensor at least that
+// big is a bundle of its own). Tensors of different formats never share a bundle. A bundle that
+// coding would not make smaller is stored as its values verbatim (kind verbatim, decoded by a
+// copy), so no bundle is bigger than its raw bytes. Each tensor of another dtype, and each run of
+// bytes of the data section that belongs to no tensor (a "gap": padding some writers leave), is
+// stored verbatim as a raw bundle. Tensors and gaps tile the original data section exactly, so
+// decompression writes the verbatim header followed by every tile at its original offset and
+// reproduces the file.
 //
 // Per-bundle statistics (values, entropy, ideal size) are computed at compression time and kept
 // in the index, so `floatzip info` reads no bundle.
@@ -152,23 +153,36 @@ enum class bundle_kind : std::uint32_t {
   bf16_raw = verbatim,
 };
 
-// The value format compression codes a tensor of dtype `type` in: BF16 -> bf16, F16 -> fp16,
-// F8_E4M3 -> fp8_e4m3, F8_E5M2 -> fp8_e5m2, F32 -> bf16_in_fp32 when `low_halves_zero` (every
-// value's low 16 bits are zero) else fp32; nullopt for every other dtype (stored raw).
+// The value format compression codes a tensor of dtype `type` in: BF16 -> bf16, F8_E4M3 ->
+// fp8_e4m3, F8_E5M2 -> fp8_e5m2, F32 -> bf16_in_fp32 when `bf16_values` (every value's low 16
+// bits are zero: low_halves_zero) else fp32, F16 -> bf16_in_fp16 when `bf16_values` (every value
+// is a BF16 value: fp16_values_are_bf16) else fp16; nullopt for every other dtype (stored raw).
+// holds_bf16_values says which.
 constexpr std::optional<value_format> container_format_of(safetensors::dtype type,
-                                                          bool low_halves_zero) noexcept {
+                                                          bool bf16_values) noexcept {
   switch (type) {
     case safetensors::dtype::bf16: return value_format::bf16;
-    case safetensors::dtype::f16: return value_format::fp16;
+    case safetensors::dtype::f16:
+      return bf16_values ? value_format::bf16_in_fp16 : value_format::fp16;
     case safetensors::dtype::f8_e4m3: return value_format::fp8_e4m3;
     case safetensors::dtype::f8_e5m2: return value_format::fp8_e5m2;
     case safetensors::dtype::f32:
-      return low_halves_zero ? value_format::bf16_in_fp32 : value_format::fp32;
+      return bf16_values ? value_format::bf16_in_fp32 : value_format::fp32;
     default: return std::nullopt;
   }
 }
 
-// Whether a bundle of format `f` may hold a tensor of dtype `type` (F32 either F32 format).
+// Whether every value of a tensor of dtype `type` with bytes `values` is a BF16 value, so that
+// it is coded as BF16 (container_format_of): F32 with zero low halves, F16 whose mantissa bits
+// below BF16's 8 significant ones are zero. One pass over the values; false for other dtypes.
+inline bool holds_bf16_values(safetensors::dtype type, std::span<const std::byte> values) noexcept {
+  if (type == safetensors::dtype::f32) return low_halves_zero(values);
+  if (type == safetensors::dtype::f16) return fp16_values_are_bf16(values);
+  return false;
+}
+
+// Whether a bundle of format `f` may hold a tensor of dtype `type` (F32 either F32 format, F16
+// either F16 format).
 constexpr bool dtype_holds_format(safetensors::dtype type, value_format f) noexcept {
   const auto as_is = container_format_of(type, false);
   const auto widened = container_format_of(type, true);

@@ -51,8 +51,9 @@ std::vector<std::byte> compress_bundle(std::span<const std::span<const std::uint
 // The same for values of any format: each tensor is its values' little-endian bytes (no
 // alignment needed). Every bit pattern round-trips, NaN payloads included. Throws
 // floatzip::exception (errc::invalid_argument) also for an unknown format, a tensor whose size
-// is not a multiple of value_bytes(format), and, for bf16_in_fp32, a value whose low 16 bits are
-// not zero (check with low_halves_zero first, or use fp32).
+// is not a multiple of value_bytes(format), for bf16_in_fp32, a value whose low 16 bits are
+// not zero (check with low_halves_zero first, or use fp32), and for bf16_in_fp16, a value that is
+// not a BF16 value (check with fp16_values_are_bf16 first, or use fp16).
 std::vector<std::byte> compress_bundle(value_format format,
                                        std::span<const std::span<const std::byte>> tensors,
                                        const encode_options& options = {});
@@ -140,6 +141,11 @@ symbol_histogram symbol_histogram_of(value_format format, std::span<const std::b
 // Whether every 4-byte little-endian FP32 value has its low 16 bits zero: whether the tensor may be
 // coded as bf16_in_fp32. False for a size that is not a multiple of 4.
 bool low_halves_zero(std::span<const std::byte> fp32_values) noexcept;
+
+// Whether every 2-byte little-endian FP16 value is exactly a BF16 value (its mantissa bits below
+// the top 8 significant ones are zero: F16 weights rounded from BF16): whether the tensor may be
+// coded as bf16_in_fp16. False for an odd size.
+bool fp16_values_are_bf16(std::span<const std::byte> fp16_values) noexcept;
 
 }  // namespace floatzip
 

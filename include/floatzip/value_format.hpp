@@ -15,6 +15,7 @@
 //   bf16_in_fp32   4      as bf16 of the high half        as bf16 of the high half (low half 0)
 //   fp8_e4m3       1      the whole byte                  -                   -
 //   fp8_e5m2       1      the whole byte                  -                   -
+//   bf16_in_fp16   2      as bf16 of the value as BF16    as bf16 of the value as BF16  -
 //
 // Splits chosen by the ideal size (symbol entropy per tensor plus raw bits) on real weights
 // (stories260K, bench/RESULTS.md): FP16's symbol byte must hold 3 bits beside its 5 exponent
@@ -26,6 +27,15 @@
 // bf16_in_fp32 is an FP32 tensor whose every value has its low 16 bits zero (BF16 values
 // widened, common in FP32 checkpoints): coded exactly like BF16 of the high halves, decoded
 // into 32-bit values with zero low halves. The encoder refuses a value with a non-zero low half.
+//
+// bf16_in_fp16 is an FP16 tensor whose every value is a BF16 value (weights trained in BF16 and
+// saved as F16, common): such a value has at most 8 significant bits, so the 3 low mantissa bits
+// of a normal FP16 value are zero, and fp16's split would store them raw. It is coded exactly
+// like the BF16 value it equals (the same symbol and raw byte), and decoded by converting back.
+// Every such F16 value is exact in BF16: normals (BF16 exponent = FP16 exponent + 112, mantissa
+// = mantissa >> 3), subnormals (a BF16 value rounded to FP16's 2^-24 grid keeps at most 8
+// significant bits; BF16 exponent 103 + the position of the top mantissa bit), +-0, +-infinity
+// and NaNs whose 3 low mantissa bits are zero. The encoder refuses any other value.
 //
 // Values are little-endian bit patterns (value_type), never floating-point numbers: NaN
 // payloads, infinities, subnormals and -0 round-trip exactly.
@@ -50,18 +60,20 @@ enum class value_format : std::uint8_t {
   bf16_in_fp32 = 3,
   fp8_e4m3 = 4,
   fp8_e5m2 = 5,
+  bf16_in_fp16 = 6,
 };
-inline constexpr unsigned kValueFormatCount = 6;
+inline constexpr unsigned kValueFormatCount = 7;
 
 constexpr bool is_known(value_format f) noexcept {
   return static_cast<unsigned>(f) < kValueFormatCount;
 }
 
-// Bytes of one value in memory and in the decoded output: 2 2 4 4 1 1. 0 for an unknown format.
+// Bytes of one value in memory and in the decoded output: 2 2 4 4 1 1 2. 0 for an unknown format.
 constexpr std::size_t value_bytes(value_format f) noexcept {
   switch (f) {
     case value_format::bf16:
-    case value_format::fp16: return 2;
+    case value_format::fp16:
+    case value_format::bf16_in_fp16: return 2;
     case value_format::fp32:
     case value_format::bf16_in_fp32: return 4;
     case value_format::fp8_e4m3:
@@ -77,7 +89,7 @@ constexpr bool format_has_raw_byte(value_format f) noexcept {
 }
 constexpr bool format_has_low_half(value_format f) noexcept { return f == value_format::fp32; }
 
-// "bf16" "fp16" "fp32" "bf16-in-fp32" "fp8-e4m3" "fp8-e5m2", or "unknown".
+// "bf16" "fp16" "fp32" "bf16-in-fp32" "fp8-e4m3" "fp8-e5m2" "bf16-in-fp16", or "unknown".
 constexpr std::string_view to_string(value_format f) noexcept {
   switch (f) {
     case value_format::bf16: return "bf16";
@@ -86,14 +98,28 @@ constexpr std::string_view to_string(value_format f) noexcept {
     case value_format::bf16_in_fp32: return "bf16-in-fp32";
     case value_format::fp8_e4m3: return "fp8-e4m3";
     case value_format::fp8_e5m2: return "fp8-e5m2";
+    case value_format::bf16_in_fp16: return "bf16-in-fp16";
   }
   return "unknown";
 }
 
 // How a value of format F splits into the coded symbol and the raw planes, and merges back.
 // Every member is usable in CUDA device code. merge ignores the arguments of planes the format
-// does not have; merge(symbol(v), raw_byte(v), low_half(v)) == v for every bit pattern v (for
-// bf16_in_fp32: for every v with a zero low half).
+// does not have; merge(symbol(v), raw_byte(v), low_half(v)) == v for every bit pattern v, but in
+// the formats that cannot hold every pattern (bf16_in_fp32, bf16_in_fp16): there, for every v with
+// unrepresentable(v) == 0, and merge gives some value for any other input (hostile data).
+//
+// Optional members, for formats whose exact split or merge is costly for a few rare values, so
+// that the loops over values stay vectorised (the encoder and the CPU decoder use them; the GPU
+// kernel merges through merge):
+//   unrepresentable(v)       the bits of v the format cannot hold: non-zero refuses the value.
+//   rare_split(v), common_symbol(v), common_raw_byte(v), common_unrepresentable(v),
+//   kRareCommonSymbol:       the common_ split (and refusal) equals symbol / raw_byte
+//                            (unrepresentable) for every v but those rare_split flags,
+//                            and common_symbol(v) == kRareCommonSymbol exactly for those (so
+//                            the encoder finds them 8 symbols at a time).
+//   rare_merge(symbol), common_merge(symbol, raw_byte): common_merge equals merge for every
+//                            symbol but those rare_merge flags.
 template <value_format F>
 struct format_traits;
 
@@ -166,6 +192,108 @@ struct format_traits<value_format::bf16_in_fp32> {
                                                 std::uint16_t /*low_half*/) {
     return value_type{bf16_merge(symbol, raw_byte)} << 16;
   }
+  FLOATZIP_HD static constexpr value_type unrepresentable(value_type v) { return v & 0xFFFFu; }
+};
+
+// FP16 values that are BF16 values: the BF16 split of the value as BF16 (see the top).
+template <>
+struct format_traits<value_format::bf16_in_fp16> {
+  using value_type = std::uint16_t;
+  static constexpr value_format format = value_format::bf16_in_fp16;
+  static constexpr bool has_raw_byte = true;
+  static constexpr bool has_low_half = false;
+
+  // Position of the top set bit of a non-zero subnormal's 10-bit mantissa, 0..9.
+  FLOATZIP_HD static constexpr unsigned top_bit(unsigned mantissa) {
+    unsigned p = 0;
+    for (unsigned b = 1; b < 10; ++b) p += (mantissa >> b) != 0 ? 1u : 0u;
+    return p;
+  }
+  FLOATZIP_HD static constexpr std::uint8_t symbol(value_type v) {
+    const unsigned magnitude = v & 0x7FFFu;
+    const unsigned exponent = magnitude >> 10;
+    if (exponent == 31) return 0xFF;  // infinity, NaN
+    if (exponent != 0) return static_cast<std::uint8_t>(exponent + 112);
+    if (magnitude == 0) return 0;
+    return static_cast<std::uint8_t>(top_bit(magnitude) + 103);  // subnormal
+  }
+  FLOATZIP_HD static constexpr std::uint8_t raw_byte(value_type v) {
+    const unsigned sign = (v >> 8) & 0x80u;
+    const unsigned magnitude = v & 0x7FFFu;
+    if ((magnitude >> 10) != 0 || magnitude == 0)
+      return static_cast<std::uint8_t>(sign | ((magnitude >> 3) & 0x7Fu));
+    // Subnormal: the 7 bits below the top set one.
+    const unsigned p = top_bit(magnitude);
+    const unsigned mantissa = p >= 7 ? magnitude >> (p - 7) : magnitude << (7 - p);
+    return static_cast<std::uint8_t>(sign | (mantissa & 0x7Fu));
+  }
+  // The mantissa bits below the 8 significant ones BF16 holds: 3 for normals, infinities and
+  // NaNs; for subnormals 2 (top bit 9), 1 (top bit 8), none below.
+  // As a mask from t = min(magnitude >> 8, 4) (0: below 0x100, 1, 2-3: top bit 9, 4: normal)
+  // with t | t >> 1 | t >> 2 = 0, 1, 3, 7: constant shifts and a min, which vectorise.
+  FLOATZIP_HD static constexpr value_type unrepresentable(value_type v) {
+    const auto high = static_cast<std::uint16_t>((v & 0x7FFFu) >> 8);
+    const auto t = static_cast<std::uint16_t>(high < 4 ? high : 4);
+    return static_cast<value_type>(v & (t | t >> 1 | t >> 2));
+  }
+  // From the BF16 exponent e and raw byte r: the BF16 significand t = 1.m as an FP16 mantissa
+  // with its implicit bit (bit 10), moved by e - 113 binades: up into FP16's exponent field for
+  // normals (e - 113 + 1 = FP16 exponent), down into the subnormal range below (a shift that
+  // drops bits only for values FP16 cannot hold). e = 255 (infinity, NaN) counts as 143, which
+  // gives FP16's exponent 31; e = 0 shifts everything out (+-0). Any pair gives a defined
+  // value; the pairs the encoder writes give back exactly the FP16 value.
+  FLOATZIP_HD static constexpr value_type merge(std::uint8_t symbol, std::uint8_t raw_byte,
+                                                std::uint16_t /*low_half*/) {
+    const std::uint32_t sign = (raw_byte & 0x80u) << 8;
+    const std::uint32_t significand = (0x80u | (raw_byte & 0x7Fu)) << 3;
+    const int binades = (symbol == 0xFF ? 143 : int{symbol}) - 113;
+    const int down = -binades < 16 ? -binades : 16;
+    const std::uint32_t magnitude = binades >= 0
+                                        ? significand + (static_cast<std::uint32_t>(binades) << 10)
+                                        : significand >> down;
+    return static_cast<value_type>(sign | (magnitude & 0x7FFFu));
+  }
+
+  // The fast paths. Splits: every value but the non-zero subnormals (normals, infinities,
+  // NaNs, +-0) with constant shifts, so that the encoder's loops vectorise. A subnormal's
+  // common symbol is 112 (its zero exponent + 112), which no other value's is (normals give
+  // 113..142, infinities and NaNs 255, +-0 0).
+  static constexpr std::uint8_t kRareCommonSymbol = 112;
+  FLOATZIP_HD static constexpr bool rare_split(value_type v) {
+    return (v & 0x7C00u) == 0 && (v & 0x3FFu) != 0;
+  }
+  // In 16-bit lanes with all-ones masks for the selects (GCC 12 turns ternaries on promoted
+  // ints into wider, slower vector code: 0.65 against 0.25 ns per value for the whole split).
+  FLOATZIP_HD static constexpr std::uint16_t all_ones_if(bool b) {
+    return static_cast<std::uint16_t>(-static_cast<std::uint16_t>(b));
+  }
+  FLOATZIP_HD static constexpr std::uint8_t common_symbol(value_type v) {
+    const auto magnitude = static_cast<std::uint16_t>(v & 0x7FFFu);
+    const auto exponent = static_cast<std::uint16_t>((magnitude >> 10) + 112);
+    return static_cast<std::uint8_t>((exponent | all_ones_if(magnitude >= 0x7C00u)) &
+                                     ~all_ones_if(magnitude == 0));
+  }
+  // unrepresentable(v) for every v but the rare ones: the 3 low mantissa bits of normals,
+  // infinities and NaNs (+-0 has none).
+  FLOATZIP_HD static constexpr value_type common_unrepresentable(value_type v) {
+    return static_cast<value_type>(v & 7u & all_ones_if((v & 0x7C00u) != 0));
+  }
+  FLOATZIP_HD static constexpr std::uint8_t common_raw_byte(value_type v) {
+    return static_cast<std::uint8_t>(((v >> 8) & 0x80u) | ((v >> 3) & 0x7Fu));
+  }
+  // Merges: the FP16 normals (BF16 exponents 113..142) and +-0 in 16-bit arithmetic with
+  // constant shifts, so that the decoder's merge loop vectorises: from the BF16 value
+  // b = sign | e << 7 | m, (b << 3) keeps e's low 6 bits at bit 10 and m at bit 3, and taking
+  // 112 << 10 (0xC000 modulo 2^16) off leaves FP16's exponent e - 112 (1..30) there.
+  // Written with & and masks, not && and ?: (which GCC 12 vectorises into slower code).
+  FLOATZIP_HD static constexpr bool rare_merge(std::uint8_t symbol) {
+    return (symbol != 0) & (static_cast<std::uint8_t>(symbol - 113) > 29);
+  }
+  FLOATZIP_HD static constexpr value_type common_merge(std::uint8_t symbol, std::uint8_t raw_byte) {
+    const std::uint16_t b = bf16_merge(symbol, raw_byte);
+    const auto magnitude = static_cast<std::uint16_t>((b << 3) - 0xC000u);
+    return static_cast<value_type>((b & 0x8000u) | (magnitude & ~all_ones_if(symbol == 0)));
+  }
 };
 
 // FP8: the whole byte is the symbol (256 symbols at most, 2-3 bits of redundancy in weights).
@@ -199,6 +327,8 @@ constexpr decltype(auto) visit_format(value_format f, Fn&& fn) {
       return std::forward<Fn>(fn).template operator()<value_format::fp8_e4m3>();
     case value_format::fp8_e5m2:
       return std::forward<Fn>(fn).template operator()<value_format::fp8_e5m2>();
+    case value_format::bf16_in_fp16:
+      return std::forward<Fn>(fn).template operator()<value_format::bf16_in_fp16>();
     default: return std::forward<Fn>(fn).template operator()<value_format::bf16>();
   }
 }

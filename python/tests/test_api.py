@@ -184,12 +184,14 @@ def weights_of_every_format(rng):
         tensors[p + "widened.weight"] = widened[layer]
         tensors[p + "e4m3.weight"] = (f32[layer] * scale).astype(ml_dtypes.float8_e4m3fn)
         tensors[p + "e5m2.weight"] = (f32[layer] * 1000).astype(ml_dtypes.float8_e5m2)
+        # BF16 weights saved as F16 (bf16-in-fp16): the BF16 values rounded to F16.
+        tensors[p + "f16_of_bf16.weight"] = widened[layer].astype(np.float16)
     tensors["lm_head.f16"] = f32[0, :40].astype(np.float16)
     tensors["lm_head.e4m3"] = (f32[1, :40] * scale).astype(ml_dtypes.float8_e4m3fn)
     return tensors
 
 
-FORMATS = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2"}
+FORMATS = {"bf16", "fp16", "fp32", "bf16-in-fp32", "fp8-e4m3", "fp8-e5m2", "bf16-in-fp16"}
 
 
 def test_every_float_format_is_coded_and_loads_bit_exactly(tmp_path):

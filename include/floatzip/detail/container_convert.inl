@@ -286,16 +286,18 @@ inline error compress_file_impl(const std::filesystem::path& input,
   if (options.max_bundle_values == 0)
     return {errc::invalid_argument, "compress_options.max_bundle_values is 0"};
   const std::byte* data_section = file.data() + header.header_size();
-  // F32 tensors whose values all have zero low halves (BF16 widened) are coded as BF16 of their
-  // high halves: one pass over each F32 tensor now, its pages released again (streaming).
+  // F32 tensors whose values all have zero low halves (BF16 widened), and F16 tensors whose
+  // values are all BF16 values (BF16 saved as F16), are coded as BF16: one pass over each F32
+  // and F16 tensor now, its pages released again (streaming).
   container_plan plan = plan_container(
       header, options.group, options.max_bundle_values,
       [&](const safetensors::tensor_info& info) -> std::optional<value_format> {
-        if (info.type != safetensors::dtype::f32) return container_format_of(info.type, false);
+        if (info.type != safetensors::dtype::f32 && info.type != safetensors::dtype::f16)
+          return container_format_of(info.type, false);
         const std::span<const std::byte> values(data_section + info.data.begin, info.size_bytes());
-        const bool widened = low_halves_zero(values);
+        const bool bf16_values = holds_bf16_values(info.type, values);
         mapped->release(header.header_size() + info.data.begin, info.size_bytes());
-        return container_format_of(info.type, widened);
+        return container_format_of(info.type, bf16_values);
       });
   if (plan.bundles.size() > std::numeric_limits<std::uint32_t>::max())
     return {errc::too_large, input.string() + ": more than 2^32 bundles"};

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -73,21 +75,108 @@ void for_each_piece(std::span<const std::span<const std::byte>> tensors, std::si
   }
 }
 
-// Writes the symbols of values [first, first + count) to `symbols`, and returns the OR of their
-// low halves for bf16_in_fp32 (which must all be zero; 0 for every other format). One simple loop
-// the compiler vectorises.
+// The format's optional members (value_format.hpp): whether it refuses some values, and whether
+// it splits the rare values apart.
+template <class Traits>
+concept refuses_values = requires(typename Traits::value_type v) {
+  Traits::unrepresentable(v);
+};
+template <class Traits>
+concept splits_rare_values = requires(typename Traits::value_type v) {
+  Traits::rare_split(v);
+  Traits::common_symbol(v);
+  Traits::common_raw_byte(v);
+  Traits::common_unrepresentable(v);
+  { Traits::kRareCommonSymbol } -> std::convertible_to<std::uint8_t>;
+};
+
+// The symbol, as the vectorised loops compute it: exact but for the values rare_split flags,
+// which fix_rare_splits redoes after the block.
+template <value_format F>
+constexpr std::uint8_t fast_symbol(typename format_traits<F>::value_type v) {
+  using traits = format_traits<F>;
+  if constexpr (splits_rare_values<traits>) {
+    return traits::common_symbol(v);
+  } else {
+    return traits::symbol(v);
+  }
+}
+
+// The bits of v the format cannot hold (0 for formats that hold every pattern), as the
+// vectorised loops compute them: exact but for the values fix_rare_splits redoes.
+template <value_format F>
+constexpr typename format_traits<F>::value_type refused_bits(
+    typename format_traits<F>::value_type v) {
+  using traits = format_traits<F>;
+  if constexpr (splits_rare_values<traits>) {
+    return traits::common_unrepresentable(v);
+  } else if constexpr (refuses_values<traits>) {
+    return traits::unrepresentable(v);
+  } else {
+    return 0;
+  }
+}
+
+// Redoes the split of the rare values among values [first, first + count), whose fast symbols
+// are symbols[0, count): those are exactly the values whose fast symbol is kRareCommonSymbol,
+// found 64 symbols per vectorised test, then 8 per word test (a zero-byte test on the symbols
+// XOR that byte), so a block costs a fast pass over its symbols plus a few values; a flag reduced
+// in the vectorised loop and a value-by-value scan after it cost more than the whole split (most
+// blocks of trained weights hold a subnormal or two). Writes each rare value's raw byte too where
+// raw_bytes is not null; returns the OR of their refused bits (unrepresentable).
+template <value_format F>
+typename format_traits<F>::value_type fix_rare_splits(const std::byte* values, std::size_t first,
+                                                      std::size_t count, std::uint8_t* symbols,
+                                                      std::uint8_t* raw_bytes) {
+  using traits = format_traits<F>;
+  typename traits::value_type refused = 0;
+  if constexpr (splits_rare_values<traits>) {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+    constexpr std::uint64_t kPattern = kOnes * traits::kRareCommonSymbol;
+    auto fix = [&](std::size_t k) {
+      if (symbols[k] != traits::kRareCommonSymbol) return;
+      const auto v = load_value<typename traits::value_type>(values, first + k);
+      symbols[k] = traits::symbol(v);
+      if (raw_bytes != nullptr) raw_bytes[k] = traits::raw_byte(v);
+      refused |= traits::unrepresentable(v);
+    };
+    // Runs of 64 symbols tested at once (a vectorised compare), then their 8-byte words.
+    constexpr std::size_t kRun = 64;
+    std::size_t k = 0;
+    for (; k + kRun <= count; k += kRun) {
+      std::uint8_t any = 0;
+      for (std::size_t j = k; j < k + kRun; ++j)
+        any |= static_cast<std::uint8_t>(symbols[j] == traits::kRareCommonSymbol);
+      if (any == 0) continue;
+      for (std::size_t w = k; w < k + kRun; w += 8) {
+        std::uint64_t word;
+        std::memcpy(&word, symbols + w, 8);
+        const std::uint64_t x = word ^ kPattern;
+        if (((x - kOnes) & ~x & (kOnes << 7)) == 0) continue;  // no byte equal to the pattern's
+        for (std::size_t j = w; j < w + 8; ++j) fix(j);
+      }
+    }
+    for (; k < count; ++k) fix(k);
+  }
+  return refused;
+}
+
+// Writes the symbols of values [first, first + count) to `symbols`, and returns the OR of the
+// bits the format cannot hold (refused_bits: non-zero refuses the tensor; always 0 for the
+// formats that hold every pattern). One simple loop the compiler vectorises (the OR-reduction in
+// the values' own width: GCC 12 vectorises neither a bool reduction nor a wider one), then the
+// rare values' symbols where the format has such.
 template <value_format F>
 std::uint32_t extract_symbols(const std::byte* values, std::size_t first, std::size_t count,
                               std::uint8_t* symbols) {
-  using traits = format_traits<F>;
-  using value_type = typename traits::value_type;
-  std::uint32_t low = 0;
+  using value_type = typename format_traits<F>::value_type;
+  value_type refused = 0;
   for (std::size_t k = 0; k < count; ++k) {
     const auto v = load_value<value_type>(values, first + k);
-    symbols[k] = traits::symbol(v);
-    if constexpr (F == value_format::bf16_in_fp32) low |= v & 0xFFFFu;
+    symbols[k] = fast_symbol<F>(v);
+    refused |= refused_bits<F>(v);
   }
-  return low;
+  return refused | fix_rare_splits<F>(values, first, count, symbols, nullptr);
 }
 
 // Values per block whose symbols are extracted (vectorised) before they are counted.
@@ -95,7 +184,7 @@ inline constexpr std::size_t kHistogramBlock = 1024;
 
 // Counts symbols one at a time, extracted a block at a time, into eight sub-histograms so that
 // runs of equal symbols do not serialise on one counter. For short inputs; long ones take
-// add_symbol_histogram's pair count. Returns extract_symbols' low-half OR.
+// add_symbol_histogram's pair count. Returns extract_symbols' refused bits.
 template <value_format F>
 std::uint32_t add_symbol_histogram_single(const std::byte* values, std::size_t n,
                                           symbol_histogram& out) {
@@ -133,7 +222,7 @@ std::uint32_t add_symbol_histogram_single(const std::byte* values, std::size_t n
 // in use, the ~900 live counters sit in a few KiB of cache lines; equal neighbouring pairs (which
 // would serialise on one counter) are rare. The 256 KiB table is kept per thread, all zero
 // between calls: each use folds what it counted into row and column sums and clears it.
-// Returns extract_symbols' low-half OR (non-zero: not bf16_in_fp32).
+// Returns extract_symbols' refused bits (non-zero: a value the format cannot hold).
 template <value_format F>
 std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_histogram& out) {
   constexpr std::size_t kMinPairCount = std::size_t{1} << 12;  // below: the fold would dominate
@@ -181,16 +270,37 @@ std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_his
     }
     // Extraction and the block's symbol range in one vectorised loop (two loops cost 15 % more
     // on BF16).
+    // The OR-reductions in the values' own width (not bool, not wider): GCC 12 vectorises
+    // neither a bool reduction nor one wider than the loop's values.
+    using value_type = typename format_traits<F>::value_type;
     std::uint8_t block_low = 0xFF;
     std::uint8_t block_high = 0;
-    for (std::size_t k = 0; k < kHistogramBlock; ++k) {
-      const auto value = load_value<typename format_traits<F>::value_type>(v, i + k);
-      const std::uint8_t e = format_traits<F>::symbol(value);
-      exponents[k] = e;
-      block_low = std::min(block_low, e);
-      block_high = std::max(block_high, e);
-      if constexpr (F == value_format::bf16_in_fp32) low |= value & 0xFFFFu;
+    value_type block_refused = 0;
+    if constexpr (splits_rare_values<format_traits<F>>) {
+      // Three loops: GCC 12 vectorises the split with its OR-reduction, or the symbol range
+      // beside a plain split, but not both in one loop; and the range must see the rare values'
+      // symbols.
+      for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+        const auto value = load_value<value_type>(v, i + k);
+        exponents[k] = fast_symbol<F>(value);
+        block_refused |= refused_bits<F>(value);
+      }
+      block_refused |= fix_rare_splits<F>(v, i, kHistogramBlock, exponents, nullptr);
+      for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+        block_low = std::min(block_low, exponents[k]);
+        block_high = std::max(block_high, exponents[k]);
+      }
+    } else {
+      for (std::size_t k = 0; k < kHistogramBlock; ++k) {
+        const auto value = load_value<value_type>(v, i + k);
+        const std::uint8_t e = fast_symbol<F>(value);
+        exponents[k] = e;
+        block_low = std::min(block_low, e);
+        block_high = std::max(block_high, e);
+        block_refused |= refused_bits<F>(value);
+      }
     }
+    low |= block_refused;
     lowest = std::min<unsigned>(lowest, block_low);
     highest = std::max<unsigned>(highest, block_high);
     for (std::size_t k = 0; k < kHistogramBlock; k += 8) {
@@ -348,13 +458,19 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
   } else {
     for (std::size_t i = 0; i < count; ++i) {
       const auto v = load_value<value_type>(values, i);
-      symbols[i] = traits::symbol(v);
-      raw_bytes[i] = traits::raw_byte(v);
+      if constexpr (splits_rare_values<traits>) {
+        symbols[i] = traits::common_symbol(v);
+        raw_bytes[i] = traits::common_raw_byte(v);
+      } else {
+        symbols[i] = traits::symbol(v);
+        raw_bytes[i] = traits::raw_byte(v);
+      }
       if constexpr (traits::has_low_half) {
         const std::uint16_t low = traits::low_half(v);
         std::memcpy(low_halves + 2 * i, &low, 2);
       }
     }
+    (void)fix_rare_splits<F>(values, 0, count, symbols, raw_bytes);
   }
 }
 
@@ -596,6 +712,22 @@ inline bool low_halves_zero(std::span<const std::byte> fp32_values) noexcept {
   return true;
 }
 
+inline bool fp16_values_are_bf16(std::span<const std::byte> fp16_values) noexcept {
+  if (fp16_values.size() % 2 != 0) return false;
+  const std::size_t n = fp16_values.size() / 2;
+  constexpr std::size_t kBlock = 8192;  // stop early at a refused block
+  for (std::size_t i = 0; i < n; i += kBlock) {
+    const std::size_t m = std::min(kBlock, n - i);
+    std::uint32_t refused = 0;
+    for (std::size_t k = 0; k < m; ++k) {
+      refused |= format_traits<value_format::bf16_in_fp16>::unrepresentable(
+          detail::load_value<std::uint16_t>(fp16_values.data(), i + k));
+    }
+    if (refused != 0) return false;
+  }
+  return true;
+}
+
 namespace detail {
 
 // Bytes a segment of `values` values, `stream_bits` bits and a code spanning `symbol_span`
@@ -823,8 +955,8 @@ inline encode_plan make_encode_plan(value_format format,
   }
   tensor_first_part[tensors.size()] = parts.size();
 
-  // Pass 1: symbol histograms per part, then per tensor. bf16_in_fp32 also checks, on the way,
-  // that it holds what it claims.
+  // Pass 1: symbol histograms per part, then per tensor. bf16_in_fp32 and bf16_in_fp16 also
+  // check, on the way, that they hold what they claim.
   std::vector<symbol_histogram> part_hist(parts.size(), symbol_histogram{});
   std::vector<std::uint32_t> part_low(parts.size(), 0);
   visit_format(format, [&]<value_format F>() {
@@ -838,8 +970,12 @@ inline encode_plan make_encode_plan(value_format format,
     if (part_low[p] != 0) {
       throw exception({errc::invalid_argument,
                        "compress_bundle: tensor " + to_string(parts[p].tensor) +
-                           " has values whose low 16 bits are not zero: not bf16-in-fp32 (code "
-                           "it as fp32)"});
+                           (format == value_format::bf16_in_fp16
+                                ? " has values that are not BF16 values (mantissa bits below "
+                                  "BF16's 8 significant ones are set): not bf16-in-fp16 (code it "
+                                  "as fp16)"
+                                : " has values whose low 16 bits are not zero: not bf16-in-fp32 "
+                                  "(code it as fp32)")});
     }
   }
   std::vector<symbol_histogram> tensor_hist(tensors.size(), symbol_histogram{});
