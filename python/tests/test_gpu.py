@@ -47,7 +47,7 @@ def test_every_bf16_pattern_and_raw_tensors_on_the_gpu(tmp_path, torch):
 
 def test_every_format_on_the_gpu_matches_the_cpu(tmp_path, torch):
     """F16 (every pattern), F32 (random bits: NaN payloads, subnormals), BF16 widened to F32 (the
-    bf16-in-fp32 coder) and both FP8 formats (every byte), decoded by the kernel of each format
+    bf16-in-fp32 coder), BF16 values saved as F16 (bf16-in-fp16) and both FP8 formats (every byte), decoded by the kernel of each format
     into CUDA tensors of the file's dtypes, byte-identical to the CPU load."""
     rng = np.random.default_rng(11)
     every16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
@@ -59,6 +59,8 @@ def test_every_format_on_the_gpu_matches_the_cpu(tmp_path, torch):
         ),
         "model.layers.0.bf16_in_f32": torch.from_numpy(widened.view(np.float32)),
         "model.layers.0.bf16": torch.randn(300, 7).to(torch.bfloat16),
+        # BF16 values saved as F16 (the bf16-in-fp16 coder), subnormals included.
+        "model.layers.2.f16_from_bf16": (torch.randn(400, 9) * 1e-4).to(torch.bfloat16).half(),
     }
     for name in ("float8_e4m3fn", "float8_e5m2"):
         dtype = getattr(torch, name, None)
@@ -68,7 +70,7 @@ def test_every_format_on_the_gpu_matches_the_cpu(tmp_path, torch):
     path = tmp_path / "formats.fzip"
     floatzip.save_file(tensors, path)
     formats = {fmt for _, fmt, _, _, _ in floatzip._core._File(path).bundles if fmt}
-    assert {"fp16", "fp32", "bf16-in-fp32", "bf16"} <= formats, formats
+    assert {"fp16", "fp32", "bf16-in-fp32", "bf16", "bf16-in-fp16"} <= formats, formats
     on_cpu = floatzip.load_file(path)
     on_gpu = floatzip.load_file(path, device="cuda")
     assert list(on_gpu) == list(on_cpu)
