@@ -47,8 +47,9 @@ def test_every_bf16_pattern_and_raw_tensors_on_the_gpu(tmp_path, torch):
 
 def test_every_format_on_the_gpu_matches_the_cpu(tmp_path, torch):
     """F16 (every pattern), F32 (random bits: NaN payloads, subnormals), BF16 widened to F32 (the
-    bf16-in-fp32 coder), BF16 values saved as F16 (bf16-in-fp16) and both FP8 formats (every byte), decoded by the kernel of each format
-    into CUDA tensors of the file's dtypes, byte-identical to the CPU load."""
+    bf16-in-fp32 coder), BF16 values saved as F16 (bf16-in-fp16) and both FP8 formats (every
+    byte), decoded by the kernel of each format into CUDA tensors of the file's dtypes,
+    byte-identical to the CPU load."""
     rng = np.random.default_rng(11)
     every16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     widened = (rng.integers(0, 1 << 16, 50_000, dtype=np.uint32) << 16).astype(np.uint32)
