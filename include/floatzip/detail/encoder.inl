@@ -741,30 +741,38 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
 
 inline constexpr std::size_t kMaxRunTensors = 64;
 
-// The histogram of a growing run of tensors, with its symbols kept in order of count, for the
-// Huffman cost of every candidate run (plan_segments). unlimited_huffman_bits sorts the counts
-// afresh; here the order of the run so far is repaired by insertion sort as a tensor joins
+// The histogram of a growing run of tensors, with its present symbols kept in order of count,
+// for the Huffman cost of every candidate run (plan_segments). unlimited_huffman_bits sorts the
+// counts afresh; here the order of the run so far is repaired by insertion sort as a tensor joins
 // (neighbouring tensors' counts mostly keep their order), a few hundred moves instead of a sort
 // that mispredicted most of its ~1,500 comparisons on FP8's and FP16's ~200 symbols. The result
 // is the same number: the Huffman cost depends only on the sorted counts.
 class run_symbol_order {
  public:
-  // The run is the one tensor of histogram `hist`, whose symbols `order` lists by count.
-  void start(const symbol_histogram& hist, const std::array<std::uint8_t, kSymbolCount>& order) {
+  // The run is the one tensor of histogram `hist`.
+  void start(const symbol_histogram& hist) {
     hist_ = hist;
-    order_ = order;
-    for (int i = 0; i < kSymbolCount; ++i) sorted_[i] = hist_[order_[i]];
+    present_ = 0;
+    for (int s = 0; s < kSymbolCount; ++s) {
+      if (hist_[s] != 0) order_[present_++] = static_cast<std::uint8_t>(s);
+    }
+    std::sort(order_.begin(), order_.begin() + present_,
+              [&](std::uint8_t a, std::uint8_t b) { return hist_[a] < hist_[b]; });
+    for (int i = 0; i < present_; ++i) sorted_[i] = hist_[order_[i]];
   }
 
   // Adds a tensor's histogram to the run.
   void add(const symbol_histogram& hist) {
-    for (int s = 0; s < kSymbolCount; ++s) hist_[s] += hist[s];
-    for (int i = 0; i < kSymbolCount; ++i) sorted_[i] = hist_[order_[i]];
+    for (int s = 0; s < kSymbolCount; ++s) {
+      if (hist_[s] == 0 && hist[s] != 0) order_[present_++] = static_cast<std::uint8_t>(s);
+      hist_[s] += hist[s];
+    }
+    for (int i = 0; i < present_; ++i) sorted_[i] = hist_[order_[i]];
     // Insertion sort, abandoned for a full sort past a budget of moves (tensors of unlike
     // shapes), so that no input makes it quadratic.
-    constexpr unsigned kMoveBudget = 4 * kSymbolCount;
-    unsigned moves = 0;
-    for (int i = 1; i < kSymbolCount; ++i) {
+    constexpr int kMoveBudget = 4 * kSymbolCount;
+    int moves = 0;
+    for (int i = 1; i < present_; ++i) {
       const std::uint64_t w = sorted_[i];
       const std::uint8_t symbol = order_[i];
       int j = i;
@@ -774,11 +782,11 @@ class run_symbol_order {
       }
       sorted_[j] = w;
       order_[j] = symbol;
-      moves += static_cast<unsigned>(i - j);
+      moves += i - j;
       if (moves > kMoveBudget) {
-        std::sort(order_.begin(), order_.end(),
+        std::sort(order_.begin(), order_.begin() + present_,
                   [&](std::uint8_t a, std::uint8_t b) { return hist_[a] < hist_[b]; });
-        for (int k = 0; k < kSymbolCount; ++k) sorted_[k] = hist_[order_[k]];
+        for (int k = 0; k < present_; ++k) sorted_[k] = hist_[order_[k]];
         break;
       }
     }
@@ -786,12 +794,9 @@ class run_symbol_order {
 
   // unlimited_huffman_bits of the run's histogram.
   [[nodiscard]] std::uint64_t huffman_bits() const {
-    int zeros = 0;
-    while (zeros < kSymbolCount && sorted_[zeros] == 0) ++zeros;
-    const int present = kSymbolCount - zeros;
-    if (present == 0) return 0;
-    if (present == 1) return sorted_[zeros];  // one bit per symbol, as build_code_lengths assigns
-    return huffman_bits_of_sorted(sorted_.data() + zeros, present);
+    if (present_ == 0) return 0;
+    if (present_ == 1) return sorted_[0];  // one bit per symbol, as build_code_lengths assigns
+    return huffman_bits_of_sorted(sorted_.data(), present_);
   }
 
   // Symbols from the lowest to the highest present one (1 when none is present).
@@ -805,8 +810,9 @@ class run_symbol_order {
 
  private:
   symbol_histogram hist_{};
-  std::array<std::uint8_t, kSymbolCount> order_{};
-  std::array<std::uint64_t, kSymbolCount + 1> sorted_{};  // hist_ in order_; one more readable
+  int present_ = 0;
+  std::array<std::uint8_t, kSymbolCount> order_{};        // the present symbols, by count
+  std::array<std::uint64_t, kSymbolCount + 1> sorted_{};  // their counts; one more readable
 };
 
 // Cuts tensors [0, n) into runs, each with a code of its own, so that the bundle is smallest:
@@ -825,17 +831,6 @@ inline std::vector<std::uint32_t> plan_segments(value_format format,
   const std::size_t n = tensor_hist.size();
   if (!o.adaptive_codes || n <= 1) return {0, static_cast<std::uint32_t>(n)};
   constexpr std::uint64_t kInfinite = ~std::uint64_t{0};
-  // Each tensor's symbols in order of count, sorted once; a run's order then starts from its
-  // last tensor's and is repaired by insertion as each earlier tensor joins (see
-  // run_symbol_order).
-  std::vector<std::array<std::uint8_t, kSymbolCount>> tensor_order(n);
-  for (std::size_t t = 0; t < n; ++t) {
-    auto& order = tensor_order[t];
-    for (int s = 0; s < kSymbolCount; ++s) order[s] = static_cast<std::uint8_t>(s);
-    std::sort(order.begin(), order.end(), [&](std::uint8_t a, std::uint8_t b) {
-      return tensor_hist[t][a] < tensor_hist[t][b];
-    });
-  }
   std::vector<std::uint64_t> best(n + 1, kInfinite);
   std::vector<std::uint32_t> cut(n + 1, 0);
   best[0] = 0;
@@ -845,7 +840,7 @@ inline std::vector<std::uint32_t> plan_segments(value_format format,
     const std::size_t lowest = end > kMaxRunTensors ? end - kMaxRunTensors : 0;
     for (std::size_t begin = end; begin-- > lowest;) {
       if (begin + 1 == end) {
-        run.start(tensor_hist[begin], tensor_order[begin]);
+        run.start(tensor_hist[begin]);
       } else {
         run.add(tensor_hist[begin]);
       }
