@@ -334,18 +334,14 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
                  std::uint8_t* raw_bytes, std::uint8_t* low_halves) {
   using traits = format_traits<F>;
   using value_type = typename traits::value_type;
-  if constexpr (!traits::has_raw_byte) {
-    static_assert(!traits::has_low_half);
-    std::memcpy(symbols, values, count);  // FP8: the byte is the symbol
-  } else {
-    for (std::size_t i = 0; i < count; ++i) {
-      const auto v = load_value<value_type>(values, i);
-      symbols[i] = traits::symbol(v);
-      raw_bytes[i] = traits::raw_byte(v);
-      if constexpr (traits::has_low_half) {
-        const std::uint16_t low = traits::low_half(v);
-        std::memcpy(low_halves + 2 * i, &low, 2);
-      }
+  static_assert(traits::has_raw_byte, "FP8 values are their own symbols: nothing to split");
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto v = load_value<value_type>(values, i);
+    symbols[i] = traits::symbol(v);
+    raw_bytes[i] = traits::raw_byte(v);
+    if constexpr (traits::has_low_half) {
+      const std::uint16_t low = traits::low_half(v);
+      std::memcpy(low_halves + 2 * i, &low, 2);
     }
   }
 }
@@ -424,7 +420,7 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
         const std::uint32_t* const pair_codes = pair_code;
         const std::uint32_t* const codes = code;
         const std::uint8_t* const lengths = length;
-        std::uint8_t* const exponent_bytes = exponents;
+        std::uint8_t* const split_symbols = exponents;
         std::uint8_t* o = out;
         std::uint64_t a = acc;
         unsigned p = pending;
@@ -449,9 +445,15 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
           const std::size_t n = std::min(kEncodeBlock, value_count - block);
           const std::uint64_t block_index = first_index + block;
           const std::uint64_t plane_index = block_index - begin;
-          split_block<F>(values + block * kValueBytes, n, exponent_bytes,
-                         raw_bytes == nullptr ? nullptr : raw_bytes + plane_index,
-                         low_halves == nullptr ? nullptr : low_halves + 2 * plane_index);
+          // FP8 values are their own symbols: coded where they lie, not copied first.
+          const std::uint8_t* exponent_bytes = split_symbols;
+          if constexpr (format_traits<F>::has_raw_byte) {
+            split_block<F>(values + block * kValueBytes, n, split_symbols,
+                           raw_bytes == nullptr ? nullptr : raw_bytes + plane_index,
+                           low_halves == nullptr ? nullptr : low_halves + 2 * plane_index);
+          } else {
+            exponent_bytes = reinterpret_cast<const std::uint8_t*>(values) + block;
+          }
           std::size_t crossing_count = 0;
           // Flush: store the pending bits left-aligned in eight bytes, advance over the
           // complete ones. p <= 63: eight values only when p + their bits < 64, else four
@@ -721,12 +723,20 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
   }
 
   auto* gaps = reinterpret_cast<std::uint8_t*>(base + layout.chunk_gaps_offset);
+  // Records come in chunk order (parts in order, each in stream order): the next group's first
+  // chunk is counted along rather than found by a division per chunk.
   std::uint64_t recorded = 0;
+  std::uint64_t group = 0;
+  std::uint64_t group_chunk = 0;  // group * chunks_per_group
   for (const auto& records : part_records) {
     for (const auto& r : records) {
       gaps[r.chunk >> 1] |= static_cast<std::uint8_t>((r.chunk & 1) != 0 ? r.gap << 4 : r.gap);
-      if (r.chunk % h.chunks_per_group == 0) {
-        put_le(layout.group_positions_offset + r.chunk / h.chunks_per_group * 8, r.value_index);
+      while (group_chunk < r.chunk) {
+        ++group;
+        group_chunk += h.chunks_per_group;
+      }
+      if (r.chunk == group_chunk) {
+        put_le(layout.group_positions_offset + group * 8, r.value_index);
       }
       ++recorded;
     }
