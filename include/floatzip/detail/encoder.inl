@@ -362,14 +362,15 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
 enum class flush_batch {
   // Four single look-ups per flush: codes of at most 14 bits, no pair tables.
   four_singles,
-  // Two pair look-ups (four values) per flush: codes of at most 14 bits.
-  two_pairs,
   // Four pair look-ups (eight values) when their codewords fit beside the pending bits, else two
   // and two: codes of at most 14 bits whose eight codewords rarely exceed 56 bits, so that the
   // branch is predicted (BF16, FP16).
   up_to_four_pairs,
   // One pair look-up per flush: 15-bit codes.
   one_pair,
+  // Three pair look-ups (six values) when their codewords fit beside the pending bits, else two
+  // and one: codes of at most 14 bits whose six codewords rarely exceed 56 bits (FP8 E4M3).
+  up_to_three_pairs,
 };
 
 template <value_format F, flush_batch Batch>
@@ -516,7 +517,37 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
               }
             }
           }
-          const std::uint8_t* const whole_end = exponent_bytes + n / kFlushValues * kFlushValues;
+          if constexpr (Batch == flush_batch::up_to_three_pairs) {
+            const std::uint8_t* const sextets_end = exponent_bytes + n / 6 * 6;
+            for (; ex < sextets_end; ex += 6) {
+              std::uint16_t e01, e23, e45;
+              std::memcpy(&e01, ex, 2);
+              std::memcpy(&e23, ex + 2, 2);
+              std::memcpy(&e45, ex + 4, 2);
+              const unsigned l01 = pair_lengths_after(pair_codes)[e01];
+              const unsigned l23 = pair_lengths_after(pair_codes)[e23];
+              const unsigned l45 = pair_lengths_after(pair_codes)[e45];
+              const unsigned l0123 = l01 + l23;
+              const std::uint64_t c0123 = std::uint64_t{pair_codes[e01]} << l23 | pair_codes[e23];
+              const std::uint64_t c45 = pair_codes[e45];
+              if (p + l0123 + l45 < 64) [[likely]] {
+                const unsigned l = l0123 + l45;
+                a = (a << l) | (c0123 << l45) | c45;
+                p += l;
+                flush(ex, 6);
+              } else {
+                a = (a << l0123) | c0123;
+                p += l0123;
+                flush(ex, 4);
+                a = (a << l45) | c45;
+                p += l45;
+                flush(ex + 4, 2);
+              }
+            }
+          }
+          // What the loops above left, in whole flushes.
+          const std::uint8_t* const whole_end =
+              ex + static_cast<std::size_t>(exponent_bytes + n - ex) / kFlushValues * kFlushValues;
           if constexpr (Batch == flush_batch::four_singles) {
             // Four codewords of at most 14 bits joined in two independent halves, then appended
             // at once: p + 56 <= 63.
@@ -662,15 +693,15 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
   // The batch per flush (measured with bench_codec encode_format, bench/RESULTS.md): pairs of
   // codewords halve the look-ups, and eight codewords per flush halve the flushes wherever eight
   // rarely exceed 56 bits (BF16's ~2.7 bits per value, FP16's and FP8 E5M2's ~5.6); FP8 E4M3's
-  // ~6.6 bits would mispredict that branch, so it flushes every four. A segment too small to repay
-  // filling its pair tables (about one entry per present symbol pair) codes singly.
+  // ~6.6 bits would mispredict that branch, so it tries six. A segment too small to repay filling
+  // its pair tables (about one entry per present symbol pair) codes singly.
   unsigned present = 0;
   for (const std::uint8_t length : seg.lengths) present += length != 0 ? 1 : 0;
-  const flush_batch batch = h.max_code_length > 14 ? flush_batch::one_pair
-                            : seg.value_count < std::uint64_t{2} * present * seg.symbol_span
-                                ? flush_batch::four_singles
-                            : seg.stream_bits <= 6 * seg.value_count ? flush_batch::up_to_four_pairs
-                                                                     : flush_batch::two_pairs;
+  const flush_batch batch =
+      h.max_code_length > 14                                           ? flush_batch::one_pair
+      : seg.value_count < std::uint64_t{2} * present * seg.symbol_span ? flush_batch::four_singles
+      : seg.stream_bits <= 6 * seg.value_count ? flush_batch::up_to_four_pairs
+                                               : flush_batch::up_to_three_pairs;
   const bool pairs = batch != flush_batch::four_singles;
   fill_encode_tables(code, tables, pairs);
 
@@ -701,11 +732,13 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
     };
     switch (batch) {
       case flush_batch::four_singles: run.template operator()<flush_batch::four_singles>(); break;
-      case flush_batch::two_pairs: run.template operator()<flush_batch::two_pairs>(); break;
       case flush_batch::up_to_four_pairs:
         run.template operator()<flush_batch::up_to_four_pairs>();
         break;
       case flush_batch::one_pair: run.template operator()<flush_batch::one_pair>(); break;
+      case flush_batch::up_to_three_pairs:
+        run.template operator()<flush_batch::up_to_three_pairs>();
+        break;
     }
   });
   // A tail's bytes are the part's own, except a final partial byte that the next part wrote
