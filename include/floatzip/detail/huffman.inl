@@ -92,34 +92,39 @@ inline result<code_lengths> build_code_lengths(const symbol_histogram& freq, int
   }
 
   constexpr int kMaxItems = 2 * kSymbolCount - 1;
-  std::array<std::uint64_t, kMaxItems> below{};  // weights of the list one denomination smaller
-  std::array<std::uint64_t, kMaxItems> current{};
+  // Weights of the list one denomination smaller and of the current one, swapped per list. Two
+  // more entries than a list holds: the merge reads the package past the last one before it
+  // knows there is none.
+  std::array<std::uint64_t, kMaxItems + 2> lists[2]{};
+  std::uint64_t* below = lists[0].data();
+  std::uint64_t* current = lists[1].data();
   // is_leaf[d][i]: item i of list d (d = 0 is the smallest denomination) is a leaf, not a package.
   std::array<std::array<bool, kMaxItems>, kMaxCodeLength> is_leaf{};
+  // The leaves' weights, and one past them (read, never taken).
+  std::array<std::uint64_t, kSymbolCount + 1> leaf_weight{};
 
   int below_count = n;
   for (int i = 0; i < n; ++i) {
+    leaf_weight[i] = leaves[i].weight;
     below[i] = leaves[i].weight;
     is_leaf[0][i] = true;
   }
   for (int d = 1; d < max_length; ++d) {
     const int package_count = below_count / 2;  // an odd last item cannot be paired: dropped
     int leaf = 0, package = 0, count = 0;
+    // Whether the next item is a leaf or a package is data, mispredicted as a branch about as
+    // often as not: both candidates are loaded and one is selected.
     while (leaf < n || package < package_count) {
-      const bool take_leaf =
-          package == package_count ||
-          (leaf < n && leaves[leaf].weight <= below[2 * package] + below[2 * package + 1]);
-      if (take_leaf) {
-        current[count] = leaves[leaf++].weight;
-        is_leaf[d][count] = true;
-      } else {
-        current[count] = below[2 * package] + below[2 * package + 1];
-        ++package;
-        is_leaf[d][count] = false;
-      }
+      const std::uint64_t leaf_w = leaf_weight[leaf];
+      const std::uint64_t package_w = below[2 * package] + below[2 * package + 1];
+      const bool take_leaf = (package == package_count) | ((leaf < n) & (leaf_w <= package_w));
+      current[count] = take_leaf ? leaf_w : package_w;
+      is_leaf[d][count] = take_leaf;
+      leaf += take_leaf ? 1 : 0;
+      package += take_leaf ? 0 : 1;
       ++count;
     }
-    below = current;
+    std::swap(below, current);
     below_count = count;
   }
 
