@@ -127,6 +127,7 @@ TEST(encoder_golden, bundles_are_byte_identical_to_the_pinned_encoder) {
       ASSERT_FALSE(decompress(view.value(), decoded));
       std::size_t at = 0;
       for (const auto& t : tensors) {
+        if (t.empty()) continue;  // no bytes to compare, and memcmp may not get a null pointer
         ASSERT_EQ(std::memcmp(decoded.data() + at, t.data(), t.size()), 0) << to_string(p.format);
         at += t.size();
       }
