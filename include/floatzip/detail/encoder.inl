@@ -334,8 +334,9 @@ struct chunk_start_record {
 // two consecutive exponents with one look-up, indexed by their two bytes as one little-endian
 // 16-bit load (first exponent in the low byte). Codes and lengths sit in separate arrays so that
 // each is one plain load, with no masking or shifting to take an entry apart; the lengths follow
-// the codes in one allocation, so one register addresses both (pair_lengths_after). Entries for
-// symbols absent from the code are zero (length 0).
+// the codes in one allocation, so one register addresses both (pair_lengths_after). Single
+// entries for symbols absent from the code are zero (length 0); pair entries are defined only
+// for two present symbols (fill_encode_tables).
 inline constexpr std::size_t kPairCount = std::size_t{kSymbolCount} * kSymbolCount;
 
 struct encode_tables {
@@ -348,57 +349,48 @@ inline const std::uint8_t* pair_lengths_after(const std::uint32_t* pair_codes) {
   return reinterpret_cast<const std::uint8_t*>(pair_codes + kPairCount);
 }
 
-// The pair tables take 320 KiB, of which only present x present entries (usually ~30 x 30, a few
-// KiB of cache lines) are written or read. Each thread keeps one set, zeroed once, and clears what
-// it wrote after each use, so a bundle of a few thousand values does not pay for whole tables.
-class pair_table_lease {
- public:
-  // with_pairs false: only the single-symbol tables (tables.pair_code stays null).
-  pair_table_lease(const canonical_code& code, encode_tables& tables, bool with_pairs) {
-    static_assert(2 * kMaxCodeLength <= 32, "a pair's code must fit 32 bits");
-    // Codes, then the lengths as bytes (a quarter as many 32-bit words).
-    thread_local std::unique_ptr<std::uint32_t[]> storage;
-    if (!storage) storage.reset(new std::uint32_t[kPairCount + kPairCount / 4]());
-    codes_ = storage.get();
-    lengths_ = reinterpret_cast<std::uint8_t*>(codes_ + kPairCount);
-    for (int s = 0; s < kSymbolCount; ++s) {
-      tables.code[s] = code.length[s] == 0 ? 0 : code.code[s];
-      tables.length[s] = code.length[s];
-      if (code.length[s] != 0) present_[present_count_++] = static_cast<std::uint8_t>(s);
-    }
-    if (!with_pairs) {
-      present_count_ = 0;  // nothing to clear
-      return;
-    }
-    for (int j = 0; j < present_count_; ++j) {
-      const std::uint8_t second = present_[j];
-      for (int i = 0; i < present_count_; ++i) {
-        const std::uint8_t first = present_[i];
-        const std::size_t index = first | std::size_t{second} << 8;
-        codes_[index] = (tables.code[first] << tables.length[second]) | tables.code[second];
-        lengths_[index] = static_cast<std::uint8_t>(tables.length[first] + tables.length[second]);
-      }
-    }
-    tables.pair_code = codes_;
-  }
-  ~pair_table_lease() {
-    for (int j = 0; j < present_count_; ++j) {
-      for (int i = 0; i < present_count_; ++i) {
-        const std::size_t index = present_[i] | std::size_t{present_[j]} << 8;
-        codes_[index] = 0;
-        lengths_[index] = 0;
-      }
+// The pair tables take 320 KiB. Only pairs of symbols present in the code are ever looked up
+// (the code is built from the very values it encodes), so fill_encode_tables writes, for each
+// present second symbol, the row of first symbols between the lowest and the highest present
+// one, and nothing is ever cleared: entries outside those rows and columns may hold an earlier
+// code's values, and are never read. A row shifts every first code by the same length, one loop the
+// compiler vectorises; on FP8's ~200 present symbols that is a few microseconds, against 40,000
+// scalar stores and as many to clear again when each entry was written singly (measured in
+// bench/RESULTS.md). with_pairs false: only the single-symbol tables (tables.pair_code stays null).
+inline void fill_encode_tables(const canonical_code& code, encode_tables& tables, bool with_pairs) {
+  static_assert(2 * kMaxCodeLength <= 32, "a pair's code must fit 32 bits");
+  unsigned lowest = kSymbolCount;
+  unsigned highest = 0;
+  for (unsigned s = 0; s < kSymbolCount; ++s) {
+    tables.code[s] = code.length[s] == 0 ? 0 : code.code[s];
+    tables.length[s] = code.length[s];
+    if (code.length[s] != 0) {
+      lowest = std::min(lowest, s);
+      highest = s;
     }
   }
-  pair_table_lease(const pair_table_lease&) = delete;
-  pair_table_lease& operator=(const pair_table_lease&) = delete;
-
- private:
-  std::uint32_t* codes_;
-  std::uint8_t* lengths_;
-  std::array<std::uint8_t, kSymbolCount> present_{};
-  int present_count_ = 0;
-};
+  if (!with_pairs || lowest > highest) return;
+  // Codes, then the lengths as bytes (a quarter as many 32-bit words).
+  thread_local std::unique_ptr<std::uint32_t[]> storage;
+  if (!storage) storage.reset(new std::uint32_t[kPairCount + kPairCount / 4]);
+  std::uint32_t* const codes = storage.get();
+  auto* const lengths = reinterpret_cast<std::uint8_t*>(codes + kPairCount);
+  const std::size_t width = highest - lowest + 1;
+  const std::uint32_t* const first_code = tables.code.data() + lowest;
+  const std::uint8_t* const first_length = tables.length.data() + lowest;
+  for (unsigned second = lowest; second <= highest; ++second) {
+    const unsigned second_length = tables.length[second];
+    if (second_length == 0) continue;
+    const std::uint32_t second_code = tables.code[second];
+    std::uint32_t* const row = codes + (std::size_t{second} << 8) + lowest;
+    std::uint8_t* const row_lengths = lengths + (std::size_t{second} << 8) + lowest;
+    for (std::size_t i = 0; i < width; ++i) {
+      row[i] = first_code[i] << second_length | second_code;
+      row_lengths[i] = static_cast<std::uint8_t>(first_length[i] + second_length);
+    }
+  }
+  tables.pair_code = codes;
+}
 
 // A part's last bytes, written aside so as not to race with the next part's first bytes.
 struct part_tail {
@@ -452,26 +444,22 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
                  std::uint8_t* raw_bytes, std::uint8_t* low_halves) {
   using traits = format_traits<F>;
   using value_type = typename traits::value_type;
-  if constexpr (!traits::has_raw_byte) {
-    static_assert(!traits::has_low_half);
-    std::memcpy(symbols, values, count);  // FP8: the byte is the symbol
-  } else {
-    for (std::size_t i = 0; i < count; ++i) {
-      const auto v = load_value<value_type>(values, i);
-      if constexpr (splits_rare_values<traits>) {
-        symbols[i] = traits::common_symbol(v);
-        raw_bytes[i] = traits::common_raw_byte(v);
-      } else {
-        symbols[i] = traits::symbol(v);
-        raw_bytes[i] = traits::raw_byte(v);
-      }
-      if constexpr (traits::has_low_half) {
-        const std::uint16_t low = traits::low_half(v);
-        std::memcpy(low_halves + 2 * i, &low, 2);
-      }
+  static_assert(traits::has_raw_byte, "FP8 values are their own symbols: nothing to split");
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto v = load_value<value_type>(values, i);
+    if constexpr (splits_rare_values<traits>) {
+      symbols[i] = traits::common_symbol(v);
+      raw_bytes[i] = traits::common_raw_byte(v);
+    } else {
+      symbols[i] = traits::symbol(v);
+      raw_bytes[i] = traits::raw_byte(v);
     }
-    (void)fix_rare_splits<F>(values, 0, count, symbols, raw_bytes);
+    if constexpr (traits::has_low_half) {
+      const std::uint16_t low = traits::low_half(v);
+      std::memcpy(low_halves + 2 * i, &low, 2);
+    }
   }
+  (void)fix_rare_splits<F>(values, 0, count, symbols, raw_bytes);
 }
 
 // Encodes the values [begin, end), whose codewords occupy stream bits [first_bit, end_bit), into
@@ -483,21 +471,32 @@ void split_block(const std::byte* values, std::size_t count, std::uint8_t* symbo
 //
 // The hot loop keeps the bit writer's state in locals (a class member or a lambda capture would
 // live in memory, reloaded after every store). The accumulator is right-aligned: its low `p` bits
-// are pending, and what lies above them is stale and shifted out by the flush. With 14-bit codes
-// or shorter, a flush follows four pair look-ups (eight values) when their codewords fit beside
-// the pending bits, else two (four values); with 15-bit codes, every look-up. Chunk boundaries
+// are pending, and what lies above them is stale and shifted out by the flush. Chunk boundaries
 // are checked once per flush; a batch that reaches one is noted and, after the block, walked
-// again to find the codeword that starts the chunk.
-// PairsPerFlush 0: no pair tables, four single look-ups per flush (codes of 14 bits or fewer), for
-// codes of many symbols (see encode_segment).
-template <value_format F, int PairsPerFlush>
+// again to find the codeword that starts the chunk. What a flush follows is the Batch (see
+// encode_segment for which one a segment takes).
+enum class flush_batch {
+  // Four single look-ups per flush: codes of at most 14 bits, no pair tables.
+  four_singles,
+  // Four pair look-ups (eight values) when their codewords fit beside the pending bits, else two
+  // and two: codes of at most 14 bits whose eight codewords rarely exceed 56 bits, so that the
+  // branch is predicted (BF16, FP16).
+  up_to_four_pairs,
+  // One pair look-up per flush: 15-bit codes.
+  one_pair,
+  // Three pair look-ups (six values) when their codewords fit beside the pending bits, else two
+  // and one: codes of at most 14 bits whose six codewords rarely exceed 56 bits (FP8 E4M3).
+  up_to_three_pairs,
+};
+
+template <value_format F, flush_batch Batch>
 void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint64_t begin,
                  std::uint64_t end, std::uint64_t first_bit, std::uint64_t end_bit,
                  std::uint64_t chunk_bits, const encode_tables& tables, std::uint8_t* stream,
                  std::uint8_t* raw_bytes, std::uint8_t* low_halves, bool last_part, part_tail& tail,
                  std::vector<chunk_start_record>& records) {
   constexpr std::size_t kValueBytes = value_bytes(F);
-  constexpr std::size_t kFlushValues = PairsPerFlush == 0 ? 4 : 2 * PairsPerFlush;
+  constexpr std::size_t kFlushValues = Batch == flush_batch::one_pair ? 2 : 4;
   const std::uint32_t* const pair_code = tables.pair_code;
   const std::uint32_t* const code = tables.code.data();
   const std::uint8_t* const length = tables.length.data();
@@ -536,7 +535,9 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
         // Locals, so that nothing in the loop has its address taken (the byte stores may alias
         // anything reached through a reference, which would be reloaded after every store).
         const std::uint32_t* const pair_codes = pair_code;
-        std::uint8_t* const exponent_bytes = exponents;
+        const std::uint32_t* const codes = code;
+        const std::uint8_t* const lengths = length;
+        std::uint8_t* const split_symbols = exponents;
         std::uint8_t* o = out;
         std::uint64_t a = acc;
         unsigned p = pending;
@@ -561,13 +562,19 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
           const std::size_t n = std::min(kEncodeBlock, value_count - block);
           const std::uint64_t block_index = first_index + block;
           const std::uint64_t plane_index = block_index - begin;
-          split_block<F>(values + block * kValueBytes, n, exponent_bytes,
-                         raw_bytes == nullptr ? nullptr : raw_bytes + plane_index,
-                         low_halves == nullptr ? nullptr : low_halves + 2 * plane_index);
+          // FP8 values are their own symbols: coded where they lie, not copied first.
+          const std::uint8_t* exponent_bytes = split_symbols;
+          if constexpr (format_traits<F>::has_raw_byte) {
+            split_block<F>(values + block * kValueBytes, n, split_symbols,
+                           raw_bytes == nullptr ? nullptr : raw_bytes + plane_index,
+                           low_halves == nullptr ? nullptr : low_halves + 2 * plane_index);
+          } else {
+            exponent_bytes = reinterpret_cast<const std::uint8_t*>(values) + block;
+          }
           std::size_t crossing_count = 0;
           // Flush: store the pending bits left-aligned in eight bytes, advance over the
           // complete ones. p <= 63: eight values only when p + their bits < 64, else four
-          // values, 4 * 14 + 7 = 63 (PairsPerFlush is 1 above 14-bit codes); and
+          // values, 4 * 14 + 7 = 63 (one pair per flush above 14-bit codes); and
           // p >= 1 since every codeword has a bit. Then the one compare for the rare events. A
           // batch that reached a chunk boundary is only noted here, and walked after the block:
           // walking it in the loop (a call, about once per chunk) cost more than the rest of the
@@ -595,7 +602,7 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
           // and two table pointers, GCC kept the output pointer and the pending count on the
           // stack, a store and a reload on the loop's chain every flush).
           const std::uint8_t* ex = exponent_bytes;
-          if constexpr (PairsPerFlush == 2) {
+          if constexpr (Batch == flush_batch::up_to_four_pairs) {
             const std::uint8_t* const octets_end = exponent_bytes + n / 8 * 8;
             for (; ex < octets_end; ex += 8) {
               std::uint16_t e01, e23, e45, e67;
@@ -626,37 +633,79 @@ void encode_part(std::span<const std::span<const std::byte>> tensors, std::uint6
               }
             }
           }
-          const std::uint8_t* const whole_end = exponent_bytes + n / kFlushValues * kFlushValues;
-          if constexpr (PairsPerFlush == 0) {
+          if constexpr (Batch == flush_batch::up_to_three_pairs) {
+            const std::uint8_t* const sextets_end = exponent_bytes + n / 6 * 6;
+            for (; ex < sextets_end; ex += 6) {
+              std::uint16_t e01, e23, e45;
+              std::memcpy(&e01, ex, 2);
+              std::memcpy(&e23, ex + 2, 2);
+              std::memcpy(&e45, ex + 4, 2);
+              const unsigned l01 = pair_lengths_after(pair_codes)[e01];
+              const unsigned l23 = pair_lengths_after(pair_codes)[e23];
+              const unsigned l45 = pair_lengths_after(pair_codes)[e45];
+              const unsigned l0123 = l01 + l23;
+              const std::uint64_t c0123 = std::uint64_t{pair_codes[e01]} << l23 | pair_codes[e23];
+              const std::uint64_t c45 = pair_codes[e45];
+              if (p + l0123 + l45 < 64) [[likely]] {
+                const unsigned l = l0123 + l45;
+                a = (a << l) | (c0123 << l45) | c45;
+                p += l;
+                flush(ex, 6);
+              } else {
+                a = (a << l0123) | c0123;
+                p += l0123;
+                flush(ex, 4);
+                a = (a << l45) | c45;
+                p += l45;
+                flush(ex + 4, 2);
+              }
+            }
+          }
+          // What the loops above left, in whole flushes.
+          const std::uint8_t* const whole_end =
+              ex + static_cast<std::size_t>(exponent_bytes + n - ex) / kFlushValues * kFlushValues;
+          if constexpr (Batch == flush_batch::four_singles) {
             // Four codewords of at most 14 bits joined in two independent halves, then appended
             // at once: p + 56 <= 63.
             for (; ex < whole_end; ex += 4) {
-              const unsigned l0 = length[ex[0]], l1 = length[ex[1]];
-              const unsigned l2 = length[ex[2]], l3 = length[ex[3]];
-              const std::uint64_t c01 = std::uint64_t{code[ex[0]]} << l1 | code[ex[1]];
-              const std::uint64_t c23 = std::uint64_t{code[ex[2]]} << l3 | code[ex[3]];
+              const unsigned l0 = lengths[ex[0]], l1 = lengths[ex[1]];
+              const unsigned l2 = lengths[ex[2]], l3 = lengths[ex[3]];
+              const std::uint64_t c01 = std::uint64_t{codes[ex[0]]} << l1 | codes[ex[1]];
+              const std::uint64_t c23 = std::uint64_t{codes[ex[2]]} << l3 | codes[ex[3]];
               const unsigned l23 = l2 + l3;
               const unsigned l = l0 + l1 + l23;
               a = (a << l) | (c01 << l23) | c23;
               p += l;
               flush(ex, 4);
             }
-          }
-          for (; ex < whole_end; ex += kFlushValues) {
-            for (int j = 0; j < PairsPerFlush; ++j) {
-              std::uint16_t two;
-              std::memcpy(&two, ex + 2 * j, 2);
-              const unsigned l = pair_lengths_after(pair_codes)[two];
-              a = (a << l) | pair_codes[two];
+          } else if constexpr (Batch == flush_batch::one_pair) {
+            for (; ex < whole_end; ex += 2) {
+              std::uint16_t e01;
+              std::memcpy(&e01, ex, 2);
+              const unsigned l = pair_lengths_after(pair_codes)[e01];
+              a = (a << l) | pair_codes[e01];
               p += l;
+              flush(ex, 2);
             }
-            flush(ex, kFlushValues);
+          } else {
+            // Two pairs joined first, then appended at once: p + 56 <= 63.
+            for (; ex < whole_end; ex += 4) {
+              std::uint16_t e01, e23;
+              std::memcpy(&e01, ex, 2);
+              std::memcpy(&e23, ex + 2, 2);
+              const unsigned l01 = pair_lengths_after(pair_codes)[e01];
+              const unsigned l23 = pair_lengths_after(pair_codes)[e23];
+              const unsigned l = l01 + l23;
+              a = (a << l) | (std::uint64_t{pair_codes[e01]} << l23) | pair_codes[e23];
+              p += l;
+              flush(ex, 4);
+            }
           }
           const std::uint8_t* const block_end = exponent_bytes + n;
           if (ex < block_end) {
             for (const std::uint8_t* e = ex; e < block_end; ++e) {
-              const unsigned l = length[*e];
-              a = (a << l) | code[*e];
+              const unsigned l = lengths[*e];
+              a = (a << l) | codes[*e];
               p += l;
             }
             flush(ex, static_cast<std::size_t>(block_end - ex));
@@ -740,25 +789,6 @@ inline std::uint64_t segment_bytes(value_format format, std::uint64_t values,
                                    .end_offset;
 }
 
-// Estimated size of a candidate segment: its stream under an unlimited Huffman code (the length
-// limit changes trained weights' streams by < 0.001 bits per value, and package-merge for every
-// candidate run would cost more time than the encoding) plus its exact fixed costs.
-inline std::uint64_t cost_of_segment(value_format format, const symbol_histogram& hist,
-                                     std::uint64_t values, const encode_options& o) {
-  unsigned first = 0;
-  while (first + 1 < kSymbolCount && hist[first] == 0) ++first;
-  unsigned last = kSymbolCount - 1;
-  while (last > first && hist[last] == 0) --last;
-  return segment_bytes(format, values, unlimited_huffman_bits(hist), last - first + 1, o);
-}
-
-// Cuts tensors [0, n) into runs, each with a code of its own, so that the bundle is smallest:
-// a run pays for its record, code lengths, alignment and stream padding (about 100 bytes), and
-// gains where its tensors' exponents differ from their neighbours'. Sizes as cost_of_segment
-// estimates them, by dynamic programming over the cut points; runs are limited to kMaxRunTensors
-// tensors so the cost stays linear in the tensor count. Returns the first tensor of each run, then
-// n.
-//
 // encode_segment, pass 2 for one segment: its code lengths, raw planes, symbol codewords, chunk
 // gaps and group positions, straight into place in the bundle at `base`.
 template <value_format F>
@@ -792,13 +822,20 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
 
   const canonical_code code = make_canonical_code(seg.lengths);
   encode_tables tables;
-  // FP8 codes (about 200 symbols, 5.6-6.7 bits on average) encode with single look-ups: their
-  // pair tables cost 40,000 entries to fill and clear per segment, and eight of their codewords
-  // rarely fit one flush. Measured (bench_codec encode_format, MB/s, one run): fp8-e4m3 810
-  // singly vs 444 in pairs; fp16, whose codes also have 100-250 symbols, 840 singly vs 1425 in
-  // pairs; BF16 keeps its pairs.
-  const bool pairs = value_bytes(F) > 1 || h.max_code_length > 14;
-  const pair_table_lease lease(code, tables, pairs);
+  // The batch per flush (measured with bench_codec encode_format, bench/RESULTS.md): pairs of
+  // codewords halve the look-ups, and eight codewords per flush halve the flushes wherever eight
+  // rarely exceed 56 bits (BF16's ~2.7 bits per value, FP16's and FP8 E5M2's ~5.6); FP8 E4M3's
+  // ~6.6 bits would mispredict that branch, so it tries six. A segment too small to repay filling
+  // its pair tables (about one entry per present symbol pair) codes singly.
+  unsigned present = 0;
+  for (const std::uint8_t length : seg.lengths) present += length != 0 ? 1 : 0;
+  const flush_batch batch =
+      h.max_code_length > 14                                           ? flush_batch::one_pair
+      : seg.value_count < std::uint64_t{2} * present * seg.symbol_span ? flush_batch::four_singles
+      : seg.stream_bits <= 6 * seg.value_count ? flush_batch::up_to_four_pairs
+                                               : flush_batch::up_to_three_pairs;
+  const bool pairs = batch != flush_batch::four_singles;
+  fill_encode_tables(code, tables, pairs);
 
   // Pass 2: raw planes and symbol codewords straight into place.
   const std::size_t part_count = seg.part_value_begin.size() - 1;
@@ -821,15 +858,19 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
     const bool last = p + 1 == part_count;
     std::uint8_t* part_raw = raw_bytes == nullptr ? nullptr : raw_bytes + begin;
     std::uint8_t* part_low = low_halves == nullptr ? nullptr : low_halves + 2 * begin;
-    if (!pairs) {
-      encode_part<F, 0>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
+    auto run = [&]<flush_batch B>() {
+      encode_part<F, B>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
                         part_raw, part_low, last, part_tails[p], part_records[p]);
-    } else if (h.max_code_length <= 14) {
-      encode_part<F, 2>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
-                        part_raw, part_low, last, part_tails[p], part_records[p]);
-    } else {
-      encode_part<F, 1>(tensors, begin, end, first_bit, end_bit, chunk_bits, tables, stream,
-                        part_raw, part_low, last, part_tails[p], part_records[p]);
+    };
+    switch (batch) {
+      case flush_batch::four_singles: run.template operator()<flush_batch::four_singles>(); break;
+      case flush_batch::up_to_four_pairs:
+        run.template operator()<flush_batch::up_to_four_pairs>();
+        break;
+      case flush_batch::one_pair: run.template operator()<flush_batch::one_pair>(); break;
+      case flush_batch::up_to_three_pairs:
+        run.template operator()<flush_batch::up_to_three_pairs>();
+        break;
     }
   });
   // A tail's bytes are the part's own, except a final partial byte that the next part wrote
@@ -847,12 +888,20 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
   }
 
   auto* gaps = reinterpret_cast<std::uint8_t*>(base + layout.chunk_gaps_offset);
+  // Records come in chunk order (parts in order, each in stream order): the next group's first
+  // chunk is counted along rather than found by a division per chunk.
   std::uint64_t recorded = 0;
+  std::uint64_t group = 0;
+  std::uint64_t group_chunk = 0;  // group * chunks_per_group
   for (const auto& records : part_records) {
     for (const auto& r : records) {
       gaps[r.chunk >> 1] |= static_cast<std::uint8_t>((r.chunk & 1) != 0 ? r.gap << 4 : r.gap);
-      if (r.chunk % h.chunks_per_group == 0) {
-        put_le(layout.group_positions_offset + r.chunk / h.chunks_per_group * 8, r.value_index);
+      while (group_chunk < r.chunk) {
+        ++group;
+        group_chunk += h.chunks_per_group;
+      }
+      if (r.chunk == group_chunk) {
+        put_le(layout.group_positions_offset + group * 8, r.value_index);
       }
       ++recorded;
     }
@@ -867,6 +916,89 @@ error encode_segment(std::span<const std::span<const std::byte>> all_tensors, un
 
 inline constexpr std::size_t kMaxRunTensors = 64;
 
+// The histogram of a growing run of tensors, with its present symbols kept in order of count,
+// for the Huffman cost of every candidate run (plan_segments). unlimited_huffman_bits sorts the
+// counts afresh; here the order of the run so far is repaired by insertion sort as a tensor joins
+// (neighbouring tensors' counts mostly keep their order), a few hundred moves instead of a sort
+// that mispredicted most of its ~1,500 comparisons on FP8's and FP16's ~200 symbols. The result
+// is the same number: the Huffman cost depends only on the sorted counts.
+class run_symbol_order {
+ public:
+  // The run is the one tensor of histogram `hist`.
+  void start(const symbol_histogram& hist) {
+    hist_ = hist;
+    present_ = 0;
+    for (int s = 0; s < kSymbolCount; ++s) {
+      if (hist_[s] != 0) order_[present_++] = static_cast<std::uint8_t>(s);
+    }
+    std::sort(order_.begin(), order_.begin() + present_,
+              [&](std::uint8_t a, std::uint8_t b) { return hist_[a] < hist_[b]; });
+    for (int i = 0; i < present_; ++i) sorted_[i] = hist_[order_[i]];
+  }
+
+  // Adds a tensor's histogram to the run.
+  void add(const symbol_histogram& hist) {
+    for (int s = 0; s < kSymbolCount; ++s) {
+      if (hist_[s] == 0 && hist[s] != 0) order_[present_++] = static_cast<std::uint8_t>(s);
+      hist_[s] += hist[s];
+    }
+    for (int i = 0; i < present_; ++i) sorted_[i] = hist_[order_[i]];
+    // Insertion sort, abandoned for a full sort past a budget of moves (tensors of unlike
+    // shapes), so that no input makes it quadratic.
+    constexpr int kMoveBudget = 4 * kSymbolCount;
+    int moves = 0;
+    for (int i = 1; i < present_; ++i) {
+      const std::uint64_t w = sorted_[i];
+      const std::uint8_t symbol = order_[i];
+      int j = i;
+      for (; j > 0 && sorted_[j - 1] > w; --j) {
+        sorted_[j] = sorted_[j - 1];
+        order_[j] = order_[j - 1];
+      }
+      sorted_[j] = w;
+      order_[j] = symbol;
+      moves += i - j;
+      if (moves > kMoveBudget) {
+        std::sort(order_.begin(), order_.begin() + present_,
+                  [&](std::uint8_t a, std::uint8_t b) { return hist_[a] < hist_[b]; });
+        for (int k = 0; k < present_; ++k) sorted_[k] = hist_[order_[k]];
+        break;
+      }
+    }
+  }
+
+  // unlimited_huffman_bits of the run's histogram.
+  [[nodiscard]] std::uint64_t huffman_bits() const {
+    if (present_ == 0) return 0;
+    if (present_ == 1) return sorted_[0];  // one bit per symbol, as build_code_lengths assigns
+    return huffman_bits_of_sorted(sorted_.data(), present_);
+  }
+
+  // Symbols from the lowest to the highest present one (1 when none is present).
+  [[nodiscard]] unsigned symbol_span() const {
+    unsigned first = 0;
+    while (first + 1 < kSymbolCount && hist_[first] == 0) ++first;
+    unsigned last = kSymbolCount - 1;
+    while (last > first && hist_[last] == 0) --last;
+    return last - first + 1;
+  }
+
+ private:
+  symbol_histogram hist_{};
+  int present_ = 0;
+  std::array<std::uint8_t, kSymbolCount> order_{};        // the present symbols, by count
+  std::array<std::uint64_t, kSymbolCount + 1> sorted_{};  // their counts; one more readable
+};
+
+// Cuts tensors [0, n) into runs, each with a code of its own, so that the bundle is smallest:
+// a run pays for its record, code lengths, alignment and stream padding (about 100 bytes), and
+// gains where its tensors' exponents differ from their neighbours'. A run's size is estimated as
+// its stream under an unlimited Huffman code (the length limit changes trained weights' streams
+// by < 0.001 bits per value, and package-merge for every candidate run would cost more time than
+// the encoding) plus its exact fixed costs (segment_bytes). The cuts are found by dynamic
+// programming over the cut points; runs are limited to kMaxRunTensors
+// tensors so the cost stays linear in the tensor count. Returns the first tensor of each run, then
+// n.
 inline std::vector<std::uint32_t> plan_segments(value_format format,
                                                 std::span<const symbol_histogram> tensor_hist,
                                                 std::span<const std::uint64_t> tensor_values,
@@ -877,15 +1009,20 @@ inline std::vector<std::uint32_t> plan_segments(value_format format,
   std::vector<std::uint64_t> best(n + 1, kInfinite);
   std::vector<std::uint32_t> cut(n + 1, 0);
   best[0] = 0;
+  run_symbol_order run;
   for (std::size_t end = 1; end <= n; ++end) {
-    symbol_histogram hist{};
     std::uint64_t values = 0;
     const std::size_t lowest = end > kMaxRunTensors ? end - kMaxRunTensors : 0;
     for (std::size_t begin = end; begin-- > lowest;) {
-      for (int s = 0; s < kSymbolCount; ++s) hist[s] += tensor_hist[begin][s];
+      if (begin + 1 == end) {
+        run.start(tensor_hist[begin]);
+      } else {
+        run.add(tensor_hist[begin]);
+      }
       values += tensor_values[begin];
       if (best[begin] == kInfinite) continue;
-      const std::uint64_t total = best[begin] + cost_of_segment(format, hist, values, o);
+      const std::uint64_t total =
+          best[begin] + segment_bytes(format, values, run.huffman_bits(), run.symbol_span(), o);
       if (total < best[end]) {
         best[end] = total;
         cut[end] = static_cast<std::uint32_t>(begin);

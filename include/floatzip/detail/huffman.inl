@@ -92,34 +92,39 @@ inline result<code_lengths> build_code_lengths(const symbol_histogram& freq, int
   }
 
   constexpr int kMaxItems = 2 * kSymbolCount - 1;
-  std::array<std::uint64_t, kMaxItems> below{};  // weights of the list one denomination smaller
-  std::array<std::uint64_t, kMaxItems> current{};
+  // Weights of the list one denomination smaller and of the current one, swapped per list. Two
+  // more entries than a list holds: the merge reads the package past the last one before it
+  // knows there is none.
+  std::array<std::uint64_t, kMaxItems + 2> lists[2]{};
+  std::uint64_t* below = lists[0].data();
+  std::uint64_t* current = lists[1].data();
   // is_leaf[d][i]: item i of list d (d = 0 is the smallest denomination) is a leaf, not a package.
   std::array<std::array<bool, kMaxItems>, kMaxCodeLength> is_leaf{};
+  // The leaves' weights, and one past them (read, never taken).
+  std::array<std::uint64_t, kSymbolCount + 1> leaf_weight{};
 
   int below_count = n;
   for (int i = 0; i < n; ++i) {
+    leaf_weight[i] = leaves[i].weight;
     below[i] = leaves[i].weight;
     is_leaf[0][i] = true;
   }
   for (int d = 1; d < max_length; ++d) {
     const int package_count = below_count / 2;  // an odd last item cannot be paired: dropped
     int leaf = 0, package = 0, count = 0;
+    // Whether the next item is a leaf or a package is data, mispredicted as a branch about as
+    // often as not: both candidates are loaded and one is selected.
     while (leaf < n || package < package_count) {
-      const bool take_leaf =
-          package == package_count ||
-          (leaf < n && leaves[leaf].weight <= below[2 * package] + below[2 * package + 1]);
-      if (take_leaf) {
-        current[count] = leaves[leaf++].weight;
-        is_leaf[d][count] = true;
-      } else {
-        current[count] = below[2 * package] + below[2 * package + 1];
-        ++package;
-        is_leaf[d][count] = false;
-      }
+      const std::uint64_t leaf_w = leaf_weight[leaf];
+      const std::uint64_t package_w = below[2 * package] + below[2 * package + 1];
+      const bool take_leaf = (package == package_count) | ((leaf < n) & (leaf_w <= package_w));
+      current[count] = take_leaf ? leaf_w : package_w;
+      is_leaf[d][count] = take_leaf;
+      leaf += take_leaf ? 1 : 0;
+      package += take_leaf ? 0 : 1;
       ++count;
     }
-    below = current;
+    std::swap(below, current);
     below_count = count;
   }
 
@@ -277,31 +282,25 @@ inline double entropy_bits_per_symbol(const symbol_histogram& freq) {
   return bits;
 }
 
+namespace detail {
+
 // Two-queue Huffman: with the leaves sorted, the merged nodes come out in non-decreasing weight
 // order, so the two lightest nodes are always at the front of one of the two queues. The total
-// code length equals the sum of the weights of all merged (internal) nodes.
+// code length equals the sum of the weights of all merged (internal) nodes. `leaves`: n >= 2
+// weights in non-decreasing order, and one more readable entry (leaves[n], any value).
 //
-// Only the weights matter (ties may go either way: the total is the same), so plain integers are
-// sorted: the encoder's segment planning calls this for every candidate run, and with the 100-250
-// symbols of FP8 and FP16 codes the sort of (weight, symbol) records was most of its time.
-inline std::uint64_t unlimited_huffman_bits(const symbol_histogram& freq) {
-  std::array<std::uint64_t, kSymbolCount> leaves{};
-  int n = 0;
-  for (const std::uint64_t weight : freq) {
-    if (weight != 0) leaves[n++] = weight;
-  }
-  if (n == 0) return 0;
-  if (n == 1) return leaves[0];  // one bit per symbol, as build_code_lengths assigns
-  std::sort(leaves.begin(), leaves.begin() + n);
-
+// Which queue a node comes from is data and mispredicted about half the time as a branch, so the
+// choice is computed: both fronts are loaded and one is selected.
+inline std::uint64_t huffman_bits_of_sorted(const std::uint64_t* leaves, int n) {
   std::array<std::uint64_t, kSymbolCount> merged{};
   int next_leaf = 0, merged_front = 0, merged_back = 0;
   auto pop_lightest = [&]() {
-    if (next_leaf < n &&
-        (merged_front == merged_back || leaves[next_leaf] <= merged[merged_front])) {
-      return leaves[next_leaf++];
-    }
-    return merged[merged_front++];
+    const std::uint64_t leaf = leaves[next_leaf];
+    const std::uint64_t node = merged[merged_front];
+    const bool take_leaf = (next_leaf < n) & ((merged_front == merged_back) | (leaf <= node));
+    next_leaf += take_leaf;
+    merged_front += !take_leaf;
+    return take_leaf ? leaf : node;
   };
   std::uint64_t bits = 0;
   for (int merges = 0; merges < n - 1; ++merges) {
@@ -309,11 +308,28 @@ inline std::uint64_t unlimited_huffman_bits(const symbol_histogram& freq) {
     const std::uint64_t b = pop_lightest();
     // Saturated weights only arise when the true total exceeds UINT64_MAX, and then so does the
     // answer: the root alone contributes the total.
-    const std::uint64_t node = detail::saturating_add(a, b);
+    const std::uint64_t node = saturating_add(a, b);
     merged[merged_back++] = node;
-    bits = detail::saturating_add(bits, node);
+    bits = saturating_add(bits, node);
   }
   return bits;
+}
+
+}  // namespace detail
+
+// Only the weights matter (ties may go either way: the total is the same), so plain integers are
+// sorted: the encoder's segment planning calls this for every candidate run, and with the 100-250
+// symbols of FP8 and FP16 codes the sort of (weight, symbol) records was most of its time.
+inline std::uint64_t unlimited_huffman_bits(const symbol_histogram& freq) {
+  std::array<std::uint64_t, kSymbolCount + 1> leaves{};
+  int n = 0;
+  for (const std::uint64_t weight : freq) {
+    if (weight != 0) leaves[n++] = weight;
+  }
+  if (n == 0) return 0;
+  if (n == 1) return leaves[0];  // one bit per symbol, as build_code_lengths assigns
+  std::sort(leaves.begin(), leaves.begin() + n);
+  return detail::huffman_bits_of_sorted(leaves.data(), n);
 }
 
 inline void pack_code_lengths(const code_lengths& lengths,
