@@ -257,7 +257,7 @@ TEST(decompress_values, corrupt_stream_is_an_error) {
   EXPECT_EQ(got.error().code, errc::bad_data);
 }
 
-// The CPU multi-symbol table, built from per-width tails, against the definition: entry i
+// The CPU multi-symbol table, built block by block, against the definition: entry i
 // holds the codewords at the front of index i in turn, up to three, each taken only if it lies
 // wholly within the index (bits beyond it unknown). Symbols beyond the count are unspecified.
 detail::multi_entry reference_multi_entry(std::span<const decode_entry> single, unsigned bits,
