@@ -327,7 +327,7 @@ TEST(multi_table, equals_its_definition_for_every_table_width_and_code_shape) {
 }
 
 // Which table a segment decodes with: the wide one (four symbols a look-up) for BF16 exponent
-// codes, the narrow one for the long codes of FP8 and FP16 and for limits outside 8-13 bits; and
+// codes, the narrow one for the long codes of FP8 and FP16 and for limits outside 11-13 bits; and
 // both decode the same values, whole groups and groups cut between the lanes (1 M values: 21
 // groups, the last cut; one lane's worth: a lone group).
 TEST(multi_table, wide_for_short_codes_only_and_both_decode_the_same) {

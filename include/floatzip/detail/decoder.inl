@@ -5,11 +5,12 @@
 // stream is a chain of dependent table look-ups (load, then shift by the length it returns), so
 // one stream leaves most of a core idle; independent streams fill it.
 //
-// The CPU table decodes up to three codewords per look-up (a "multi-symbol table"): exponent
-// codes average under 3 bits, so the next max_code_length bits (12 by default) usually hold three
-// or more whole codewords, and the chain of dependent look-ups shrinks to about a third. Three
-// symbols, their total length and their count still fit a 32-bit entry. (The GPU kernel keeps the
-// single-symbol table of huffman.hpp: its 16-bit entries fit shared memory twice as well.)
+// The CPU table decodes several codewords per look-up (a "multi-symbol table"): BF16 exponent
+// codes average under 3 bits, so the next max_code_length bits (12 by default) usually hold four
+// whole codewords, and the chain of dependent look-ups shrinks to about a quarter. Short codes
+// get 64-bit entries of up to four symbols, the others (FP8, FP16) 32-bit entries of up to three,
+// with a 13-bit index where the limit is 12 (see multi_entry). (The GPU kernel has tables of its
+// own, in kernel_logic.hpp.)
 //
 // Exponents (symbols, in general) are decoded into a small per-lane byte buffer, then merged with
 // the raw planes (the sign/mantissa bytes, for BF16) by a separate loop that the compiler
@@ -82,10 +83,11 @@ constexpr unsigned multi_count(Entry e) {
          entry_fields<Entry>::kCountBias;
 }
 
-// The wide table is instantiated for these index widths only (code limits of 8-13 bits; the
-// default is 12): shorter limits leave no room for four codewords, longer ones make a table
-// larger than L1.
-inline constexpr int kWideMinBits = 8;
+// The wide table is instantiated for these index widths only (code limits of 11-13 bits; the
+// default is 12): shorter limits leave little room for four codewords (and each width is another
+// set of decode loops to compile: with 8-13, a decoder test's translation unit took up to 20 %
+// longer), longer ones make a table larger than L1.
+inline constexpr int kWideMinBits = 11;
 inline constexpr int kWideMaxBits = 13;
 
 // Whether a code's wide table pays: when four codewords of its average length under the code's
@@ -725,11 +727,8 @@ error decode_split_group(const decode_context& ctx, const decode_lane& group,
 template <class Fn>
 auto dispatch_table_shape(int table_bits, bool wide, Fn&& fn) {
   if (wide) {
-    static_assert(kWideMinBits == 8 && kWideMaxBits == 13);
+    static_assert(kWideMinBits == 11 && kWideMaxBits == 13);
     switch (table_bits) {
-      case 8: return fn.template operator()<kWideShape + 8>();
-      case 9: return fn.template operator()<kWideShape + 9>();
-      case 10: return fn.template operator()<kWideShape + 10>();
       case 11: return fn.template operator()<kWideShape + 11>();
       case 12: return fn.template operator()<kWideShape + 12>();
       default: return fn.template operator()<kWideShape + 13>();
