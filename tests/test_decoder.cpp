@@ -275,43 +275,46 @@ TEST(decompress_values, corrupt_stream_is_an_error) {
   EXPECT_EQ(got.error().code, errc::bad_data);
 }
 
-// The CPU multi-symbol table, built from per-width tails, against the definition: entry i
-// holds the codewords at the front of index i in turn, up to three, each taken only if it lies
-// wholly within the index (bits beyond it unknown). Symbols beyond the count are unspecified.
-detail::multi_entry reference_multi_entry(std::span<const decode_entry> single, unsigned bits,
-                                          std::uint32_t i) {
+// The CPU multi-symbol tables, built block by block, against the definition: entry i holds the
+// codewords at the front of index i in turn, up to three (multi_entry) or four (wide_entry), each
+// taken only if it lies wholly within the index (bits beyond it unknown). Every other bit is zero.
+template <class Entry>
+Entry reference_multi_entry(std::span<const decode_entry> single, unsigned bits, std::uint32_t i) {
+  using fields = detail::entry_fields<Entry>;
   const std::uint32_t mask = (std::uint32_t{1} << bits) - 1;
-  std::uint32_t symbols = 0;
+  std::uint64_t symbols = 0;
   unsigned used = 0;
   unsigned count = 0;
-  while (count < 3) {
+  while (count < fields::kMaxSymbols) {
     const decode_entry next = single[(i << used) & mask];
     const unsigned length = entry_length(next);
     if (count > 0 && (length == 0 || used + length > bits)) break;
-    symbols |= std::uint32_t{entry_symbol(next)} << (8 * count);
+    symbols |= std::uint64_t{entry_symbol(next)} << (8 * count);
     used += length;
     ++count;
     if (used >= bits) break;
   }
-  return symbols | (used << 24) | (count << 30);
+  return static_cast<Entry>(symbols | (std::uint64_t{used} << fields::kUsedShift) |
+                            (std::uint64_t{count - fields::kCountBias} << fields::kCountShift));
 }
 
+template <class Entry>
 void expect_multi_table_matches(const code_lengths& lengths, int table_bits) {
   const std::size_t size = std::size_t{1} << table_bits;
   std::vector<decode_entry> single(size);
-  std::vector<detail::multi_entry> multi(size);
+  std::vector<Entry> multi(size);
   std::vector<std::uint32_t> scratch(size);
-  detail::build_multi_table(lengths, table_bits, single, multi, scratch);
+  detail::build_multi_table<Entry>(lengths, table_bits, single, multi, scratch);
   for (std::uint32_t i = 0; i < size; ++i) {
-    const detail::multi_entry want =
-        reference_multi_entry(single, static_cast<unsigned>(table_bits), i);
-    const unsigned count = detail::multi_count(want);
-    ASSERT_EQ(detail::multi_count(multi[i]), count)
-        << "entry " << i << ", " << table_bits << " bits";
-    ASSERT_EQ((multi[i] >> 24) & 0xFu, (want >> 24) & 0xFu) << "entry " << i;
-    const std::uint32_t symbol_mask = (std::uint32_t{1} << (8 * count)) - 1;
-    ASSERT_EQ(multi[i] & symbol_mask, want & symbol_mask) << "entry " << i;
+    const Entry want = reference_multi_entry<Entry>(single, static_cast<unsigned>(table_bits), i);
+    ASSERT_EQ(multi[i], want) << "entry " << i << ", " << table_bits << " bits, "
+                              << sizeof(Entry) * 8 << "-bit entries";
   }
+}
+
+void expect_multi_tables_match(const code_lengths& lengths, int table_bits) {
+  expect_multi_table_matches<detail::multi_entry>(lengths, table_bits);
+  expect_multi_table_matches<detail::wide_entry>(lengths, table_bits);
 }
 
 TEST(multi_table, equals_its_definition_for_every_table_width_and_code_shape) {
@@ -330,15 +333,46 @@ TEST(multi_table, equals_its_definition_for_every_table_width_and_code_shape) {
       const result<code_lengths> lengths = build_code_lengths(freq, max_length);
       if (!lengths) continue;  // too many symbols for this length limit
       for (int table_bits = max_length; table_bits <= kMaxCodeLength; table_bits += 3) {
-        expect_multi_table_matches(*lengths, table_bits);
+        expect_multi_tables_match(*lengths, table_bits);
       }
     }
   }
   code_lengths one{};
   one[7] = 1;
-  expect_multi_table_matches(one, 1);
-  expect_multi_table_matches(one, 12);
-  expect_multi_table_matches(code_lengths{}, 12);  // the empty code
+  expect_multi_tables_match(one, 1);
+  expect_multi_tables_match(one, 12);
+  expect_multi_tables_match(code_lengths{}, 12);  // the empty code
+}
+
+// Which table a segment decodes with: the wide one (four symbols a look-up) for BF16 exponent
+// codes, the narrow one for the long codes of FP8 and FP16 and for limits outside 11-13 bits; and
+// both decode the same values, whole groups and groups cut between the lanes (1 M values: 21
+// groups, the last cut; one lane's worth: a lone group).
+TEST(multi_table, wide_for_short_codes_only_and_both_decode_the_same) {
+  const values v = heavy_tailed(1'000'000, 0.02f, 3);
+  for (const int limit : {7, 8, 12, 13, 14}) {
+    SCOPED_TRACE(limit);
+    encode_options options;
+    options.max_code_length = limit;
+    const auto bytes = encode(v, options);
+    const auto view = parse_bundle(bytes).value();
+    const bool wide = detail::use_wide_table(view.code(), view.max_code_length());
+    // These exponents average about 2.7 bits: four fit 12 and 13 bits, not 8; 7 and 14 are
+    // outside the wide table's widths.
+    EXPECT_EQ(wide, limit == 12 || limit == 13) << "BF16 exponents, a " << limit << "-bit limit";
+    values out;
+    ASSERT_EQ(decode(bytes, out), errc{});
+    EXPECT_TRUE(out == v);
+  }
+  // FP8-like: 120 symbols of similar weight, 6-7 bits each.
+  code_lengths flat{};
+  for (int s = 0; s < 128; ++s) flat[static_cast<std::size_t>(s)] = 7;
+  EXPECT_FALSE(detail::use_wide_table(flat, 12));
+  // Four 3-bit codewords take 12 bits: wide at a 12-bit limit, narrow at 10.
+  code_lengths three{};
+  for (int s = 0; s < 8; ++s) three[static_cast<std::size_t>(s)] = 3;
+  EXPECT_TRUE(detail::use_wide_table(three, 12));
+  EXPECT_FALSE(detail::use_wide_table(three, 10));
 }
 
 }  // namespace

@@ -5,11 +5,12 @@
 // stream is a chain of dependent table look-ups (load, then shift by the length it returns), so
 // one stream leaves most of a core idle; independent streams fill it.
 //
-// The CPU table decodes up to three codewords per look-up (a "multi-symbol table"): exponent
-// codes average under 3 bits, so the next max_code_length bits (12 by default) usually hold three
-// or more whole codewords, and the chain of dependent look-ups shrinks to about a third. Three
-// symbols, their total length and their count still fit a 32-bit entry. (The GPU kernel keeps the
-// single-symbol table of huffman.hpp: its 16-bit entries fit shared memory twice as well.)
+// The CPU table decodes several codewords per look-up (a "multi-symbol table"): BF16 exponent
+// codes average under 3 bits, so the next max_code_length bits (12 by default) usually hold four
+// whole codewords, and the chain of dependent look-ups shrinks to about a quarter. Short codes
+// get 64-bit entries of up to four symbols, the others (FP8, FP16) 32-bit entries of up to three,
+// with a 13-bit index where the limit is 12 (see multi_entry). (The GPU kernel has tables of its
+// own, in kernel_logic.hpp.)
 //
 // Exponents (symbols, in general) are decoded into a small per-lane byte buffer, then merged with
 // the raw planes (the sign/mantissa bytes, for BF16) by a separate loop that the compiler
@@ -26,6 +27,7 @@
 #include <array>
 #include <atomic>
 #include <string>
+#include <type_traits>
 
 #include "floatzip/bf16.hpp"
 #include "floatzip/detail/parallel.hpp"
@@ -42,77 +44,207 @@ inline constexpr std::size_t kDecodeBatch = 2048;    // exponents per lane betwe
 inline constexpr std::size_t kDecodeBatchSlack = 8;  // 4-byte stores may write 3 bytes past
 inline constexpr std::size_t kMultiStoreSpill = 3;   // those 3 bytes
 
-// One entry of the CPU multi-symbol table, indexed by the next max_code_length bits of the stream:
+// The CPU multi-symbol tables, indexed by the next max_code_length bits of the stream. An entry
+// holds the codewords at the front of its index, in turn, up to three (multi_entry) or four
+// (wide_entry); every codeword after the first is taken only if it lies wholly within the index.
 //
-//   bits  0-23  up to three symbols, first in bits 0-7 (the rest meaningless beyond the count)
-//   bits 24-27  bits consumed by all symbols of the entry (<= max_code_length <= 15)
-//   bits 28-29  zero
-//   bits 30-31  symbol count, 1..3: every codeword after the first is taken only if it lies
-//               wholly within the index
+//   multi_entry (32 bits)                     wide_entry (64 bits)
+//   bits  0-23  symbols, first in bits 0-7    bits  0-31  symbols, first in bits 0-7
+//   bits 24-27  bits consumed by them         bits 56-59  bits consumed by them
+//   bits 30-31  symbol count, 1..3            bits 62-63  symbol count - 1, 0..3
+//   (all other bits zero, symbols beyond the count too)
 //
-// Why this layout: the fast loop stores the entry's four bytes unconditionally and advances its
-// output by the count, one shift; and `entry >> 24` can drive the window shift directly, since
-// x86 and AArch64 shifts use only the low 6 bits of the count, where the symbol count is absent.
+// Why this layout: the fast loop stores an entry's low four bytes unconditionally and advances
+// its output by the count field, one shift (for the wide entry, the one symbol every look-up
+// makes is in the store's displacement instead); and `entry >> 24` (`>> 56`) can drive the window
+// shift directly, since x86 and AArch64 shifts use only the low 6 bits of the count, where the
+// symbol count is absent.
+//
+// Which: BF16 exponent codes average under 3 bits, so 12 bits often hold four whole codewords
+// (3.75 per look-up on the synthetic checkpoint's codes, 2.95 with at most three), but the wide
+// table is twice the size (32 KiB at 12 bits, against a 48 KiB L1 here), which made each look-up
+// dearer: FP8 and FP16 codes (4-7 bits a codeword, 1.3-2.4 per look-up) decoded 5-7 % slower
+// with it. use_wide_table picks it for short codes only.
 using multi_entry = std::uint32_t;
+using wide_entry = std::uint64_t;
 
-constexpr unsigned multi_count(multi_entry e) { return e >> 30; }
+template <class Entry>
+struct entry_fields {
+  static constexpr bool kWide = sizeof(Entry) == 8;
+  static constexpr unsigned kUsedShift = kWide ? 56 : 24;
+  static constexpr unsigned kCountShift = kUsedShift + 6;
+  static constexpr unsigned kMaxSymbols = kWide ? 4 : 3;
+  static constexpr unsigned kCountBias = kWide ? 1 : 0;  // count = field + kCountBias
+};
 
-// Builds the multi-symbol table from a validated code, and the single-symbol table `single`
-// that the careful tail loop uses. `scratch` holds 2^table_bits words.
+template <class Entry>
+constexpr unsigned multi_count(Entry e) {
+  return static_cast<unsigned>(e >> entry_fields<Entry>::kCountShift) +
+         entry_fields<Entry>::kCountBias;
+}
+
+// The wide table is instantiated for these index widths only (code limits of 11-13 bits; the
+// default is 12): shorter limits leave little room for four codewords (and each width is another
+// set of decode loops to compile: with 8-13, a decoder test's translation unit took up to 20 %
+// longer), longer ones make a table larger than L1.
+inline constexpr int kWideMinBits = 11;
+inline constexpr int kWideMaxBits = 13;
+
+// Whether a code's wide table pays: when four codewords of its average length under the code's
+// own distribution (a codeword of length l taken with probability 2^-l: the index bits are close
+// to uniform) fit the index with a bit to spare, i.e. 4 * sum(l * 2^-l) <= table_bits + 1.
+// BF16 exponent codes are at 2.6-3.1 bits; FP16 and FP8 codes at 4 bits and more.
+inline bool use_wide_table(const code_lengths& lengths, int table_bits) {
+  if (table_bits < kWideMinBits || table_bits > kWideMaxBits) return false;
+  std::uint64_t weighted = 0;  // sum(l * 2^(kMaxCodeLength - l))
+  for (const std::uint8_t length : lengths) {
+    if (length != 0) weighted += std::uint64_t{length} << (kMaxCodeLength - length);
+  }
+  return 4 * weighted <= (static_cast<std::uint64_t>(table_bits) + 1) << kMaxCodeLength;
+}
+
+// The index width of a segment's tables: the code's length limit, or one bit more for a narrow
+// table of a limit under 13 bits. The index may be wider than every codeword (the tables then
+// hold each codeword at the front of all 2^(index - length) indexes that start with it), and a
+// 13-bit narrow table (32 KiB) holds more of the long codewords of FP8 per look-up than a 12-bit
+// one: FP8 E4M3 decoded 1.09x as fast, E5M2 1.03x, FP16 the same (floatzip_bench_codec, 4
+// rounds); one bit more again (64 KiB, over L1) was 0.9-0.95x. The wide table gets no extra bit:
+// it is 32 KiB at 12 bits already.
+inline constexpr int kNarrowMaxIndexBits = 13;
+constexpr int table_index_bits(int max_code_length, bool wide) {
+  return wide || max_code_length >= kNarrowMaxIndexBits ? max_code_length : max_code_length + 1;
+}
+
+// Builds a multi-symbol table (Entry: multi_entry or wide_entry) from a validated code, and the
+// single-symbol table `single` that the careful tail loop uses. `scratch` holds 2^table_bits
+// words (3/4 of them are used).
 //
 // Entry i is the first codeword's head (symbol, length, count 1) plus what the remaining
-// w = table_bits - length bits of i decode to: up to two more codewords that lie wholly within
-// them. That tail depends only on w and those bits, so it is computed once per distinct
-// codeword length (2^w tails each, in scratch[2^w, 2^(w+1)): under 2^table_bits words in all,
-// mostly far fewer look-ups than entries) and added to the heads block by block, a sequential
-// loop. Looking every entry's codewords up in turn instead took about 7 % of an FP8 segment's
-// decode. A symbol beyond the count is stored anyway: its bits are meaningless.
-inline void build_multi_table(const code_lengths& lengths, int table_bits,
-                              std::span<decode_entry> single, std::span<multi_entry> multi,
-                              std::span<std::uint32_t> scratch) {
+// w = table_bits - length bits of i decode to: up to two or three more codewords that lie wholly
+// within them. Every part is constant over a block of indexes (a codeword of length l fills
+// 2^(width - l) entries of a table of `width` bits), so the table is built block by block, with no
+// look-up per entry: the fourth codeword of a v-bit remainder is a table fourth[v] of 2^v words,
+// filled block by block; the third plus fourth, third[v], is the third codeword's head added to
+// slices of fourth[v - length3] (a plain fill without a fourth); the entry's blocks after a first
+// codeword are the second codeword's head added to slices of third[w - length2]; and the entries
+// after every later first codeword of the same length are those of the first such block with the
+// head swapped (the fields never carry, so adding the heads' difference is exact). Every loop
+// over entries is a fill or a sequential add that the compiler vectorises. (Looking the later
+// codewords of every entry up in turn, as an earlier builder did, was 9.5 % of the perf samples
+// of a BF16 decode of the synthetic checkpoint, 258 segments of one table each; block by block,
+// 1.7 %.)
+//
+// third[] and fourth[] hold 32-bit words in scratch (third[v] at [2^v, 2^(v+1)), v <= bits - 2;
+// fourth[v] at 2^(bits-1) + [2^v, 2^(v+1)), v <= bits - 3): symbols 3 and 4 in bits 0-15, the bits
+// consumed in bits 16-19, the count they add in bits 22-23, so that widen() moves them to the
+// entry's fields with two shifts.
+template <class Entry>
+void build_multi_table(const code_lengths& lengths, int table_bits, std::span<decode_entry> single,
+                       std::span<Entry> multi, std::span<std::uint32_t> scratch) {
+  using fields = entry_fields<Entry>;
   floatzip::build_decode_table(lengths, table_bits, single);
-  const unsigned index_bits = static_cast<unsigned>(table_bits);
+  const unsigned bits = static_cast<unsigned>(table_bits);
   const std::uint32_t size = std::uint32_t{1} << table_bits;
-  const std::uint32_t mask = size - 1;
-  std::uint32_t tails_ready = 0;  // bit w: the tails of width w are in scratch
-  auto make_tails = [&](unsigned w) {
-    std::uint32_t* const tails = scratch.data() + (std::uint32_t{1} << w);
-    const unsigned spent = index_bits - w;  // the first codeword's length
-    for (std::uint32_t r = 0; r < (std::uint32_t{1} << w); ++r) {
-      const decode_entry second = single[(r << spent) & mask];
-      const unsigned length2 = floatzip::entry_length(second);
-      // Taken when 1 <= length <= the bits left (a length of 0 wraps to the largest unsigned).
-      const unsigned take2 = (length2 - 1u) < w;
-      const unsigned used2 = length2 & (0u - take2);
-      const decode_entry third = single[(r << (spent + used2)) & mask];
-      const unsigned length3 = floatzip::entry_length(third);
-      const unsigned take3 = take2 & ((length3 - 1u) < w - used2);
-      const unsigned used = used2 + (length3 & (0u - take3));
-      const std::uint32_t symbols = std::uint32_t{floatzip::entry_symbol(second)} << 8 |
-                                    std::uint32_t{floatzip::entry_symbol(third)} << 16;
-      tails[r] = symbols | (used << 24) | ((take2 + take3) << 30);
-    }
-    tails_ready |= std::uint32_t{1} << w;
+  // The codeword at the front of a v-bit string j, v <= bits: single[j << (bits - v)], taken when
+  // 1 <= length <= v (a length of 0 wraps to the largest unsigned).
+  auto fits = [](unsigned length, unsigned v) { return length - 1u < v; };
+  auto widen = [](std::uint32_t word) -> Entry {
+    return static_cast<Entry>(Entry{word & 0xFFFFu} << 16 | Entry{word >> 16}
+                                                                << fields::kUsedShift);
   };
+  // Fills `t` (2^v words) with the codeword at the front of each v-bit string, its symbol
+  // shifted by `symbol_shift`, plus tails(v - length)[...] of the bits after it when `tails` is
+  // given (a codeword that fills the string has none).
+  auto fill_level = [&](std::uint32_t* t, unsigned v, unsigned symbol_shift, auto&& tails) {
+    for (std::uint32_t j = 0; j < (std::uint32_t{1} << v);) {
+      const decode_entry e = single[j << (bits - v)];
+      const unsigned length = floatzip::entry_length(e);
+      if (!fits(length, v)) {
+        t[j++] = 0;
+        continue;
+      }
+      const std::uint32_t word = std::uint32_t{floatzip::entry_symbol(e)} << symbol_shift |
+                                 length << 16 | std::uint32_t{1} << 22;
+      const std::uint32_t n = std::uint32_t{1} << (v - length);
+      const std::uint32_t* const rest = v == length ? nullptr : tails(v - length);
+      if (rest == nullptr) {
+        std::fill_n(t + j, n, word);
+      } else {
+        for (std::uint32_t k = 0; k < n; ++k) t[j + k] = word + rest[k];
+      }
+      j += n;
+    }
+  };
+  std::uint32_t fourths_ready = 0;  // bit v: fourth[v] is in scratch
+  std::uint32_t thirds_ready = 0;
+  auto no_tails = [](unsigned) -> const std::uint32_t* { return nullptr; };
+  auto fourth = [&](unsigned v) -> const std::uint32_t* {
+    std::uint32_t* const t = scratch.data() + (size >> 1) + (std::uint32_t{1} << v);
+    if ((fourths_ready >> v & 1u) == 0) {
+      fourths_ready |= std::uint32_t{1} << v;
+      fill_level(t, v, 8, no_tails);
+    }
+    return t;
+  };
+  auto third = [&](unsigned v) -> const std::uint32_t* {
+    std::uint32_t* const t = scratch.data() + (std::uint32_t{1} << v);
+    if ((thirds_ready >> v & 1u) == 0) {
+      thirds_ready |= std::uint32_t{1} << v;
+      if constexpr (fields::kMaxSymbols == 4) {
+        fill_level(t, v, 0, fourth);
+      } else {
+        fill_level(t, v, 0, no_tails);
+      }
+    }
+    return t;
+  };
+  constexpr std::uint32_t kNone = ~std::uint32_t{0};
+  std::uint32_t first_block[kMaxCodeLength + 1];  // by w: the first block built, or kNone
+  std::fill_n(first_block, kMaxCodeLength + 1, kNone);
+  Entry first_head[kMaxCodeLength + 1] = {};  // and its head
+  constexpr Entry kOneMore = Entry{1} << fields::kCountShift;
   for (std::uint32_t i = 0; i < size;) {
     const decode_entry first = single[i];
     const unsigned length = floatzip::entry_length(first);
-    const multi_entry head =
-        std::uint32_t{floatzip::entry_symbol(first)} | (length << 24) | (std::uint32_t{1} << 30);
-    if (length == 0) {  // the empty code's table: nothing decodes
+    const Entry head = Entry{floatzip::entry_symbol(first)} | Entry{length} << fields::kUsedShift |
+                       Entry{1u - fields::kCountBias} << fields::kCountShift;
+    // A length of 0 is the empty code's table (nothing decodes); a length of `bits` fills one
+    // entry and leaves no room for more codewords.
+    if (length == 0 || length >= bits) {
       multi[i++] = head;
       continue;
     }
-    // A codeword of length l fills the 2^(table_bits - l) entries of its block.
-    const unsigned w = index_bits - length;
-    if (w == 0) {
-      multi[i++] = head;
+    const unsigned w = bits - length;
+    const std::uint32_t block = std::uint32_t{1} << w;
+    Entry* const out = multi.data() + i;
+    if (first_block[w] != kNone) {
+      const Entry* const model = multi.data() + first_block[w];
+      const Entry swap = head - first_head[w];
+      for (std::uint32_t r = 0; r < block; ++r) out[r] = model[r] + swap;
+      i += block;
       continue;
     }
-    if ((tails_ready >> w & 1u) == 0) make_tails(w);
-    const std::uint32_t* const tails = scratch.data() + (std::uint32_t{1} << w);
-    const std::uint32_t block = std::min(std::uint32_t{1} << w, size - i);  // (always the former)
-    for (std::uint32_t r = 0; r < block; ++r) multi[i + r] = head + tails[r];
+    first_block[w] = i;
+    first_head[w] = head;
+    for (std::uint32_t r = 0; r < block;) {
+      const decode_entry second = single[r << length];
+      const unsigned length2 = floatzip::entry_length(second);
+      if (!fits(length2, w)) {
+        out[r++] = head;
+        continue;
+      }
+      const Entry pair = head + (Entry{floatzip::entry_symbol(second)} << 8 |
+                                 Entry{length2} << fields::kUsedShift | kOneMore);
+      const unsigned v = w - length2;
+      if (v == 0) {
+        out[r++] = pair;
+        continue;
+      }
+      const std::uint32_t* const tails = third(v);
+      const std::uint32_t n = std::uint32_t{1} << v;
+      for (std::uint32_t k = 0; k < n; ++k) out[r + k] = static_cast<Entry>(pair + widen(tails[k]));
+      r += n;
+    }
     i += block;
   }
 }
@@ -129,10 +261,10 @@ struct decode_context {
   const std::uint8_t* stream;
   const std::uint8_t* raw_bytes;   // one per value; null for formats without
   const std::uint8_t* low_halves;  // u16 little-endian per value; null but for fp32
-  const multi_entry* table;
-  const decode_entry* single;  // the same code, one symbol per entry
-  unsigned index_shift;        // 64 - max_code_length
-  std::byte* out;              // value i at out + i * value_bytes (any alignment)
+  const void* table;               // multi_entry or wide_entry, as the fast loops' Shape says
+  const decode_entry* single;      // the same code, one symbol per entry
+  unsigned index_shift;            // 64 - max_code_length
+  std::byte* out;                  // value i at out + i * value_bytes (any alignment)
 };
 
 inline error group_error(const decode_lane& lane, const char* what) {
@@ -142,7 +274,7 @@ inline error group_error(const decode_lane& lane, const char* what) {
 }
 
 // Fast loop. Each round takes one 64-bit window per lane (>= 57 valid bits) and makes
-// kLookups = floor(56 / TableBits) multi-symbol look-ups in it, producing 1 to 3 exponents each
+// kLookups = floor(56 / bits) multi-symbol look-ups in it, producing 1 to 3 or 4 exponents each
 // (at most kRoundValues) from at most kRoundBits bits. Lane l's exponents go to out[l] on.
 // Rounds continue while every lane has bit[l] <= bit_limit[l] and out[l] <= out_limit[l]; the
 // caller sets out_limit[l] at least kRoundValues before the end of the lane's room, and a
@@ -151,19 +283,29 @@ inline error group_error(const decode_lane& lane, const char* what) {
 //
 // Everything the loop touches is copied into locals first: the exponent stores may alias
 // anything, and would otherwise force the compiler to reload the table pointer after every
-// store. TableBits is a template parameter so that the index shift is an immediate.
-template <int TableBits>
+// store. The table's shape is a template parameter so that the index shift is an immediate.
+//
+// Shape: the index width (bits), plus kWideShape for the wide table.
+inline constexpr int kWideShape = 16;
+
+template <int Shape>
 struct round_shape {
-  static constexpr int kLookups = 56 / TableBits;
-  static constexpr std::size_t kRoundValues = 3 * kLookups;
-  static constexpr std::uint64_t kRoundBits = std::uint64_t{kLookups} * TableBits;
+  static constexpr int kBits = Shape % kWideShape;
+  using entry = std::conditional_t<(Shape >= kWideShape), wide_entry, multi_entry>;
+  static constexpr int kLookups = 56 / kBits;
+  static constexpr std::size_t kRoundValues = entry_fields<entry>::kMaxSymbols * kLookups;
+  static constexpr std::uint64_t kRoundBits = std::uint64_t{kLookups} * kBits;
 };
 
-template <int Lanes, int TableBits>
-void decode_rounds_fast(const std::uint8_t* const stream, const multi_entry* const table,
+template <int Lanes, int Shape>
+void decode_rounds_fast(const std::uint8_t* const stream, const void* const table_bytes,
                         std::uint64_t* bit_io, const std::uint64_t* bit_limit_in,
                         std::uint8_t** out_io, std::uint8_t* const* out_limit_in) {
-  constexpr int kLookups = round_shape<TableBits>::kLookups;
+  using shape = round_shape<Shape>;
+  using entry = typename shape::entry;
+  using fields = entry_fields<entry>;
+  constexpr int kLookups = shape::kLookups;
+  const entry* const table = static_cast<const entry*>(table_bytes);
   std::uint64_t bit[Lanes];
   std::uint64_t bit_limit[Lanes];
   std::uint8_t* out[Lanes];
@@ -178,24 +320,27 @@ void decode_rounds_fast(const std::uint8_t* const stream, const multi_entry* con
     for (int l = 0; l < Lanes; ++l) {
       std::uint64_t window = stream_window(stream, bit[l]);
       std::uint8_t* o = out[l];
-      // `e >> 24` is the bit count plus 64 times the symbol count: the shift ignores the
-      // multiple of 64, and the sum of those multiples is 64 times the exponents produced.
+      // `e >> kUsedShift` is the bit count plus 64 times the count field: the shift ignores
+      // the multiple of 64, and the sum of those multiples is 64 times the sum of the count
+      // fields, by which o advances. (Wide entries: look-up s stores at o + s, the first symbol
+      // of each look-up being in the store's displacement, and o moves on by kLookups after.)
       std::uint64_t consumed_plus = 0;
       for (int s = 0; s < kLookups; ++s) {
-        const multi_entry e = table[window >> (64 - TableBits)];
-        std::memcpy(o, &e, 4);
-        o += multi_count(e);
-        const unsigned shift = e >> 24;
+        const entry e = table[window >> (64 - shape::kBits)];
+        const auto low = static_cast<std::uint32_t>(e);
+        std::memcpy(o + s * fields::kCountBias, &low, 4);
+        o += e >> fields::kCountShift;
+        const std::uint64_t shift = e >> fields::kUsedShift;
         window <<= shift & 63u;
         consumed_plus += shift;
       }
       bit[l] += consumed_plus - 64 * static_cast<std::uint64_t>(o - out[l]);
-      out[l] = o;
+      out[l] = o + kLookups * fields::kCountBias;
     }
   };
   // Far from the limits, two rounds per check.
-  constexpr std::uint64_t kRoundBits = round_shape<TableBits>::kRoundBits;
-  constexpr auto kRoundValues = static_cast<std::ptrdiff_t>(round_shape<TableBits>::kRoundValues);
+  constexpr std::uint64_t kRoundBits = shape::kRoundBits;
+  constexpr auto kRoundValues = static_cast<std::ptrdiff_t>(shape::kRoundValues);
   for (;;) {
     bool two = true;
     for (int l = 0; l < Lanes; ++l) {
@@ -222,11 +367,11 @@ void decode_rounds_fast(const std::uint8_t* const stream, const multi_entry* con
 // they were after the overrunning round.
 // `spill` is how far past target[l] the 4-byte symbol stores may write: kMultiStoreSpill, or 0
 // where nothing beyond the target may be touched (symbols decoded straight into the output).
-template <int Lanes, int TableBits>
+template <int Lanes, int Shape>
 bool decode_group_rounds(const decode_context& ctx, decode_lane* lanes,
                          std::uint8_t* const* exponents, const std::size_t* target,
                          std::size_t* produced, std::size_t spill) {
-  constexpr std::size_t kRoundValues = round_shape<TableBits>::kRoundValues;
+  constexpr std::size_t kRoundValues = round_shape<Shape>::kRoundValues;
   const std::size_t reserve = kRoundValues + kMultiStoreSpill - spill;
   std::uint64_t bit[Lanes];
   std::uint64_t end_bit[Lanes];
@@ -239,7 +384,7 @@ bool decode_group_rounds(const decode_context& ctx, decode_lane* lanes,
     out[l] = exponents[l] + produced[l];
     out_limit[l] = exponents[l] + (target[l] - reserve);
   }
-  decode_rounds_fast<Lanes, TableBits>(ctx.stream, ctx.table, bit, end_bit, out, out_limit);
+  decode_rounds_fast<Lanes, Shape>(ctx.stream, ctx.table, bit, end_bit, out, out_limit);
   bool overrun = false;
   for (int l = 0; l < Lanes; ++l) {
     lanes[l].bit = bit[l];
@@ -359,7 +504,7 @@ void merge_values(const decode_context& ctx, std::uint64_t first, const std::uin
 }
 
 // Decodes one batch (up to kDecodeBatch values) of every lane.
-template <value_format F, int Lanes, int TableBits>
+template <value_format F, int Lanes, int Shape>
 error decode_batch(const decode_context& ctx, decode_lane* lanes,
                    std::uint8_t (*exponents)[kDecodeBatch + kDecodeBatchSlack]) {
   // FP8: the symbols are the values, so they are decoded straight into the output (no lane
@@ -379,13 +524,13 @@ error decode_batch(const decode_context& ctx, decode_lane* lanes,
         std::min<std::uint64_t>(kDecodeBatch, lanes[l].end_value - lanes[l].next_value));
   }
   constexpr std::size_t kSpill = kDirect ? 0 : kMultiStoreSpill;
-  bool sound = decode_group_rounds<Lanes, TableBits>(ctx, lanes, dest, target, produced, kSpill);
+  bool sound = decode_group_rounds<Lanes, Shape>(ctx, lanes, dest, target, produced, kSpill);
   if constexpr (Lanes > 1) {
     // The joint rounds stop when the first lane nears its target; the others lag behind it by
     // a random walk of tens of exponents, too many for the careful loop.
     for (int l = 0; sound && l < Lanes; ++l) {
-      sound = decode_group_rounds<1, TableBits>(ctx, lanes + l, dest + l, target + l, produced + l,
-                                                kSpill);
+      sound =
+          decode_group_rounds<1, Shape>(ctx, lanes + l, dest + l, target + l, produced + l, kSpill);
     }
   }
   if (!sound) {
@@ -417,16 +562,16 @@ error decode_batch(const decode_context& ctx, decode_lane* lanes,
   return {};
 }
 
-template <value_format F, int TableBits>
+template <value_format F, int Shape>
 error decode_lanes(const decode_context& ctx, decode_lane* lanes, int lane_count) {
   alignas(64) std::uint8_t exponents[kDecodeLanes][kDecodeBatch + kDecodeBatchSlack];
   while (lane_count > 0) {
     error e;
     switch (lane_count) {
-      case 4: e = decode_batch<F, 4, TableBits>(ctx, lanes, exponents); break;
-      case 3: e = decode_batch<F, 3, TableBits>(ctx, lanes, exponents); break;
-      case 2: e = decode_batch<F, 2, TableBits>(ctx, lanes, exponents); break;
-      default: e = decode_batch<F, 1, TableBits>(ctx, lanes, exponents); break;
+      case 4: e = decode_batch<F, 4, Shape>(ctx, lanes, exponents); break;
+      case 3: e = decode_batch<F, 3, Shape>(ctx, lanes, exponents); break;
+      case 2: e = decode_batch<F, 2, Shape>(ctx, lanes, exponents); break;
+      default: e = decode_batch<F, 1, Shape>(ctx, lanes, exponents); break;
     }
     if (e) return e;
     // Retire finished lanes, checking that each consumed its codewords exactly.
@@ -499,11 +644,11 @@ inline error piece_error(const decode_lane& group, std::uint64_t begin_bit, std:
                               std::to_string(bit) + ")"};
 }
 
-template <value_format F, int TableBits>
+template <value_format F, int Shape>
 error decode_split_group(const decode_context& ctx, const decode_lane& group,
                          const group_split& split) {
-  constexpr std::size_t kRoundValues = round_shape<TableBits>::kRoundValues;
-  constexpr std::uint64_t kRoundBits = round_shape<TableBits>::kRoundBits;
+  constexpr std::size_t kRoundValues = round_shape<Shape>::kRoundValues;
+  constexpr std::uint64_t kRoundBits = round_shape<Shape>::kRoundBits;
   alignas(64) std::uint8_t lead_batch[kDecodeBatch + kDecodeBatchSlack];
   alignas(64) std::uint8_t helper_exponents[kDecodeLanes - 1][kPieceCapacity + kDecodeBatchSlack];
 
@@ -580,20 +725,20 @@ error decode_split_group(const decode_context& ctx, const decode_lane& group,
     }
     switch (n) {
       case 4:
-        decode_rounds_fast<4, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
-                                         lane_out_limit);
+        decode_rounds_fast<4, Shape>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                     lane_out_limit);
         break;
       case 3:
-        decode_rounds_fast<3, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
-                                         lane_out_limit);
+        decode_rounds_fast<3, Shape>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                     lane_out_limit);
         break;
       case 2:
-        decode_rounds_fast<2, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
-                                         lane_out_limit);
+        decode_rounds_fast<2, Shape>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                     lane_out_limit);
         break;
       default:
-        decode_rounds_fast<1, TableBits>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
-                                         lane_out_limit);
+        decode_rounds_fast<1, Shape>(ctx.stream, ctx.table, lane_bit, lane_bit_limit, lane_out,
+                                     lane_out_limit);
         break;
     }
     for (int i = 0; i < n; ++i) {
@@ -620,9 +765,18 @@ error decode_split_group(const decode_context& ctx, const decode_lane& group,
   return {};
 }
 
-// Calls fn.template operator()<B>() with B == table_bits, a compile-time constant.
+// Calls fn.template operator()<S>() with S == table_bits (+ kWideShape when `wide`), a
+// compile-time constant. wide: only for kWideMinBits <= table_bits <= kWideMaxBits.
 template <class Fn>
-auto dispatch_table_bits(int table_bits, Fn&& fn) {
+auto dispatch_table_shape(int table_bits, bool wide, Fn&& fn) {
+  if (wide) {
+    static_assert(kWideMinBits == 11 && kWideMaxBits == 13);
+    switch (table_bits) {
+      case 11: return fn.template operator()<kWideShape + 11>();
+      case 12: return fn.template operator()<kWideShape + 12>();
+      default: return fn.template operator()<kWideShape + 13>();
+    }
+  }
   switch (table_bits) {
     case 1: return fn.template operator()<1>();
     case 2: return fn.template operator()<2>();
@@ -653,19 +807,30 @@ error decompress_segment(const bundle_view& bundle, std::byte* out, const decode
   const std::uint64_t value_count = bundle.value_count();
   if (value_count == 0) return {};
 
-  const int table_bits = bundle.max_code_length();
+  const bool wide = detail::use_wide_table(bundle.code(), bundle.max_code_length());
+  const int table_bits = detail::table_index_bits(bundle.max_code_length(), wide);
   const std::size_t table_size = std::size_t{1} << table_bits;
   std::array<decode_entry, std::size_t{1} << kMaxCodeLength> single;
-  std::array<detail::multi_entry, std::size_t{1} << kMaxCodeLength> table;
   std::array<std::uint32_t, std::size_t{1} << kMaxCodeLength> scratch;
-  detail::build_multi_table(bundle.code(), table_bits,
-                            std::span<decode_entry>(single.data(), table_size),
-                            std::span<detail::multi_entry>(table.data(), table_size),
-                            std::span<std::uint32_t>(scratch.data(), table_size));
+  // One of the two tables: 2^15 narrow entries or 2^13 wide ones, 128 KiB either way.
+  static_assert(sizeof(detail::wide_entry) << kWideMaxBits <= sizeof(detail::multi_entry)
+                                                                  << kMaxCodeLength);
+  alignas(64) std::byte table[sizeof(detail::multi_entry) << kMaxCodeLength];
+  const std::span<decode_entry> single_span(single.data(), table_size);
+  const std::span<std::uint32_t> scratch_span(scratch.data(), table_size);
+  if (wide) {
+    auto* const entries = reinterpret_cast<detail::wide_entry*>(table);
+    detail::build_multi_table(bundle.code(), table_bits, single_span,
+                              std::span<detail::wide_entry>(entries, table_size), scratch_span);
+  } else {
+    auto* const entries = reinterpret_cast<detail::multi_entry*>(table);
+    detail::build_multi_table(bundle.code(), table_bits, single_span,
+                              std::span<detail::multi_entry>(entries, table_size), scratch_span);
+  }
   const detail::decode_context ctx{bundle.exponent_stream(),
                                    bundle.raw_bytes(),
                                    reinterpret_cast<const std::uint8_t*>(bundle.low_halves()),
-                                   table.data(),
+                                   table,
                                    single.data(),
                                    static_cast<unsigned>(64 - table_bits),
                                    out};
@@ -697,7 +862,7 @@ error decompress_segment(const bundle_view& bundle, std::byte* out, const decode
     // Fewer groups than lanes (a small bundle, or the last groups of a large one): each group is
     // cut between the lanes in turn instead.
     const bool cut = lane_count < detail::kDecodeLanes;
-    error e = detail::dispatch_table_bits(table_bits, [&]<int Bits>() {
+    error e = detail::dispatch_table_shape(table_bits, wide, [&]<int Bits>() {
       if (!cut) return detail::decode_lanes<F, Bits>(ctx, lanes, lane_count);
       for (int l = 0; l < lane_count; ++l) {
         const detail::group_split split =
