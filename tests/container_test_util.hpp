@@ -251,4 +251,18 @@ inline void fix_checksums(std::vector<std::byte>& f, bool bundles_too = false) {
   f = std::move(packed);
 }
 
+// Opens the image and touches everything: every bundle decoded and checked, every tensor read.
+// What a hostile file must fail cleanly somewhere in.
+inline error open_and_read_everything(const std::vector<std::byte>& fzip,
+                                      const reader_options& options = {}) {
+  auto reader = container_reader::from_bytes(fzip, "hostile.fzip", options);
+  if (!reader) return reader.error();
+  if (error e = reader->verify_all({1})) return e;
+  for (const auto& t : reader->tensors()) {
+    std::vector<std::byte> out(t.size_bytes());
+    if (error e = reader->read_tensor(t, out, {1})) return e;
+  }
+  return {};
+}
+
 }  // namespace floatzip::testing

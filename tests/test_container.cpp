@@ -20,6 +20,7 @@
 namespace floatzip {
 namespace {
 
+using testing::open_and_read_everything;
 using testing::temp_dir;
 namespace fs = std::filesystem;
 
@@ -62,18 +63,6 @@ std::vector<std::byte> round_trip(const temp_dir& dir, const std::vector<std::by
   if (e) throw exception(e);
   if (error v = verify_file(dir / "rt.safetensors", dir / "rt.fzip")) throw exception(v);
   return testing::read_file(dir / "rt.back.safetensors");
-}
-
-// Opens the image and touches everything: every bundle decoded and checked, every tensor read.
-error open_and_read_everything(const std::vector<std::byte>& fzip, const reader_options& options) {
-  auto reader = container_reader::from_bytes(fzip, "hostile.fzip", options);
-  if (!reader) return reader.error();
-  if (error e = reader->verify_all({1})) return e;
-  for (const auto& t : reader->tensors()) {
-    std::vector<std::byte> out(t.size_bytes());
-    if (error e = reader->read_tensor(t, out, {1})) return e;
-  }
-  return {};
 }
 
 TEST(ContainerBundling, TransformerBlockPrefix) {

@@ -20,6 +20,7 @@
 namespace floatzip {
 namespace {
 
+using testing::open_and_read_everything;
 using testing::temp_dir;
 namespace fs = std::filesystem;
 namespace ff = format_files;
@@ -425,17 +426,6 @@ TEST(ContainerFormats, Format2FilesWrittenBeforeStillRead) {
 }
 
 // ---- hostile indexes ----------------------------------------------------------------------------
-
-error open_and_read_everything(const std::vector<std::byte>& fzip) {
-  auto reader = container_reader::from_bytes(fzip, "hostile.fzip");
-  if (!reader) return reader.error();
-  if (error e = reader->verify_all({1})) return e;
-  for (const auto& t : reader->tensors()) {
-    std::vector<std::byte> out(t.size_bytes());
-    if (error e = reader->read_tensor(t, out, {1})) return e;
-  }
-  return {};
-}
 
 // A file of one F16 tensor, one F32 tensor (fp32) and one widened F32 tensor, each its own bundle.
 std::vector<std::byte> three_format_file(const temp_dir& dir) {

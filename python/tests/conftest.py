@@ -74,6 +74,13 @@ def read_safetensors(path):
     return tensors, metadata
 
 
+def buffer_root(array):
+    """The NumPy array that owns an array's memory (following .base through its views)."""
+    while array.base is not None:
+        array = array.base
+    return array
+
+
 def raw_bytes(tensor):
     """The bytes of a NumPy array or torch tensor, for bit-exact comparisons."""
     if _dtypes.is_torch_tensor(tensor):

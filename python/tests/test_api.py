@@ -8,7 +8,7 @@ import subprocess
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import raw_bytes, read_safetensors
+from conftest import buffer_root, raw_bytes, read_safetensors
 
 import floatzip
 from floatzip import _dtypes
@@ -159,14 +159,9 @@ def test_tensors_of_a_block_share_one_decoded_buffer(tmp_path):
     loaded = floatzip.numpy.load_file(path)
     a, b = loaded["model.layers.0.a.weight"], loaded["model.layers.0.b.weight"]
 
-    def root(array):
-        while array.base is not None:
-            array = array.base
-        return array
-
     # load_file decoded the block once into one buffer and copied nothing out of it.
-    assert root(a) is root(b)
-    assert root(a).nbytes == a.nbytes + b.nbytes
+    assert buffer_root(a) is buffer_root(b)
+    assert buffer_root(a).nbytes == a.nbytes + b.nbytes
 
 
 def weights_of_every_format(rng):
@@ -253,13 +248,8 @@ def test_a_block_of_another_format_shares_one_decoded_buffer(tmp_path):
     loaded = floatzip.numpy.load_file(path)
     a, b = loaded["model.layers.0.a.weight"], loaded["model.layers.0.b.weight"]
 
-    def root(array):
-        while array.base is not None:
-            array = array.base
-        return array
-
-    assert root(a) is root(b)
-    assert root(a).nbytes == a.nbytes + b.nbytes
+    assert buffer_root(a) is buffer_root(b)
+    assert buffer_root(a).nbytes == a.nbytes + b.nbytes
 
 
 # ---- single tensors ----------------------------------------------------------------------------
