@@ -250,10 +250,9 @@ inline std::vector<std::byte> encode_compact_index(std::span<const container_bun
     records_to_columns(rows, width, std::span(out).subspan(at, rows.size()));
     at += rows.size();
   };
-  table(bundles.size(), kBundleRecordBytes,
-        [&](field_writer& w, std::size_t row, std::size_t i) {
-          write_bundle_record(w, row, bundles[i]);
-        });
+  table(bundles.size(), kBundleRecordBytes, [&](field_writer& w, std::size_t row, std::size_t i) {
+    write_bundle_record(w, row, bundles[i]);
+  });
   table(tensors.size(), kCompactTensorRecordBytes,
         [&](field_writer& w, std::size_t row, std::size_t i) {
           const auto& t = tensors[i];
