@@ -132,7 +132,7 @@ constexpr std::uint64_t compact_index_section_size(std::uint64_t bundles, std::u
 // A compact index stores each table column by column: byte k of record r of a table of `count`
 // records of `width` bytes is at k * count + r. zstd then sees runs of alike bytes (the high
 // bytes of offsets, small counts, zeros) instead of interleaved records; on the small models of
-// ../shared/models this takes about a sixth off the metadata section.
+// ../shared/models column order alone takes 11-13 % off the metadata section.
 inline void records_to_columns(std::span<const std::byte> rows, std::size_t width,
                                std::span<std::byte> columns) noexcept {
   const std::size_t count = rows.size() / width;
