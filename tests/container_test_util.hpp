@@ -188,7 +188,11 @@ inline bool is_compressed_form(const std::vector<std::byte>& f) {
   return at <= f.size() && f.size() - at >= 4 && get_u32(f, at) == 0xFD2FB528u;
 }
 
-inline std::vector<std::byte> expand(const std::vector<std::byte>& f) {
+// A compact index (flag bit 0) comes out in the classic layout, flag cleared, so that surgery
+// finds every record at a fixed offset, unless `keep_compact_index` (surgery on the compact
+// layout itself).
+inline std::vector<std::byte> expand(const std::vector<std::byte>& f,
+                                     bool keep_compact_index = false) {
   const std::uint64_t at = get_u64(f, 32);
   const auto frame = std::span(f).subspan(at);
   const unsigned long long n = ZSTD_getFrameContentSize(frame.data(), frame.size());
@@ -197,6 +201,20 @@ inline std::vector<std::byte> expand(const std::vector<std::byte>& f) {
   const std::size_t got =
       ZSTD_decompress(decoded.data(), decoded.size(), frame.data(), frame.size());
   EXPECT_FALSE(ZSTD_isError(got));
+  if (!keep_compact_index && (get_u32(f, 12) & kContainerFlagCompactIndex)) {
+    const std::uint64_t header_size = get_u64(f, 40);
+    const auto header_bytes = std::span<const std::byte>(decoded).first(header_size);
+    auto header = safetensors::parse_header(header_bytes, get_u64(f, 24), "expand");
+    EXPECT_TRUE(header.has_value());
+    std::vector<std::byte> classic;
+    EXPECT_EQ(detail::expand_compact_index(std::span<const std::byte>(decoded).subspan(header_size),
+                                           *header, classic),
+              "");
+    decoded.resize(header_size);
+    decoded.insert(decoded.end(), classic.begin(), classic.end());
+    put(out, 12, get_u32(f, 12) & ~kContainerFlagCompactIndex);
+    put(out, 64, std::uint64_t{classic.size()});
+  }
   out.insert(out.end(), decoded.begin(), decoded.end());
   return out;
 }
@@ -208,9 +226,9 @@ inline fzip_layout layout_of(const std::vector<std::byte>& f) {
   l.header_offset = l.metadata_offset;
   l.header_size = get_u64(f, 40);
   l.index_offset = l.header_offset + l.header_size;
-  l.index_size = get_u64(f, 64);
-  l.bundles_offset = get_u64(f, 80);
   const auto e = is_compressed_form(f) ? expand(f) : f;
+  l.index_size = get_u64(e, 64);
+  l.bundles_offset = get_u64(f, 80);
   l.bundle_count = get_u32(e, l.index_offset);
   l.tensor_count = get_u32(e, l.index_offset + 4);
   l.gap_count = get_u32(e, l.index_offset + 8);

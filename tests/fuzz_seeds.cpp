@@ -73,7 +73,9 @@ void write_subset(const fs::path& model, const fs::path& out) {
 
 // Writes `fzip` again as <fzip>.expanded: its metadata section decoded in place (see
 // fuzz_container.cpp), so that the fuzzer's mutations reach the index behind the zstd frame.
-void write_expanded(const fs::path& fzip) {
+// With `classic`, as <fzip>.classic.expanded with its compact index in the classic layout of
+// earlier files (flag bit cleared), which readers still read.
+void write_expanded(const fs::path& fzip, bool classic = false) {
   auto file = detail::mapped_file::open(fzip);
   if (!file) die(file.error().message);
   const auto bytes = file->bytes();
@@ -86,7 +88,29 @@ void write_expanded(const fs::path& fzip) {
   out.resize(at + n);
   if (ZSTD_isError(ZSTD_decompress(out.data() + at, n, frame.data(), frame.size())))
     die("metadata frame does not decode");
-  std::FILE* f = std::fopen((fzip.string() + ".expanded").c_str(), "wb");
+  std::uint32_t flags = 0;
+  std::memcpy(&flags, out.data() + 12, 4);
+  if (classic && (flags & kContainerFlagCompactIndex) != 0) {
+    std::uint64_t header_size = 0;
+    std::uint64_t original_size = 0;
+    std::memcpy(&header_size, out.data() + 40, 8);
+    std::memcpy(&original_size, out.data() + 24, 8);
+    const auto metadata = std::span<const std::byte>(out).subspan(at);
+    auto header = safetensors::parse_header(metadata.first(header_size), original_size, "seed");
+    if (!header) die(header.error().message);
+    std::vector<std::byte> index;
+    const std::string what =
+        detail::expand_compact_index(metadata.subspan(header_size), *header, index);
+    if (!what.empty()) die(what);
+    out.resize(at + header_size);
+    out.insert(out.end(), index.begin(), index.end());
+    flags &= ~kContainerFlagCompactIndex;
+    const std::uint64_t index_size = index.size();
+    std::memcpy(out.data() + 12, &flags, 4);
+    std::memcpy(out.data() + 64, &index_size, 8);
+  }
+  std::FILE* f =
+      std::fopen((fzip.string() + (classic ? ".classic.expanded" : ".expanded")).c_str(), "wb");
   if (f == nullptr) die("cannot write an expanded seed");
   std::fwrite(out.data(), 1, out.size(), f);
   std::fclose(f);
@@ -105,6 +129,7 @@ void compress_both_ways(const fs::path& safetensors_file, const fs::path& corpus
   auto b = compress_file(safetensors_file, corpus / (stem + ".tiny-chunks.fzip"), tiny);
   if (!b) die(b.error().message);
   write_expanded(corpus / (stem + ".fzip"));
+  write_expanded(corpus / (stem + ".fzip"), /*classic=*/true);
   write_expanded(corpus / (stem + ".tiny-chunks.fzip"));
 }
 

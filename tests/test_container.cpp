@@ -555,6 +555,88 @@ TEST(ContainerHostile, WrongMagicAndNewerVersions) {
   EXPECT_EQ(container_reader::from_bytes(flags, "m.fzip").error().code, errc::unsupported_version);
 }
 
+// Files are written with the compact index; the classic layout of earlier files (the same index
+// expanded, flag cleared) reads to the same records, and the compact one is the smaller file.
+TEST(ContainerReader, CompactIndexReadsAsTheClassicOneAndIsSmaller) {
+  temp_dir dir;
+  for (const auto& image : {mixed_checkpoint(), block_checkpoint()}) {
+    const auto fzip = compress_image(dir, image);
+    auto compact = container_reader::from_bytes(fzip, "compact.fzip");
+    ASSERT_TRUE(compact) << compact.error().message;
+    EXPECT_TRUE(compact->compact_index());
+    auto classic_bytes = testing::expand(fzip);
+    testing::fix_checksums(classic_bytes);
+    auto classic = container_reader::from_bytes(classic_bytes, "classic.fzip");
+    ASSERT_TRUE(classic) << classic.error().message;
+    EXPECT_FALSE(classic->compact_index());
+    ASSERT_EQ(compact->tensors().size(), classic->tensors().size());
+    for (std::size_t i = 0; i < compact->tensors().size(); ++i) {
+      const auto& a = compact->tensors()[i];
+      const auto& b = classic->tensors()[i];
+      EXPECT_EQ(a.name, b.name);
+      EXPECT_EQ(a.shape, b.shape);
+      EXPECT_EQ(a.type, b.type);
+      EXPECT_EQ(a.original, b.original);
+      EXPECT_EQ(a.bundle, b.bundle);
+      EXPECT_EQ(a.bundle_offset, b.bundle_offset);
+      EXPECT_EQ(a.bundle_tensor, b.bundle_tensor);
+      EXPECT_EQ(a.header_order, b.header_order);
+      EXPECT_EQ(a.bundle_count, b.bundle_count);
+    }
+    ASSERT_EQ(compact->bundles().size(), classic->bundles().size());
+    for (std::size_t b = 0; b < compact->bundles().size(); ++b) {
+      EXPECT_EQ(compact->bundles()[b].stored_checksum, classic->bundles()[b].stored_checksum);
+      EXPECT_EQ(compact->bundles()[b].decoded_checksum, classic->bundles()[b].decoded_checksum);
+      EXPECT_EQ(compact->bundles()[b].value_count, classic->bundles()[b].value_count);
+    }
+    EXPECT_FALSE(open_and_read_everything(fzip));
+    EXPECT_FALSE(open_and_read_everything(classic_bytes));
+    // Same compression level for both (fix_checksums recompresses at its own level).
+    auto recompressed = testing::expand(fzip, /*keep_compact_index=*/true);
+    testing::fix_checksums(recompressed);
+    EXPECT_LT(recompressed.size(), classic_bytes.size());
+  }
+}
+
+// Surgery on the compact layout itself: each field the expansion relies on is checked.
+TEST(ContainerHostile, CompactIndexFieldsAreChecked) {
+  temp_dir dir;
+  const auto fzip = compress_image(dir, mixed_checkpoint());
+  const auto raw = testing::expand(fzip, /*keep_compact_index=*/true);
+  const std::uint64_t index = testing::get_u64(raw, 32) + testing::get_u64(raw, 40);
+  const std::uint32_t bundles = testing::get_u32(raw, index);
+  const std::uint32_t tensors = testing::get_u32(raw, index + 4);
+  ASSERT_GE(tensors, 2u);
+  // Column k of the tensor table: byte k of every record.
+  const auto column = [&](std::uint32_t k) {
+    return index + kIndexHeaderBytes + std::uint64_t{bundles} * kBundleRecordBytes +
+           std::uint64_t{k} * tensors;
+  };
+  const auto expect = [&](const std::function<void(std::vector<std::byte>&)>& patch,
+                          const std::string& what) {
+    auto patched = raw;
+    patch(patched);
+    testing::fix_checksums(patched);
+    const error e = open_and_read_everything(patched);
+    ASSERT_TRUE(e) << what;
+    EXPECT_EQ(e.code, errc::bad_data) << e.message;
+    EXPECT_NE(e.message.find(what), std::string::npos) << e.message;
+  };
+  // header_order (bytes 16..19 of a record): out of range, and one entry named twice.
+  expect([&](auto& f) { f[column(19)] = std::byte{0x80}; }, "'header_order' is out of range");
+  expect([&](auto& f) { f[column(16) + 1] = f[column(16)]; }, "'header_order' is used twice");
+  expect([&](auto& f) { testing::put<std::uint32_t>(f, index + 12, 1); },
+         "'dims_count' and 'names_bytes' of a compact index are not zero");
+  expect([&](auto& f) { testing::put<std::uint64_t>(f, index + 16, 5); },
+         "'dims_count' and 'names_bytes' of a compact index are not zero");
+  expect([&](auto& f) { testing::put<std::uint32_t>(f, index + 8, 7); },
+         "do not add up to the compact section size");
+  // A bundle number (bytes 8..11) out of range reaches the classic checks.
+  expect([&](auto& f) { f[column(11)] = std::byte{0x40}; }, "field 'bundle'");
+  // The flag cleared on a compact index: read as classic, its sizes do not add up.
+  expect([&](auto& f) { testing::put<std::uint32_t>(f, 12, 0); }, "do not add up");
+}
+
 // Patches a field, repairs the checksums, and expects `code` with `field` named in the message.
 void expect_patch_rejected(const std::vector<std::byte>& fzip,
                            const std::function<void(std::vector<std::byte>&)>& patch, errc code,

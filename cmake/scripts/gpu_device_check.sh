@@ -6,6 +6,8 @@
 #   cmake/scripts/gpu_device_check.sh rehearse   # here: configure and build from gpu_carry/ alone
 #   cmake/scripts/gpu_device_check.sh device     # on the GPU machine, with gpu_carry/ carried
 #   cmake/scripts/gpu_device_check.sh sanitize   # on the GPU machine: compute-sanitizer
+#   cmake/scripts/gpu_device_check.sh python     # on the GPU machine: the Python package's
+#                                                # device="cuda" tests
 #
 # prepare  downloads the Debian packages the build needs (fmt, nlohmann-json, xxhash, GoogleTest,
 #          Google Benchmark, zstd, with their runtime libraries) with `apt-get download`, unpacks
@@ -29,6 +31,12 @@
 #          verdict), the benchmarks' and ncu's own output, and the log. Commit gpu_check.json under
 #          bench/results/. Sized to finish within 6 minutes on an H200 (16 cores) before the
 #          formats step and the per-format tests were added (their time is not measured yet).
+# python   builds the Python package with CUDA for sm_90 against gpu_carry/root (the machine's
+#          own Python with its torch; pytest, nanobind, scikit-build-core and ml_dtypes from the
+#          wheels prepare put in gpu_carry/wheels where the machine lacks them, never from the
+#          network) and runs its `gpu`-marked tests (load_file / safe_open with device="cuda" for
+#          every value format, compared byte for byte with the CPU load), each skip a failure;
+#          log and JUnit XML in the same folder. A separate command: device time is scarce.
 # sanitize builds test_gpu if needed and runs compute-sanitizer memcheck, racecheck and synccheck
 #          on a narrow filter (SANITIZER_GTEST_FILTER) into the same folder.
 # rehearse runs device's configure and build here with the system's -dev packages out of reach:
@@ -67,7 +75,19 @@ prepare() {
   local models=${FLOATZIP_MODELS_DIR:-$root/../shared/models}
   cp "$models"/*.safetensors "$models"/*.json "$models"/*.bin "$carry/models/" 2>/dev/null
   ls "$carry/models"/*.bf16.safetensors >/dev/null || { echo "no models in $models" >&2; exit 1; }
-  du -sh "$carry" "$carry/root" "$carry/models"
+  # For `python`: pytest, nanobind and scikit-build-core (pure Python) and ml_dtypes (compiled:
+  # one wheel per CPython the machine may have), used only where the machine lacks them.
+  rm -rf "$carry/wheels"
+  mkdir -p "$carry/wheels"
+  python3 -m pip download --quiet --disable-pip-version-check --dest "$carry/wheels" \
+    --only-binary=:all: pytest nanobind scikit-build-core || exit 1
+  local v
+  for v in 3.10 3.11 3.12 3.13; do
+    python3 -m pip download --quiet --disable-pip-version-check --dest "$carry/wheels" \
+      --only-binary=:all: --no-deps --python-version "$v" --platform manylinux2014_x86_64 \
+      'ml_dtypes>=0.2' || exit 1
+  done
+  du -sh "$carry" "$carry/root" "$carry/models" "$carry/wheels"
 }
 
 rehearse() {
@@ -198,13 +218,34 @@ sanitize() {
   exit "$failed"
 }
 
+python_gpu() {
+  mkdir -p "$out"
+  : >>"$out/gpu_check.log"
+  say "python: the package with CUDA (sm_90), then its gpu-marked tests"
+  local status=0
+  # Offline: pip looks only in the carried wheels for what the machine's Python lacks.
+  PIP_NO_INDEX=1 PIP_FIND_LINKS="$carry/wheels ${PIP_FIND_LINKS:-}" FLOATZIP_PYTHON=${FLOATZIP_PYTHON:-python3} \
+    FLOATZIP_MODELS_DIR=$carry/models \
+    FLOATZIP_PYTHON_CMAKE_ARGS="-DFLOATZIP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$carry/root/usr" \
+    "$root/cmake/scripts/python_tests.sh" "$build/python" -m gpu -rs \
+    --junitxml="$out/python_gpu.xml" >"$out/python_gpu.log" 2>&1 || status=$?
+  # A skipped GPU test did not run: here that is a failure, as in `device`.
+  if ((status == 0)) && grep -q -E '^SKIPPED|[0-9]+ skipped' "$out/python_gpu.log"; then
+    status=1
+  fi
+  if ((status == 0)); then say "python: PASS"; else say "python: FAIL (exit $status, see python_gpu.log)"; fi
+  tail -5 "$out/python_gpu.log"
+  exit "$status"
+}
+
 case ${1:-} in
   prepare) prepare ;;
   rehearse) rehearse ;;
   device) device ;;
   sanitize) sanitize ;;
+  python) python_gpu ;;
   *)
-    echo "usage: $0 prepare|rehearse|device|sanitize" >&2
+    echo "usage: $0 prepare|rehearse|device|sanitize|python" >&2
     exit 2
     ;;
 esac

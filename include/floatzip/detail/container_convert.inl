@@ -386,14 +386,15 @@ inline error compress_file_impl(const std::filesystem::path& input,
   }
 
   const std::vector<std::byte> index =
-      encode_index(records, plan.tensors, plan.gaps, options.group.kind);
+      encode_compact_index(records, plan.tensors, plan.gaps, options.group.kind);
   const std::vector<std::byte> metadata = compress_metadata(file.first(header_size), index);
   container_header_fields fields;
-  // BF16-only files stay minor 0, byte for byte what floatzip wrote before other formats, and
-  // readable by it; a reader of minor 0 refuses the others with a clear version error.
+  // BF16-only files stay minor 0 and the others minor 1 (what the bundles need); the compact
+  // index is a flag, which readers from before it refuse with a clear version error.
   fields.version_minor = std::any_of(records.begin(), records.end(), [](const auto& rec) {
     return rec.has_values() && rec.format != value_format::bf16;
   });
+  fields.flags = kContainerFlagCompactIndex;
   fields.metadata_offset = out.position();
   if (error e = out.write(metadata)) return e;
   fields.file_size = out.position();

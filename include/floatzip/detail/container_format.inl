@@ -121,6 +121,66 @@ inline std::optional<std::uint64_t> index_section_size(std::uint64_t bundles, st
   return fixed + names_bytes;
 }
 
+// Size of a compact index section (flag kContainerFlagCompactIndex) with these counts (u32, so
+// no overflow).
+constexpr std::uint64_t compact_index_section_size(std::uint64_t bundles, std::uint64_t tensors,
+                                                   std::uint64_t gaps) noexcept {
+  return kIndexHeaderBytes + bundles * kBundleRecordBytes + tensors * kCompactTensorRecordBytes +
+         gaps * kGapRecordBytes;
+}
+
+// A compact index stores each table column by column: byte k of record r of a table of `count`
+// records of `width` bytes is at k * count + r. zstd then sees runs of alike bytes (the high
+// bytes of offsets, small counts, zeros) instead of interleaved records; on the small models of
+// ../shared/models column order alone takes 11-13 % off the metadata section.
+inline void records_to_columns(std::span<const std::byte> rows, std::size_t width,
+                               std::span<std::byte> columns) noexcept {
+  const std::size_t count = rows.size() / width;
+  for (std::size_t r = 0; r < count; ++r)
+    for (std::size_t k = 0; k < width; ++k) columns[k * count + r] = rows[r * width + k];
+}
+
+inline void columns_to_records(std::span<const std::byte> columns, std::size_t width,
+                               std::span<std::byte> rows) noexcept {
+  const std::size_t count = columns.size() / width;
+  for (std::size_t r = 0; r < count; ++r)
+    for (std::size_t k = 0; k < width; ++k) rows[r * width + k] = columns[k * count + r];
+}
+
+inline void write_bundle_record(field_writer& w, std::size_t at, const container_bundle& b) {
+  w.u64(at + 0, b.file_offset);
+  w.u64(at + 8, b.stored_bytes);
+  w.u64(at + 16, b.stored_checksum);
+  w.u64(at + 24, b.decoded_bytes);
+  w.u64(at + 32, b.decoded_checksum);
+  w.u64(at + 40, b.value_count);
+  w.f64(at + 48, b.exponent_entropy);
+  w.u64(at + 56, b.huffman_ideal_bits);
+  w.u32(at + 64, static_cast<std::uint32_t>(b.kind));
+  w.u32(at + 68, b.tensor_count);
+  w.u32(at + 72, b.has_values() ? static_cast<std::uint32_t>(b.format) : 0);
+}
+
+inline void write_gap_record(field_writer& w, std::size_t at, const container_gap& g) {
+  w.u64(at + 0, g.original.begin);
+  w.u64(at + 8, g.original.end);
+  w.u32(at + 16, g.bundle);
+}
+
+inline void write_index_header(field_writer& w, std::size_t bundles, std::size_t tensors,
+                               std::size_t gaps, std::uint64_t dims, std::uint64_t names,
+                               grouping_kind group) {
+  w.u32(0, static_cast<std::uint32_t>(bundles));
+  w.u32(4, static_cast<std::uint32_t>(tensors));
+  w.u32(8, static_cast<std::uint32_t>(gaps));
+  w.u32(12, static_cast<std::uint32_t>(dims));
+  w.u64(16, names);
+  w.u32(24, static_cast<std::uint32_t>(group));
+}
+
+// The index section in the classic layout (records row by row, names and shapes repeated from
+// the header): what files without the compact-index flag hold, and what a compact index expands
+// to before the reader checks it.
 inline std::vector<std::byte> encode_index(std::span<const container_bundle> bundles,
                                            std::span<const container_tensor> tensors,
                                            std::span<const container_gap> gaps,
@@ -135,25 +195,10 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
       *index_section_size(bundles.size(), tensors.size(), gaps.size(), dims, names);
   std::vector<std::byte> out(size);
   field_writer w(out);
-  w.u32(0, static_cast<std::uint32_t>(bundles.size()));
-  w.u32(4, static_cast<std::uint32_t>(tensors.size()));
-  w.u32(8, static_cast<std::uint32_t>(gaps.size()));
-  w.u32(12, static_cast<std::uint32_t>(dims));
-  w.u64(16, names);
-  w.u32(24, static_cast<std::uint32_t>(group));
+  write_index_header(w, bundles.size(), tensors.size(), gaps.size(), dims, names, group);
   std::size_t at = kIndexHeaderBytes;
   for (const auto& b : bundles) {
-    w.u64(at + 0, b.file_offset);
-    w.u64(at + 8, b.stored_bytes);
-    w.u64(at + 16, b.stored_checksum);
-    w.u64(at + 24, b.decoded_bytes);
-    w.u64(at + 32, b.decoded_checksum);
-    w.u64(at + 40, b.value_count);
-    w.f64(at + 48, b.exponent_entropy);
-    w.u64(at + 56, b.huffman_ideal_bits);
-    w.u32(at + 64, static_cast<std::uint32_t>(b.kind));
-    w.u32(at + 68, b.tensor_count);
-    w.u32(at + 72, b.has_values() ? static_cast<std::uint32_t>(b.format) : 0);
+    write_bundle_record(w, at, b);
     at += kBundleRecordBytes;
   }
   const std::size_t dims_at =
@@ -180,12 +225,136 @@ inline std::vector<std::byte> encode_index(std::span<const container_bundle> bun
     at += kTensorRecordBytes;
   }
   for (const auto& g : gaps) {
-    w.u64(at + 0, g.original.begin);
-    w.u64(at + 8, g.original.end);
-    w.u32(at + 16, g.bundle);
+    write_gap_record(w, at, g);
     at += kGapRecordBytes;
   }
   return out;
+}
+
+// The index section in the compact layout (flag kContainerFlagCompactIndex; see container.hpp):
+// tensor records without what the safetensors header says, every table column by column.
+inline std::vector<std::byte> encode_compact_index(std::span<const container_bundle> bundles,
+                                                   std::span<const container_tensor> tensors,
+                                                   std::span<const container_gap> gaps,
+                                                   grouping_kind group) {
+  std::vector<std::byte> out(
+      compact_index_section_size(bundles.size(), tensors.size(), gaps.size()));
+  field_writer head(out);
+  write_index_header(head, bundles.size(), tensors.size(), gaps.size(), 0, 0, group);
+  std::size_t at = kIndexHeaderBytes;
+  std::vector<std::byte> rows;
+  const auto table = [&](std::size_t count, std::size_t width, const auto& write_row) {
+    rows.assign(count * width, std::byte{0});
+    field_writer w(rows);
+    for (std::size_t r = 0; r < count; ++r) write_row(w, r * width, r);
+    records_to_columns(rows, width, std::span(out).subspan(at, rows.size()));
+    at += rows.size();
+  };
+  table(bundles.size(), kBundleRecordBytes, [&](field_writer& w, std::size_t row, std::size_t i) {
+    write_bundle_record(w, row, bundles[i]);
+  });
+  table(tensors.size(), kCompactTensorRecordBytes,
+        [&](field_writer& w, std::size_t row, std::size_t i) {
+          const auto& t = tensors[i];
+          w.u64(row + 0, t.bundle_offset);
+          w.u32(row + 8, t.bundle);
+          w.u32(row + 12, t.bundle_tensor);
+          w.u32(row + 16, t.header_order);
+          w.u32(row + 20, t.bundle_count);
+        });
+  table(gaps.size(), kGapRecordBytes, [&](field_writer& w, std::size_t row, std::size_t i) {
+    write_gap_record(w, row, gaps[i]);
+  });
+  return out;
+}
+
+// Expands a compact index section into the classic layout, taking each tensor's name, dtype,
+// shape and data offsets from the entry of the safetensors header its record names, so that the
+// reader checks both layouts by the same code. Returns what is wrong (empty when nothing is).
+inline std::string expand_compact_index(std::span<const std::byte> compact,
+                                        const safetensors::header& header,
+                                        std::vector<std::byte>& classic) {
+  using std::to_string;
+  if (compact.size() < kIndexHeaderBytes)
+    return "section of " + to_string(compact.size()) + " bytes is shorter than its header";
+  const field_reader head(compact);
+  const std::uint32_t bundle_count = head.u32(0);
+  const std::uint32_t tensor_count = head.u32(4);
+  const std::uint32_t gap_count = head.u32(8);
+  if (head.u32(12) != 0 || head.u64(16) != 0)
+    return "fields 'dims_count' and 'names_bytes' of a compact index are not zero";
+  if (compact_index_section_size(bundle_count, tensor_count, gap_count) != compact.size())
+    return "fields 'bundle_count', 'tensor_count' and 'gap_count' do not add up to the compact "
+           "section size of " +
+           to_string(compact.size());
+  if (tensor_count != header.tensors.size())
+    return "field 'tensor_count' is " + to_string(tensor_count) +
+           " but the safetensors header lists " + to_string(header.tensors.size());
+  const auto bundle_columns = compact.subspan(kIndexHeaderBytes, bundle_count * kBundleRecordBytes);
+  const auto tensor_columns = compact.subspan(kIndexHeaderBytes + bundle_columns.size(),
+                                              tensor_count * kCompactTensorRecordBytes);
+  const auto gap_columns =
+      compact.subspan(kIndexHeaderBytes + bundle_columns.size() + tensor_columns.size());
+  std::vector<std::byte> tensor_rows(tensor_columns.size());
+  columns_to_records(tensor_columns, kCompactTensorRecordBytes, tensor_rows);
+  const field_reader lean(tensor_rows);
+  // Each header entry named once (as the classic check requires too), so the expansion holds
+  // the header's names and shapes once: bounded by the header's size, whatever the file says.
+  std::vector<bool> named(tensor_count, false);
+  std::uint64_t dims = 0;
+  std::uint64_t names = 0;
+  for (std::uint32_t i = 0; i < tensor_count; ++i) {
+    const std::uint32_t order = lean.u32(std::size_t{i} * kCompactTensorRecordBytes + 16);
+    if (order >= tensor_count)
+      return "tensor record " + to_string(i) + ": field 'header_order' is out of range";
+    if (named[order])
+      return "tensor record " + to_string(i) + ": field 'header_order' is used twice";
+    named[order] = true;
+    dims += header.tensors[order].shape.size();
+    names += header.tensors[order].name.size();
+  }
+  const auto size = index_section_size(bundle_count, tensor_count, gap_count, dims, names);
+  if (!size || dims > std::numeric_limits<std::uint32_t>::max() ||
+      names > std::numeric_limits<std::uint32_t>::max())
+    return "the header's names and shapes exceed what an index can reference";
+  classic.assign(*size, std::byte{0});
+  std::memcpy(classic.data(), compact.data(), kIndexHeaderBytes);
+  field_writer w(classic);
+  w.u32(12, static_cast<std::uint32_t>(dims));
+  w.u64(16, names);
+  std::size_t at = kIndexHeaderBytes;
+  columns_to_records(bundle_columns, kBundleRecordBytes,
+                     std::span(classic).subspan(at, bundle_columns.size()));
+  at += bundle_columns.size();
+  const std::size_t dims_at =
+      at + std::size_t{tensor_count} * kTensorRecordBytes + gap_columns.size();
+  const std::size_t names_at = dims_at + dims * 8;
+  std::uint32_t dims_cursor = 0;
+  std::uint32_t names_cursor = 0;
+  for (std::uint32_t i = 0; i < tensor_count; ++i) {
+    const std::size_t row = std::size_t{i} * kCompactTensorRecordBytes;
+    const std::uint32_t order = lean.u32(row + 16);
+    const auto& h = header.tensors[order];
+    w.u64(at + 0, h.data.begin);
+    w.u64(at + 8, h.data.end);
+    w.u64(at + 16, lean.u64(row + 0));
+    w.u32(at + 24, lean.u32(row + 8));
+    w.u32(at + 28, lean.u32(row + 12));
+    w.u32(at + 32, names_cursor);
+    w.u32(at + 36, static_cast<std::uint32_t>(h.name.size()));
+    w.u32(at + 40, dims_cursor);
+    w.u16(at + 44, static_cast<std::uint16_t>(h.shape.size()));
+    w.u16(at + 46, static_cast<std::uint16_t>(h.type));
+    w.u32(at + 48, order);
+    w.u32(at + 52, lean.u32(row + 20));
+    for (std::uint64_t extent : h.shape) w.u64(dims_at + 8 * dims_cursor++, extent);
+    std::memcpy(classic.data() + names_at + names_cursor, h.name.data(), h.name.size());
+    names_cursor += static_cast<std::uint32_t>(h.name.size());
+    at += kTensorRecordBytes;
+  }
+  columns_to_records(gap_columns, kGapRecordBytes,
+                     std::span(classic).subspan(at, gap_columns.size()));
+  return {};
 }
 
 inline bool all_zero(std::span<const std::byte> bytes) noexcept {
@@ -312,9 +481,11 @@ inline error container_reader::validate(const reader_options& options) {
                             : ""));
   if (verify_checksums_ && detail::xxh3_64(bytes_.first(120)) != head.u64(120))
     return located(errc::checksum_mismatch, "file header", "field 'header checksum' mismatch");
-  if (const std::uint32_t flags = head.u32(12); flags != 0)
+  const std::uint32_t flags = head.u32(12);
+  if ((flags & ~kContainerKnownFlags) != 0)
     return located(errc::unsupported_version, "file header",
                    "field 'flags' has unknown bits set (" + to_string(flags) + ")");
+  compact_index_ = (flags & kContainerFlagCompactIndex) != 0;
   if (!detail::all_zero(bytes_.subspan(88, 32)))
     return located(errc::bad_data, "file header", "reserved bytes 88..119 are not zero");
 
@@ -381,7 +552,7 @@ inline error container_reader::validate(const reader_options& options) {
     return located(errc::checksum_mismatch, "metadata section",
                    "field 'metadata_decoded_checksum' mismatch");
   const auto header_bytes = std::span<const std::byte>(metadata_).first(header_size);
-  const auto index_bytes = std::span<const std::byte>(metadata_).subspan(header_size, index_size);
+  auto index_bytes = std::span<const std::byte>(metadata_).subspan(header_size, index_size);
 
   // ---- the verbatim safetensors header
   original_header_bytes_ = header_bytes;
@@ -392,6 +563,15 @@ inline error container_reader::validate(const reader_options& options) {
   if (header_.header_size() != header_size)
     return located(errc::bad_data, "safetensors header section",
                    "field 'header_size' disagrees with the header's own length field");
+
+  // ---- a compact index is expanded into the classic layout, then checked as one
+  std::vector<std::byte> expanded_index;
+  if (compact_index_) {
+    if (const std::string what = detail::expand_compact_index(index_bytes, header_, expanded_index);
+        !what.empty())
+      return located(errc::bad_data, "index", what);
+    index_bytes = expanded_index;
+  }
 
   // ---- index: counts, then the size they imply, before anything is allocated
   const detail::field_reader index(index_bytes);
@@ -406,7 +586,7 @@ inline error container_reader::validate(const reader_options& options) {
   if (index.u32(28) != 0) return located(errc::bad_data, "index", "reserved field is not zero");
   const auto expected_index_size =
       detail::index_section_size(bundle_count, tensor_count, gap_count, dims_count, names_bytes);
-  if (!expected_index_size || *expected_index_size != index_size)
+  if (!expected_index_size || *expected_index_size != index_bytes.size())
     return located(errc::bad_data, "index",
                    "fields 'bundle_count', 'tensor_count', 'gap_count', 'dims_count' and "
                    "'names_bytes' do not add up to the section size of " +
