@@ -3,8 +3,6 @@
 // chunk gaps and streams.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -375,54 +373,6 @@ TEST(multi_table, wide_for_short_codes_only_and_both_decode_the_same) {
   for (int s = 0; s < 8; ++s) three[static_cast<std::size_t>(s)] = 3;
   EXPECT_TRUE(detail::use_wide_table(three, 12));
   EXPECT_FALSE(detail::use_wide_table(three, 10));
-}
-
-// The AVX-512 merge of bf16 and fp16 (taken at run time where the CPU has AVX-512BW) against the
-// portable one: every 16-bit pattern, and weights of lengths around its 32- and 64-value steps
-// and the lanes' 2048-value batches, in bundles decoded by four-group tasks and by cut groups.
-TEST(merge, avx512_and_portable_merges_give_the_same_values) {
-#ifdef FLOATZIP_MERGE_AVX512
-  const bool has_avx512 = detail::cpu_has_avx512bw();
-  std::atomic<bool>& enabled = detail::merge_avx512_enabled();
-  const bool was = enabled.load();
-#else
-  const bool has_avx512 = false;
-#endif
-  std::vector<values> inputs;
-  values every(1u << 16);
-  for (std::uint32_t i = 0; i < every.size(); ++i) every[i] = static_cast<std::uint16_t>(i);
-  std::shuffle(every.begin(), every.end(), std::mt19937(13));
-  inputs.push_back(every);
-  for (const std::size_t n : {1, 31, 33, 64, 65, 2047, 2049, 8195, 100'003, 1'000'001}) {
-    inputs.push_back(heavy_tailed(n, 0.02f, n));
-  }
-  encode_options small_groups;  // 8 KiB groups: a million values make 4-group tasks and a cut one
-  small_groups.chunk_bytes = 64;
-  small_groups.chunks_per_group = 128;
-  for (const value_format f : {value_format::bf16, value_format::fp16}) {
-    for (const values& v : inputs) {
-      SCOPED_TRACE(::testing::Message() << to_string(f) << ", " << v.size() << " values");
-      const std::span<const std::byte> tensor[] = {std::as_bytes(std::span(v))};
-      const auto bytes = compress_bundle(f, tensor, small_groups);
-      const auto view = parse_bundle(bytes).value();
-      for (const bool avx512 : {false, true}) {
-        if (avx512 && !has_avx512) continue;
-#ifdef FLOATZIP_MERGE_AVX512
-        enabled.store(avx512);
-#endif
-        for (const unsigned threads : {1u, 2u}) {
-          values out(v.size(), 0xDEAD);
-          ASSERT_FALSE(decompress(view, std::span(out), {.threads = threads}));
-          EXPECT_TRUE(out == v) << (avx512 ? "AVX-512" : "portable") << " merge, " << threads
-                                << " threads";
-        }
-      }
-    }
-  }
-#ifdef FLOATZIP_MERGE_AVX512
-  enabled.store(was);
-#endif
-  if (!has_avx512) GTEST_SKIP() << "this CPU has no AVX-512BW: only the portable merge was tested";
 }
 
 }  // namespace

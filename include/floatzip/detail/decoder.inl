@@ -32,11 +32,6 @@
 #include "floatzip/bf16.hpp"
 #include "floatzip/detail/parallel.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
-#include <immintrin.h>
-#define FLOATZIP_MERGE_AVX512 1
-#endif
-
 namespace floatzip {
 namespace detail {
 
@@ -446,66 +441,6 @@ void merge_common_run(const std::uint8_t* symbols, const std::uint8_t* raw, std:
   }
 }
 
-// ---- the BF16-layout merge in AVX-512, chosen at run time -----------------------------------
-//
-// bf16 and fp16 merge a symbol s and raw byte r into (r & 0x80) << 8 | s << 7 | (r & 0x7F).
-// Compiled for SSE2 (any x86-64), that is about 22 instructions per 16 values, and the merge was
-// 22 % of a BF16 decode's perf samples; with AVX-512BW it is 7 per 32 values: both bytes widened
-// to 16 bits, r copied into the high byte (r | r << 8), and one ternary-logic instruction
-// ((r | r << 8) & 0x807F) | s << 7. The library is built for any x86-64, so the AVX-512 loop is
-// compiled with a target attribute and taken only where the CPU has AVX-512F and BW (checked once
-// at start-up); elsewhere, and where merge_avx512_enabled() is false, the portable loop runs.
-#ifdef FLOATZIP_MERGE_AVX512
-inline bool cpu_has_avx512bw() noexcept {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-}
-
-// Whether the decoder uses the AVX-512 merge: the CPU's answer, which tests may turn off (not
-// while a decode runs) to check that both paths give the same output.
-inline std::atomic<bool>& merge_avx512_enabled() noexcept {
-  static std::atomic<bool> enabled{cpu_has_avx512bw()};
-  return enabled;
-}
-
-// 32 values. (A function, not a lambda: a lambda does not take its caller's target attribute.)
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline void merge32_bf16_layout_avx512(
-    const std::uint8_t* symbols, const std::uint8_t* raw, std::byte* out) {
-  const __m512i keep = _mm512_set1_epi16(static_cast<short>(0x807F));
-  const __m512i s =
-      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(symbols)));
-  const __m512i r = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw)));
-  const __m512i both = _mm512_or_si512(r, _mm512_slli_epi16(r, 8));
-  // (both & keep) | s << 7: ternary-logic truth table 0xEA is (A & B) | C.
-  const __m512i v = _mm512_ternarylogic_epi32(both, keep, _mm512_slli_epi16(s, 7), 0xEA);
-  _mm512_storeu_si512(out, v);
-}
-
-// Merges `count` BF16-layout values (symbols and raw bytes) into `out`, prefetching the raw
-// bytes and output lines of the `ahead_count` values at raw_ahead / out_ahead as merge_values
-// does (one line of raw bytes and two of output per 64 values).
-__attribute__((target("avx512f,avx512bw"))) inline void merge_bf16_layout_avx512(
-    const std::uint8_t* symbols, const std::uint8_t* raw, std::size_t count, std::byte* out,
-    const std::uint8_t* raw_ahead, const std::byte* out_ahead, std::size_t ahead_count) {
-  constexpr std::size_t kStep = 64;
-  std::size_t i = 0;
-  for (; i + kStep <= count; i += kStep) {
-    if (i < ahead_count) {
-      __builtin_prefetch(raw_ahead + i);
-      __builtin_prefetch(out_ahead + 2 * i, 1);
-      if (i + kStep / 2 < ahead_count) __builtin_prefetch(out_ahead + 2 * i + 64, 1);
-    }
-    merge32_bf16_layout_avx512(symbols + i, raw + i, out + 2 * i);
-    merge32_bf16_layout_avx512(symbols + i + 32, raw + i + 32, out + 2 * i + 64);
-  }
-  for (; i + 32 <= count; i += 32) merge32_bf16_layout_avx512(symbols + i, raw + i, out + 2 * i);
-  for (; i < count; ++i) {
-    const std::uint16_t v = bf16_merge(symbols[i], raw[i]);
-    std::memcpy(out + 2 * i, &v, 2);
-  }
-}
-#endif
-
 // Merges `count` symbols with their raw planes into the output from value `first` on, and
 // meanwhile prefetches the raw planes and output lines of the `ahead_count` values from
 // `ahead_first` on: the region that is merged next. Each lane's regions are touched in bursts of
@@ -527,14 +462,6 @@ void merge_values(const decode_context& ctx, std::uint64_t first, const std::uin
   } else {
     const std::uint8_t* const raw = ctx.raw_bytes + first;
     const std::uint8_t* const raw_ahead = ctx.raw_bytes + ahead_first;
-#ifdef FLOATZIP_MERGE_AVX512
-    if constexpr (F == value_format::bf16 || F == value_format::fp16) {
-      if (merge_avx512_enabled().load(std::memory_order_relaxed)) {
-        merge_bf16_layout_avx512(symbols, raw, count, out, raw_ahead, out_ahead, ahead_count);
-        return;
-      }
-    }
-#endif
     const std::uint8_t* low = nullptr;
     const std::uint8_t* low_ahead = nullptr;
     if constexpr (traits::has_low_half) {
