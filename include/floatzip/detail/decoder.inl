@@ -410,7 +410,9 @@ inline error decode_tail(const decode_context& ctx, decode_lane& lane, std::uint
 template <class Traits>
 concept merges_rare_symbols = requires(std::uint8_t s) {
   Traits::rare_merge(s);
-  Traits::common_merge(s, s);
+  Traits::rare_merge_bits(s);
+  Traits::common_merge_low(s, s);
+  Traits::common_merge_high(s, s);
 };
 
 // Merges `count` values (16-bit, no low half) through the format's common merge in one loop the
@@ -418,19 +420,22 @@ concept merges_rare_symbols = requires(std::uint8_t s) {
 // exactly. merge_values calls it per 64 values: on trained weights a rare symbol (an FP16
 // subnormal, for bf16_in_fp16) is one value in a few hundred to a few thousand. (Runs of 16 with
 // a test each were no faster in a loop microbenchmark at 0.03 % and 0.25 % rare symbols: the
-// test's horizontal OR per 16 values costs about what the exact passes it saves do.)
+// test's horizontal OR per 16 values costs about what the exact passes it saves do.) The two
+// bytes of each value are computed and stored apart, so that the loop runs in byte lanes and
+// interleaves them only for the store.
 template <class Traits>
 void merge_common_run(const std::uint8_t* symbols, const std::uint8_t* raw, std::size_t count,
                       std::byte* out) {
   using value_type = typename Traits::value_type;
-  static_assert(!Traits::has_low_half);
+  static_assert(!Traits::has_low_half && sizeof(value_type) == 2);
+  auto* const out_bytes = reinterpret_cast<std::uint8_t*>(out);
   // A byte flag, not a bool: GCC 12 vectorises no bool OR-reduction (nor one wider than the
   // loop's data).
   std::uint8_t rare = 0;
   for (std::size_t j = 0; j < count; ++j) {
-    const value_type v = Traits::common_merge(symbols[j], raw[j]);
-    std::memcpy(out + j * sizeof(value_type), &v, sizeof(value_type));
-    rare |= static_cast<std::uint8_t>(Traits::rare_merge(symbols[j]));
+    out_bytes[2 * j] = Traits::common_merge_low(symbols[j], raw[j]);
+    out_bytes[2 * j + 1] = Traits::common_merge_high(symbols[j], raw[j]);
+    rare |= Traits::rare_merge_bits(symbols[j]);
   }
   if (rare == 0) return;
   for (std::size_t j = 0; j < count; ++j) {
