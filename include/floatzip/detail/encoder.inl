@@ -292,8 +292,8 @@ std::uint32_t add_symbol_histogram(const std::byte* v, std::size_t n, symbol_his
     }
     // Extraction and the block's symbol range in one vectorised loop (two loops cost 15 % more
     // on BF16).
-    // The OR-reductions in the values' own width (not bool, not wider): GCC 12 vectorises
-    // neither a bool reduction nor one wider than the loop's values.
+    // The OR-reductions in the loop's lane width (refused_type; not bool, not wider): GCC 12
+    // vectorises neither a bool reduction nor one wider than the loop's data.
     std::uint8_t block_low = 0xFF;
     std::uint8_t block_high = 0;
     std::uint32_t block_refused = 0;
