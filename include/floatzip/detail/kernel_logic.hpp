@@ -711,7 +711,7 @@ FLOATZIP_HD constexpr std::uint16_t fp16_from_fp32_rz(std::uint32_t f) {
 }
 
 // Two FP32 values rounded toward zero to FP16 (fp16_from_fp32_rz) and packed: `high` into bits
-// 16-31, `low` into bits 0-15. One cvt.rz.f16x2.f32 (F2F) on the device from sm_80 on, two
+// 16-31, `low` into bits 0-15. One cvt.rz.f16x2.f32 (F2FP) on the device from sm_80 on, two
 // cvt.rz.f16.f32 before.
 FLOATZIP_HD std::uint32_t fp16x2_from_fp32_rz(std::uint32_t high, std::uint32_t low) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -863,7 +863,7 @@ constexpr merge_shape merge_shape_of() {
 //   32-bit formats, 4 values: one 4-byte stage load, 4 raw bytes, (FP32) 8 bytes of low halves;
 //     the BF16 merge gives the high halves two at a time, a PRMT each joins one with its low half.
 //   BF16-in-FP16 (bf16_narrowed), 8 values: BF16's merge, then each word of two BF16 values
-//     rounded to FP16 by one F2F (cvt.rz.f16x2.f32), exact for every symbol up to 142 (normals,
+//     rounded to FP16 by one F2FP (cvt.rz.f16x2.f32), exact for every symbol up to 142 (normals,
 //     subnormals, zeros); a unit holding a larger symbol (infinity, NaN, or a symbol the encoder
 //     never writes) merges value by value through the traits instead (merge_unit_by_traits),
 //     found by 3 integer instructions per 4 symbols and one branch.
