@@ -45,7 +45,14 @@ namespace {
 constexpr unsigned kWarp = 32;
 constexpr unsigned kBanks = 32;
 
-enum class event_kind : std::uint8_t { step, table_lookup, stream_refill, stage_store, stage_load };
+enum class event_kind : std::uint8_t {
+  step,
+  table_lookup,
+  stream_refill,
+  stage_store,
+  stage_load,
+  merge_by_traits
+};
 
 struct lane_event {
   event_kind kind;
@@ -70,6 +77,7 @@ struct recording_probe {
   void stage_load(std::uint32_t offset, unsigned bytes) const {
     log->push_back({event_kind::stage_load, offset, bytes});
   }
+  void merge_by_traits() const { log->push_back({event_kind::merge_by_traits, 0, 0}); }
 };
 
 // One warp-wide shared-memory access of the lanes that take part: bytes [offset, offset + bytes)
@@ -108,6 +116,9 @@ struct phase_stats {
   std::uint64_t lane_steps = 0;  // iterations lanes needed
   std::uint64_t refills = 0;
   std::uint64_t refill_warp_steps = 0;  // warp steps in which at least one lane refilled
+  // Warp steps in which at least one lane merged its unit value by value through the traits
+  // (unit_merge's fallback; the kernel's warp issues it for all lanes then).
+  std::uint64_t by_traits_warp_steps = 0;
   access_stats lookups, stores, loads;
 
   nlohmann::json to_json() const {
@@ -120,6 +131,7 @@ struct phase_stats {
                  : static_cast<double>(lane_steps) / (32.0 * static_cast<double>(warp_steps))},
             {"refills", refills},
             {"refill_warp_steps", refill_warp_steps},
+            {"by_traits_warp_steps", by_traits_warp_steps},
             {"table_lookups", lookups.to_json()},
             {"stage_stores", stores.to_json()},
             {"stage_loads", loads.to_json()}};
@@ -212,6 +224,7 @@ class lockstep_observer {
         }
       }
       bool any_refill = false;
+      bool any_by_traits = false;
       for (const lane_steps& lane : lanes) {
         if (i >= lane[kind].size()) continue;
         for (const lane_event& e : lane[kind][i]) {
@@ -219,9 +232,11 @@ class lockstep_observer {
             ++stats.refills;
             any_refill = true;
           }
+          if (e.kind == event_kind::merge_by_traits) any_by_traits = true;
         }
       }
       if (any_refill) ++stats.refill_warp_steps;
+      if (any_by_traits) ++stats.by_traits_warp_steps;
     }
   }
 

@@ -4,6 +4,10 @@
 // with the complement of the expected values and guarded by canaries, at every store alignment.
 #include <gtest/gtest.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -900,9 +904,10 @@ TEST(KernelLogic, EveryFormatHasAWideMerge) {
   EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16_in_fp32>>(), merge_shape::bf16_split);
   EXPECT_EQ(merge_shape_of<format_traits<value_format::fp8_e4m3>>(), merge_shape::symbol_only);
   EXPECT_EQ(merge_shape_of<format_traits<value_format::fp8_e5m2>>(), merge_shape::symbol_only);
-  // bf16_in_fp16 converts each value between binades (a shift that depends on the exponent): the
-  // value-by-value merge through its traits, branch-free.
-  EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16_in_fp16>>(), merge_shape::per_value);
+  // bf16_in_fp16: BF16's merge, then FP16 rounding toward zero (up to symbol 142; beyond, value
+  // by value through the traits).
+  EXPECT_EQ(merge_shape_of<format_traits<value_format::bf16_in_fp16>>(),
+            merge_shape::bf16_narrowed);
 }
 
 // Traits of no shape the kernel knows (a split no format uses), to drive the fallback and the
@@ -978,6 +983,182 @@ TEST(KernelLogic, UnitMergesOfEveryShapeMatchTheTraits) {
     run.template operator()<format_traits<value_format::fp8_e4m3>>(merge_shape::symbol_only);
     run.template operator()<format_traits<value_format::fp16>>(
         detail::merge_shape_of<format_traits<value_format::fp16>>());
+    run.template operator()<format_traits<value_format::bf16_in_fp16>>(merge_shape::bf16_narrowed);
+  }
+}
+
+// ---- bf16_in_fp16's wide merge (BF16's merge, then FP16 rounding toward zero) -----------------
+
+// The host's model of the device's cvt.rz.f16.f32 against the x86 F16C conversion with
+// round-toward-zero (vcvtps2ph, imm 3), an independent implementation of the same IEEE rounding:
+// every FP32 value with a zero low half (what the kernel converts: BF16 values) and random FP32
+// values, NaNs apart (F16C keeps a NaN's payload, the GPU gives the canonical NaN).
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("f16c"))) std::uint16_t f16c_rz(std::uint32_t f) {
+  const __m128 x = _mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(f)));
+  return static_cast<std::uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(x, _MM_FROUND_TO_ZERO), 0));
+}
+#endif
+
+TEST(KernelLogic, Fp16FromFp32RoundedTowardZeroMatchesF16c) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "this CPU has no F16C";
+  auto is_nan = [](std::uint32_t f) { return (f & 0x7F800000u) == 0x7F800000u && (f & 0x7FFFFFu); };
+  std::vector<std::uint32_t> inputs;
+  for (std::uint32_t high = 0; high < 0x10000; ++high) inputs.push_back(high << 16);
+  std::mt19937 rng(41);
+  for (int i = 0; i < 1'000'000; ++i) inputs.push_back(rng());
+  for (const std::uint32_t edge : {0x477FEFFFu, 0x477FF000u, 0x477FE000u, 0x38800000u, 0x387FFFFFu,
+                                   0x33800000u, 0x337FFFFFu, 0x00000001u, 0x80800000u}) {
+    inputs.push_back(edge);
+    inputs.push_back(edge | 0x80000000u);
+  }
+  int checked = 0;
+  for (const std::uint32_t f : inputs) {
+    if (is_nan(f)) {
+      ASSERT_EQ(detail::fp16_from_fp32_rz(f), 0x7FFF) << std::hex << f;
+      continue;
+    }
+    ASSERT_EQ(detail::fp16_from_fp32_rz(f), f16c_rz(f)) << std::hex << f;
+    ++checked;
+  }
+  EXPECT_GT(checked, 1'000'000);
+#else
+  GTEST_SKIP() << "no x86 F16C on this machine";
+#endif
+}
+
+// Counts the units merged value by value (unit_merge's fallback); ignores every other event.
+struct by_traits_counter : detail::no_probe {
+  std::uint64_t* units;
+  void merge_by_traits() const { ++*units; }
+};
+
+// Every (symbol, raw byte) pair through unit_merge's bf16_narrowed store, against the traits (the
+// CPU decoder's merge): in units of one symbol (the wide path for symbols up to 142, the fallback
+// above), and in units of common pairs with one pair of a symbol above 142 at each position.
+// The probe proves which units took the fallback.
+template <bool Aligned>
+void expect_bf16_in_fp16_units_match_traits() {
+  using traits = format_traits<value_format::bf16_in_fp16>;
+  using unit_merge = detail::unit_merge<traits>;
+  ASSERT_EQ(unit_merge::kShape, detail::merge_shape::bf16_narrowed);
+  std::vector<std::pair<std::uint8_t, std::uint8_t>> pairs;  // (symbol, raw byte)
+  for (unsigned symbol = 0; symbol < 256; ++symbol) {
+    for (unsigned raw = 0; raw < 256; ++raw) pairs.emplace_back(symbol, raw);
+  }
+  // Then the common pairs (symbol <= 142) shuffled, with every 8th unit's pair k replaced by a
+  // rare one (symbol 143..255), k = 0..7 in turn.
+  std::vector<std::pair<std::uint8_t, std::uint8_t>> common, rare;
+  for (const auto& p : pairs) (p.first <= detail::kNarrowMaxSymbol ? common : rare).push_back(p);
+  std::shuffle(common.begin(), common.end(), std::mt19937_64(17));
+  std::shuffle(rare.begin(), rare.end(), std::mt19937_64(19));
+  std::uint64_t expected_fallbacks = 0;
+  for (unsigned symbol = 0; symbol < 256; ++symbol) {
+    expected_fallbacks += symbol > detail::kNarrowMaxSymbol ? 32 : 0;  // 256 raw bytes / 8
+  }
+  for (std::size_t i = 0; i + 8 <= common.size(); i += 8) {
+    const std::size_t unit = i / 8;
+    if (unit % 8 == 0) {
+      common[i + unit / 8 % 8] = rare[unit / 8 % rare.size()];
+      ++expected_fallbacks;
+    }
+    pairs.insert(pairs.end(), common.begin() + i, common.begin() + i + 8);
+  }
+  constexpr unsigned kUnit = 8;
+  // Raw bytes at a unit-aligned position, or one the raw plane is misaligned at (the shifted loop).
+  const std::uint64_t lead = Aligned ? 0 : 3;
+  std::vector<std::uint8_t> raw(lead + pairs.size() + 16);
+  alignas(16) std::array<std::uint8_t, 8> symbols;
+  // The output 16-byte aligned at out_base + pos for every unit's pos = lead + first.
+  std::vector<std::uint16_t> out(pairs.size() + 32);
+  std::uint16_t* const aligned =
+      out.data() + (16 - reinterpret_cast<std::uintptr_t>(out.data()) % 16) % 16 / 2;
+  std::uint16_t* const out_base = aligned + (kUnit - lead) % kUnit;
+  std::uint64_t fallbacks = 0;
+  const by_traits_counter probe{{}, &fallbacks};
+  for (std::size_t i = 0; i < pairs.size(); ++i) raw[lead + i] = pairs[i].second;
+  for (std::size_t first = 0; first < pairs.size(); first += kUnit) {
+    for (unsigned k = 0; k < kUnit; ++k) symbols[k] = pairs[first + k].first;
+    const std::uint64_t pos = lead + first;
+    unit_merge::template store<Aligned>(out_base, symbols.data(), raw.data(), nullptr, pos, probe);
+    for (unsigned k = 0; k < kUnit; ++k) {
+      const auto [symbol, raw_byte] = pairs[first + k];
+      ASSERT_EQ(out_base[pos + k], traits::merge(symbol, raw_byte, 0))
+          << "symbol " << unsigned{symbol} << " raw byte " << unsigned{raw_byte};
+    }
+  }
+  EXPECT_EQ(fallbacks, expected_fallbacks);
+}
+
+TEST(KernelLogic, Bf16InFp16WideMergeAndFallbackMatchTheTraitsForEveryPair) {
+  expect_bf16_in_fp16_units_match_traits<true>();
+  expect_bf16_in_fp16_units_match_traits<false>();
+}
+
+// An executor observer whose probes count the units merged value by value.
+struct by_traits_observer {
+  std::uint64_t units = 0;
+  by_traits_counter probe(unsigned /*thread*/) { return {{}, &units}; }
+  void barrier(detail::executor_phase /*phase*/, unsigned /*threads*/) {}
+};
+
+// The whole kernel on the CPU executor for every FP16 pattern bf16_in_fp16 accepts: units of
+// common values only (the wide path), units where an infinity or NaN (symbol 255, the fallback)
+// sits among common values at every position, every pattern shuffled; groups starting inside
+// store units (small odd chunks), every output alignment; against the CPU decoder, with a count
+// of the fallback units proving which path ran.
+TEST(KernelExecutor, Bf16InFp16WideMergeAndFallbackAgreeWithTheCpuDecoder) {
+  constexpr value_format F = value_format::bf16_in_fp16;
+  using traits = format_traits<F>;
+  const std::vector<std::uint16_t> accepted = all_patterns_of<F>(true);
+  std::vector<std::uint16_t> common, rare;
+  for (const std::uint16_t v : accepted) {
+    (traits::symbol(v) <= detail::kNarrowMaxSymbol ? common : rare).push_back(v);
+  }
+  ASSERT_EQ(accepted.size(), 8960u);
+  ASSERT_EQ(rare.size(), 256u);  // +-infinity and the NaNs FP16 and BF16 share
+  // A rare value after every 13 common ones, so that it lands at each position of a unit.
+  std::vector<std::uint16_t> mixed;
+  for (std::size_t i = 0; i < common.size(); ++i) {
+    mixed.push_back(common[i]);
+    if (i % 13 == 12) mixed.push_back(rare[i / 13 % rare.size()]);
+  }
+  struct input {
+    const char* name;
+    const std::vector<std::uint16_t>* values;
+    bool fallback;
+  };
+  for (const input& in : {input{"common values", &common, false}, input{"mixed", &mixed, true},
+                          input{"every accepted pattern", &accepted, true}}) {
+    for (const encode_options& options :
+         {geometry(12, 64, 256), geometry(12, 5, 3), geometry(15, 16, 3), geometry(12, 16, 1000)}) {
+      SCOPED_TRACE(std::string(in.name) + ", chunk_bytes " + std::to_string(options.chunk_bytes) +
+                   " chunks_per_group " + std::to_string(options.chunks_per_group));
+      const auto bytes = compress_format<F>({*in.values}, options);
+      expect_cpu_decoder_decodes(bytes, *in.values);
+      expect_all_shifts(bytes, *in.values);
+      if (HasFatalFailure()) return;
+      // The same run with the counting probes, into a 16-byte aligned output.
+      const auto b = make_host_kernel_bundle(bytes);
+      ASSERT_EQ(b->view.value_count(), in.values->size());
+      std::vector<std::uint16_t> storage(in.values->size() + 8);
+      std::uint16_t* const out =
+          storage.data() + (16 - reinterpret_cast<std::uintptr_t>(storage.data()) % 16) % 16 / 2;
+      by_traits_observer observer;
+      const error e = b->device_view.table_bits == kGpuTableBitsSmall
+                          ? detail::execute_kernel<F, kGpuTableBitsSmall>(b->device_view, out, 4096,
+                                                                          256, observer)
+                          : detail::execute_kernel<F, kGpuTableBitsLarge>(b->device_view, out, 4096,
+                                                                          256, observer);
+      ASSERT_TRUE(e.ok()) << e.message;
+      ASSERT_TRUE(std::equal(in.values->begin(), in.values->end(), out));
+      if (in.fallback) {
+        EXPECT_GT(observer.units, 0u);
+      } else {
+        EXPECT_EQ(observer.units, 0u);
+      }
+    }
   }
 }
 

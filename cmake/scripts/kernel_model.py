@@ -65,6 +65,11 @@ OPTIONAL_LOOPS = {"flush", "merge_partial"}
 # Functions whose instructions mark a branch-guarded region: a stream refill, a stage store.
 REFILL_FUNCTION = "refill"
 STORE_FUNCTION = "push_exponents"
+# unit_merge's value-by-value fallback of a wide merge (bf16-in-fp16's units with a symbol above
+# 142): a branch-guarded region too, taken in the replay's by_traits_warp_steps. Where it lies on
+# the main path instead (a format whose whole merge is value by value, or another branch layout),
+# it counts in full: an upper bound.
+BY_TRAITS_FUNCTION = "merge_unit_by_traits"
 
 
 def run(cmd):
@@ -75,7 +80,8 @@ def function_ranges(path):
     """{name: [(first_line, last_line)]} of the functions defined in a C++ source."""
     ranges = {}
     lines = open(path, encoding="utf-8").read().split("\n")
-    names = {f for _, f in PHASE_FUNCTIONS} | {REFILL_FUNCTION, STORE_FUNCTION}
+    names = {f for _, f in PHASE_FUNCTIONS} | {REFILL_FUNCTION, STORE_FUNCTION,
+                                                BY_TRAITS_FUNCTION}
     i = 0
     while i < len(lines):
         m = re.search(r"\b(\w+)\(", lines[i])
@@ -180,9 +186,10 @@ def is_real(ins):
 
 def path_cost(instrs, labels, loop, stats, kind):
     """Instructions one iteration issues along the loop's main path (fall-through at conditional
-    branches, except forward skips of a refill (LDG) or stage store (STS) region, which count with
-    the fraction of warp iterations that take them: the replay's warp steps with a refill, or with
-    a stage store, spread over the regions of that kind in one iteration). Returns (instructions,
+    branches, except forward skips of a refill (LDG) or stage store (STS) region, or of a wide
+    merge's value-by-value fallback (merge_unit_by_traits), which count with the fraction of warp
+    iterations that take them: the replay's warp steps with a refill, with a stage store, or with
+    a fallback, spread over the regions of that kind in one iteration). Returns (instructions,
     table look-ups, 16-byte global stores, byte stage stores)."""
     head, latch = loop["head"], loop["latch"]
     cost, lookups, wide_stores, byte_stores = 0.0, 0, 0, 0
@@ -218,9 +225,12 @@ def path_cost(instrs, labels, loop, stats, kind):
                 elif any(x.opcode.startswith("STS") and STORE_FUNCTION in x.funcs
                          for x in region):
                     region_kind = "store"
+                elif any(BY_TRAITS_FUNCTION in x.funcs for x in region):
+                    region_kind = "by_traits"
                 if region_kind is not None:
                     regions.append((region_kind, len(region)))
                     lookups += sum(1 for x in region if x.opcode.startswith("LDS"))
+                    # The fallback's own 16-byte store replaces the wide path's, not an extra one.
                     pc = tgt
                     continue
         pc += 1
@@ -231,6 +241,7 @@ def path_cost(instrs, labels, loop, stats, kind):
         same = sum(1 for k, _ in regions if k == region_kind)
         if st and st["warp_steps"] and steps:
             taken = (st["refill_warp_steps"] if region_kind == "refill"
+                     else st["by_traits_warp_steps"] if region_kind == "by_traits"
                      else st["stage_stores"]["warp_accesses"])
             iterations = st["warp_steps"] / steps
             fraction = min(1.0, taken / (iterations * same))
@@ -356,6 +367,9 @@ def model(run_stats, kernel, instrs, labels, usage):
         "refill_warp_step_fraction": {
             k: stats[k]["refill_warp_steps"] / stats[k]["warp_steps"]
             if stats[k]["warp_steps"] else 0 for k in LOOPS},
+        "by_traits_warp_step_fraction": {
+            k: stats[k].get("by_traits_warp_steps", 0) / stats[k]["warp_steps"]
+            if stats[k]["warp_steps"] else 0 for k in ("merge", "merge_shifted")},
         "lookup_wavefronts_per_access": smem["table_lookups"] / max(1, lookup_accesses),
         "store_wavefronts_per_access": smem["stage_stores"] / max(1, store_accesses),
         "warp_instructions_per_value_by_part": {k: v / values for k, v in warp_instr.items()},
@@ -393,7 +407,9 @@ def print_table(r):
     print(f"  look-ups/value {r['lookups_per_value']:.3f}; wavefronts per warp access: look-ups "
           f"{r['lookup_wavefronts_per_access']:.2f}, stage stores "
           f"{r['store_wavefronts_per_access']:.2f}; refill warp-step fraction "
-          + ", ".join(f"{k} {v:.2f}" for k, v in r["refill_warp_step_fraction"].items() if v))
+          + ", ".join(f"{k} {v:.2f}" for k, v in r["refill_warp_step_fraction"].items() if v)
+          + "; value-by-value fallback warp-step fraction "
+          + ", ".join(f"{k} {v:.4f}" for k, v in r["by_traits_warp_step_fraction"].items()))
     parts = ", ".join(f"{k} {v:.4f}" for k, v in r["smem_wavefronts_per_value_by_part"].items())
     print(f"  smem wavefronts/value {r['smem_wavefronts_per_value']:.4f} ({parts})")
     for d in DEVICES:

@@ -105,6 +105,8 @@ struct no_probe {
   FLOATZIP_HD void stream_refill() const {}
   FLOATZIP_HD void stage_store(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
   FLOATZIP_HD void stage_load(std::uint32_t /*byte_offset*/, unsigned /*bytes*/) const {}
+  // A whole store unit merged value by value through the traits (unit_merge's fallback).
+  FLOATZIP_HD void merge_by_traits() const {}
 };
 
 // ---- loads and stores ---------------------------------------------------------------------------
@@ -685,6 +687,64 @@ FLOATZIP_HD std::uint32_t merge_pair(std::uint32_t exponents, std::uint32_t sign
   return ((x << 8) & kSignBits) | (y & ~kSignBits);
 }
 
+// An FP32 value (bit pattern) rounded toward zero to FP16, as IEEE 754 and PTX's cvt.rz.f16.f32
+// define it: magnitudes below FP16's range (FP32 subnormals included) give +-0, those below 2^-14
+// an FP16 subnormal (the bits below 2^-24 dropped), finite ones from 65520 up the largest finite
+// FP16 (0x7BFF), infinities infinity, NaNs the canonical NaN 0x7FFF. The host's model of the
+// device's conversion (fp16x2_from_fp32_rz); the tests compare it with the x86 F16C conversion.
+FLOATZIP_HD constexpr std::uint16_t fp16_from_fp32_rz(std::uint32_t f) {
+  const auto sign = static_cast<std::uint16_t>((f >> 16) & 0x8000u);
+  const std::uint32_t exponent = (f >> 23) & 0xFFu;
+  const std::uint32_t mantissa = f & 0x7FFFFFu;
+  if (exponent == 0xFF) return mantissa != 0 ? 0x7FFF : static_cast<std::uint16_t>(sign | 0x7C00u);
+  if (exponent == 0) return sign;
+  const int binade = static_cast<int>(exponent) - 127;
+  if (binade > 15) return static_cast<std::uint16_t>(sign | 0x7BFFu);
+  if (binade >= -14) {
+    return static_cast<std::uint16_t>(sign | static_cast<std::uint32_t>(binade + 15) << 10 |
+                                      mantissa >> 13);
+  }
+  // (1.mantissa) 2^binade in units of 2^-24: the 24-bit significand >> (-1 - binade), which
+  // leaves nothing from a shift of 24 up.
+  const int down = -1 - binade;
+  return static_cast<std::uint16_t>(sign | (down < 24 ? (0x800000u | mantissa) >> down : 0u));
+}
+
+// Two FP32 values rounded toward zero to FP16 (fp16_from_fp32_rz) and packed: `high` into bits
+// 16-31, `low` into bits 0-15. One cvt.rz.f16x2.f32 (F2FP) on the device from sm_80 on, two
+// cvt.rz.f16.f32 before.
+FLOATZIP_HD std::uint32_t fp16x2_from_fp32_rz(std::uint32_t high, std::uint32_t low) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  std::uint32_t packed;
+  asm("cvt.rz.f16x2.f32 %0, %1, %2;"
+      : "=r"(packed)
+      : "f"(__uint_as_float(high)), "f"(__uint_as_float(low)));
+  return packed;
+#elif defined(__CUDA_ARCH__)
+  unsigned short h;
+  unsigned short l;
+  asm("cvt.rz.f16.f32 %0, %1;" : "=h"(h) : "f"(__uint_as_float(high)));
+  asm("cvt.rz.f16.f32 %0, %1;" : "=h"(l) : "f"(__uint_as_float(low)));
+  return std::uint32_t{l} | std::uint32_t{h} << 16;
+#else
+  return std::uint32_t{fp16_from_fp32_rz(low)} | std::uint32_t{fp16_from_fp32_rz(high)} << 16;
+#endif
+}
+
+// A word of two BF16 values as the two FP16 values they round to toward zero (the BF16 value is
+// the high half of its FP32 value).
+FLOATZIP_HD std::uint32_t narrow_bf16_pair(std::uint32_t bf16_pair) {
+  return fp16x2_from_fp32_rz(bf16_pair & 0xFFFF0000u, bf16_pair << 16);
+}
+
+// Whether any of the 4 symbol bytes of `symbols` exceeds kNarrowMaxSymbol (142): bit 7 of a byte
+// is set, and its low 7 bits plus 0x71 reach 0x80 (that is, they are 15 or more); the sum stays
+// below 0x100, so no carry crosses into the next byte.
+inline constexpr unsigned kNarrowMaxSymbol = 142;
+FLOATZIP_HD std::uint32_t symbols_above_narrow(std::uint32_t symbols) {
+  return ((symbols & 0x7F7F7F7Fu) + 0x71717171u) & symbols & 0x80808080u;
+}
+
 // The two values in the low 16 bits of each argument.
 FLOATZIP_HD std::uint32_t merge_two_values(std::uint32_t exponents, std::uint32_t sign_mantissas) {
   return merge_pair(exponents, sign_mantissas, kLowPair);
@@ -718,10 +778,12 @@ FLOATZIP_HD std::uint32_t load_section4(const std::uint8_t* section, std::uint64
 // traits, so a changed split in value_format.hpp stays correct (only slower) without touching
 // the kernel.
 enum class merge_shape {
-  bf16_split,   // high half (the value's, or FP32's top 16 bits) = bf16_merge(symbol, raw byte)
-  byte_concat,  // 16-bit value = symbol << 8 | raw byte
-  symbol_only,  // the value is its symbol (FP8)
-  per_value,    // anything else: format_traits<F>::merge, one value at a time
+  bf16_split,     // high half (the value's, or FP32's top 16 bits) = bf16_merge(symbol, raw byte)
+  byte_concat,    // 16-bit value = symbol << 8 | raw byte
+  symbol_only,    // the value is its symbol (FP8)
+  bf16_narrowed,  // 16-bit value = the BF16 value bf16_merge(symbol, raw byte) rounded toward zero
+                  // to FP16, for every symbol up to kNarrowMaxSymbol (bf16_in_fp16)
+  per_value,      // anything else: format_traits<F>::merge, one value at a time
 };
 
 template <class Traits>
@@ -740,6 +802,10 @@ constexpr bool merge_is(merge_shape shape, unsigned symbol, unsigned raw, unsign
     case merge_shape::byte_concat:
       return sizeof(typename traits::value_type) == 2 && got == (symbol << 8 | raw);
     case merge_shape::symbol_only: return got == symbol;
+    case merge_shape::bf16_narrowed:
+      return sizeof(typename traits::value_type) == 2 &&
+             (symbol > kNarrowMaxSymbol ||
+              got == fp16_from_fp32_rz(std::uint32_t{bf16_merge(s, r)} << 16));
     case merge_shape::per_value: break;
   }
   return true;
@@ -762,6 +828,18 @@ constexpr bool merge_has_shape(merge_shape shape) {
   return true;
 }
 
+// bf16_narrowed is no bit permutation, so the probes above cannot find a wrong value: checked
+// on every symbol it covers with every raw byte (143 x 256 pairs).
+template <class Traits>
+constexpr bool merge_is_bf16_narrowed() {
+  for (unsigned symbol = 0; symbol <= kNarrowMaxSymbol; ++symbol) {
+    for (unsigned raw = 0; raw < 256; ++raw) {
+      if (!merge_is<Traits>(merge_shape::bf16_narrowed, symbol, raw, 0)) return false;
+    }
+  }
+  return true;
+}
+
 template <class Traits>
 constexpr merge_shape merge_shape_of() {
   if (!Traits::has_raw_byte) {
@@ -770,6 +848,9 @@ constexpr merge_shape merge_shape_of() {
   }
   if (merge_has_shape<Traits>(merge_shape::bf16_split)) return merge_shape::bf16_split;
   if (merge_has_shape<Traits>(merge_shape::byte_concat)) return merge_shape::byte_concat;
+  if (sizeof(typename Traits::value_type) == 2 && merge_is_bf16_narrowed<Traits>()) {
+    return merge_shape::bf16_narrowed;
+  }
   return merge_shape::per_value;
 }
 
@@ -781,6 +862,11 @@ constexpr merge_shape merge_shape_of() {
 //     (merge_pair), the byte concatenation: 4 PRMT.
 //   32-bit formats, 4 values: one 4-byte stage load, 4 raw bytes, (FP32) 8 bytes of low halves;
 //     the BF16 merge gives the high halves two at a time, a PRMT each joins one with its low half.
+//   BF16-in-FP16 (bf16_narrowed), 8 values: BF16's merge, then each word of two BF16 values
+//     rounded to FP16 by one F2FP (cvt.rz.f16x2.f32), exact for every symbol up to 142 (normals,
+//     subnormals, zeros); a unit holding a larger symbol (infinity, NaN, or a symbol the encoder
+//     never writes) merges value by value through the traits instead (merge_unit_by_traits),
+//     found by 3 integer instructions per 4 symbols and one branch.
 //   FP8, 16 values: the stage's 16 bytes as they are.
 template <class Traits>
 struct unit_merge {
@@ -798,10 +884,17 @@ struct unit_merge {
     return std::uint32_t{v0} | std::uint32_t{v1} << 16;
   }
 
-  template <bool Aligned>
+  // The unit's 8 values of 16 bits, one by one through the traits, at out (16-byte aligned).
+  FLOATZIP_HD static void merge_unit_by_traits(value_type* out, std::uint64_t e8,
+                                               std::uint64_t s8) {
+    store_16_aligned(out, merge_two_by_traits(e8, s8, 0), merge_two_by_traits(e8, s8, 2),
+                     merge_two_by_traits(e8, s8, 4), merge_two_by_traits(e8, s8, 6));
+  }
+
+  template <bool Aligned, class Probe = no_probe>
   FLOATZIP_HD static void store(value_type* out, const std::uint8_t* symbols,
                                 const std::uint8_t* raw, const std::uint16_t* low_halves,
-                                std::uint64_t pos) {
+                                std::uint64_t pos, Probe probe = {}) {
     if constexpr (sizeof(value_type) == 2) {
       const std::uint64_t e8 = load_u64_aligned(symbols);
       const std::uint64_t s8 = Aligned ? load_u64_aligned(raw + pos) : load_section8(raw, pos);
@@ -817,9 +910,18 @@ struct unit_merge {
         store_16_aligned(out + pos, byte_perm(s_low, e_low, kLowPair),
                          byte_perm(s_low, e_low, kHighPair), byte_perm(s_high, e_high, kLowPair),
                          byte_perm(s_high, e_high, kHighPair));
+      } else if constexpr (kShape == merge_shape::bf16_narrowed) {
+        if ((symbols_above_narrow(e_low) | symbols_above_narrow(e_high)) != 0) {
+          probe.merge_by_traits();
+          merge_unit_by_traits(out + pos, e8, s8);
+        } else {
+          store_16_aligned(out + pos, narrow_bf16_pair(merge_pair(e_low, s_low, kLowPair)),
+                           narrow_bf16_pair(merge_pair(e_low, s_low, kHighPair)),
+                           narrow_bf16_pair(merge_pair(e_high, s_high, kLowPair)),
+                           narrow_bf16_pair(merge_pair(e_high, s_high, kHighPair)));
+        }
       } else {
-        store_16_aligned(out + pos, merge_two_by_traits(e8, s8, 0), merge_two_by_traits(e8, s8, 2),
-                         merge_two_by_traits(e8, s8, 4), merge_two_by_traits(e8, s8, 6));
+        merge_unit_by_traits(out + pos, e8, s8);
       }
     } else if constexpr (sizeof(value_type) == 4) {
       const std::uint32_t e4 = load_u32_aligned(symbols);
@@ -876,12 +978,12 @@ struct unit_merge {
 };
 
 // One whole store unit at slot `unit` (see unit_merge).
-template <value_format F, bool Aligned>
+template <value_format F, bool Aligned, class Probe>
 FLOATZIP_HD void merge_whole_unit(const block_output<F>& b, const std::uint8_t* stage,
                                   std::uint32_t tile_begin_slot, std::uint64_t base,
-                                  std::uint32_t unit) {
-  unit_merge<format_traits<F>>::template store<Aligned>(b.out, stage + (unit - tile_begin_slot),
-                                                        b.raw_bytes, b.low_halves, base + unit);
+                                  std::uint32_t unit, Probe probe) {
+  unit_merge<format_traits<F>>::template store<Aligned>(
+      b.out, stage + (unit - tile_begin_slot), b.raw_bytes, b.low_halves, base + unit, probe);
 }
 
 // The loops over whole units, units thread, thread + threads, ... so that a warp's stores cover
@@ -896,7 +998,7 @@ FLOATZIP_HD void merge_aligned_units(const block_output<F>& b, const std::uint8_
   for (std::uint32_t unit = begin; unit < end; unit += stride) {
     probe.step(loop_kind::merge);
     probe.stage_load(unit - tile_begin_slot, block_output<F>::kUnit);
-    merge_whole_unit<F, true>(b, stage, tile_begin_slot, base, unit);
+    merge_whole_unit<F, true>(b, stage, tile_begin_slot, base, unit, probe);
   }
 }
 template <value_format F, class Probe>
@@ -907,7 +1009,7 @@ FLOATZIP_HD void merge_shifted_units(const block_output<F>& b, const std::uint8_
   for (std::uint32_t unit = begin; unit < end; unit += stride) {
     probe.step(loop_kind::merge_shifted);
     probe.stage_load(unit - tile_begin_slot, block_output<F>::kUnit);
-    merge_whole_unit<F, false>(b, stage, tile_begin_slot, base, unit);
+    merge_whole_unit<F, false>(b, stage, tile_begin_slot, base, unit, probe);
   }
 }
 
