@@ -8,15 +8,21 @@
 //      exponent bytes (of Gaussian weights).
 //   2. Builds the length-limited canonical code with floatzip's own builder (build_code_lengths,
 //      make_canonical_code, build_decode_table; limit 12, as the encoder's default) and writes
-//      the symbols as 16 independent MSB-first streams: symbols [i*N/16, (i+1)*N/16) in stream
-//      i, each stream followed by kStreamPaddingBytes zero bytes so 8-byte window loads stay
-//      inside the buffer (the bundle's padding rule, bitstream.hpp).
-//   3. Decodes them with (a) a plain scalar decoder, 4 streams interleaved, one symbol per
-//      look-up of the library's 12-bit table (the in-run baseline), (b) the AVX-512 16-lane
-//      decoder, and (c) for reference, floatzip's own CPU decoder (one thread) on a bundle of the
-//      same values compressed by floatzip itself (multi-symbol tables; its own layout and code).
-//   4. Checks every output byte against the input (any mismatch: exit 1) and prints G symbols/s
-//      (median of the runs' thread CPU times) and the ratios to (a).
+//      the symbols as 16 (32, 48) independent MSB-first streams: symbols [i*N/S, (i+1)*N/S) in
+//      stream i, each stream followed by kStreamPaddingBytes zero bytes so 8-byte window loads
+//      stay inside the buffer (the bundle's padding rule, bitstream.hpp). N is not a multiple of
+//      S * 64, so the vector decoders' scalar tails run too.
+//   3. Measures what one look-up costs on this CPU: a 16-lane gather from the code's table,
+//      back to back and dependent, against 16 scalar loads.
+//   4. Decodes them with (a) a plain scalar decoder, 4 streams interleaved, one symbol per
+//      look-up of the library's 12-bit table (the in-run baseline); (b) AVX-512 decoders of 1-3
+//      groups of 16 streams in lockstep, which look symbols up either with a gather from the
+//      table or arithmetically in registers (canonical code), and refill either with gathers
+//      or with scalar loads; and (c) for reference, floatzip's own CPU decoder (one thread) on
+//      a bundle of the same values compressed by floatzip itself (multi-symbol tables, its own
+//      layout and code).
+//   5. Checks every output byte against the input (any mismatch: exit 1) and prints G symbols/s
+//      (median of the runs' thread CPU times, runs interleaved) and the ratios to (a).
 //
 // The AVX-512 code sits in functions compiled for AVX-512 (target attribute) and runs only where
 // the CPU has it; elsewhere the probe says so and reports (a) and (c) only.
@@ -43,10 +49,13 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FLOATZIP_PROBE_X86 1
 // GCC 12's AVX-512 intrinsics initialise their "undefined" operands with themselves (__Y = __Y),
-// which -Wmaybe-uninitialized reports at every use (GCC bug 105593); the warning is silenced for
-// the intrinsics' headers and the decoder below only.
+// which -W(maybe-)uninitialized reports at every use (GCC bug 105593); the warnings are silenced
+// for the intrinsics' headers and the vector code below only.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 #else
 #define FLOATZIP_PROBE_X86 0
@@ -54,10 +63,16 @@
 
 namespace {
 
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 constexpr int kStreams = 16;    // of the probe's layout for the scalar decoder, and per zmm group
 constexpr int kMaxGroups = 3;   // the vector decoder runs 1-3 groups of 16 streams interleaved
 constexpr int kCodeLimit = 12;  // the encoder's default max_code_length; also the table's bits
-constexpr int kRuns = 7;
+constexpr int kRuns = 9;
 
 // ---- inputs ------------------------------------------------------------------------------------
 
@@ -276,18 +291,234 @@ FLOATZIP_PROBE_AVX512 void decode_avx512(const probe_streams& s, const std::uint
     }
   }
 }
+// The same lockstep loop without the table gather: the canonical code is decoded arithmetically
+// in registers. Canonical codewords of length l are consecutive, so with `limit[l]` = (first
+// code of length l + count of length l) << (12 - l), left-aligned to 12 bits and nondecreasing in
+// l, a 12-bit index's codeword length is min_length plus the number of l in [min_length,
+// max_length) with index >= limit[l] (one compare and one masked add each); its rank among the
+// symbols sorted by (length, value) is offset[length] + (index >> (12 - length)) (a 16-entry
+// permute and a variable shift); the symbol is sorted[rank] (two 128-byte two-source byte
+// permutes and a blend on bit 7). The refill is either the gathers above or 16 scalar 8-byte
+// loads through a stack buffer (ScalarRefill), to see which costs less.
+struct canonical_decoder {
+  int min_length = 0;
+  int max_length = 0;
+  std::array<std::uint32_t, 16> limit{};   // by length; limit[max_length..] unused
+  std::array<std::int32_t, 16> offset{};   // rank of the first code of each length minus that code
+  std::array<std::uint8_t, 256> sorted{};  // symbols by (length, value)
+};
+
+canonical_decoder make_canonical_decoder(const floatzip::canonical_code& code) {
+  canonical_decoder d;
+  std::array<int, 16> count{};
+  std::array<std::uint32_t, 16> first{};
+  for (int s = 0; s < floatzip::kSymbolCount; ++s) {
+    if (code.length[s] != 0) ++count[code.length[s]];
+  }
+  int rank = 0;
+  d.min_length = 0;
+  for (int l = 1; l <= kCodeLimit; ++l) {
+    if (count[l] != 0 && d.min_length == 0) d.min_length = l;
+    first[l] = 0xFFFFFFFFu;
+    for (int s = 0; s < floatzip::kSymbolCount; ++s) {
+      if (code.length[s] == l) {
+        first[l] = std::min<std::uint32_t>(first[l], code.code[s]);
+        d.sorted[static_cast<std::size_t>(rank++)] = static_cast<std::uint8_t>(s);
+      }
+    }
+    if (count[l] == 0) first[l] = l == 1 ? 0 : (first[l - 1] + count[l - 1]) << 1;
+    d.limit[l] = (first[l] + static_cast<std::uint32_t>(count[l])) << (kCodeLimit - l);
+    d.offset[l] = (rank - count[l]) - static_cast<std::int32_t>(first[l]);
+  }
+  d.max_length = code.max_length;
+  return d;
+}
+
+template <int Groups, bool ScalarRefill>
+FLOATZIP_PROBE_AVX512 void decode_avx512_canonical(const probe_streams& s,
+                                                   const canonical_decoder& d,
+                                                   const floatzip::decode_entry* table,
+                                                   std::uint8_t* out) {
+  std::uint64_t common = s.symbol_count[0];
+  for (int l = 1; l < s.count; ++l) common = std::min(common, s.symbol_count[l]);
+  const std::uint64_t blocks = common / 64;
+
+  const auto* base = reinterpret_cast<const long long*>(s.bytes.data());
+  const __m512i bswap = _mm512_set_epi8(
+      56, 57, 58, 59, 60, 61, 62, 63, 48, 49, 50, 51, 52, 53, 54, 55, 40, 41, 42, 43, 44, 45, 46,
+      47, 32, 33, 34, 35, 36, 37, 38, 39, 24, 25, 26, 27, 28, 29, 30, 31, 16, 17, 18, 19, 20, 21,
+      22, 23, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512i high_dwords =
+      _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const __m512i column =
+      _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
+  const __m512i symbol_mask = _mm512_set1_epi32(0xFF);
+  const __m512i seven = _mm512_set1_epi32(7);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i twelve = _mm512_set1_epi32(kCodeLimit);
+  const __m512i high_bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i min_length = _mm512_set1_epi32(d.min_length);
+  const __m512i offset = _mm512_loadu_si512(d.offset.data());
+  const __m512i sorted0 = _mm512_loadu_si512(d.sorted.data());
+  const __m512i sorted1 = _mm512_loadu_si512(d.sorted.data() + 64);
+  const __m512i sorted2 = _mm512_loadu_si512(d.sorted.data() + 128);
+  const __m512i sorted3 = _mm512_loadu_si512(d.sorted.data() + 192);
+  __m512i limit[16];
+  for (int l = 0; l < 16; ++l) limit[l] = _mm512_set1_epi32(static_cast<int>(d.limit[l]));
+  alignas(64) std::uint32_t staging[Groups][16 * 16];
+  alignas(64) std::uint32_t pos_spill[Groups][16];
+  alignas(64) std::uint64_t window_spill[Groups][16];
+
+  __m512i start[Groups], pos[Groups];
+  for (int g = 0; g < Groups; ++g) {
+    start[g] = _mm512_loadu_si512(s.start_byte.data() + 16 * g);
+    pos[g] = _mm512_setzero_si512();
+  }
+  for (std::uint64_t b = 0; b < blocks; ++b) {
+    for (int r = 0; r < 16; ++r) {
+      __m512i lo[Groups], hi[Groups], symbols[Groups], consumed[Groups];
+      if constexpr (ScalarRefill) {
+        for (int g = 0; g < Groups; ++g) _mm512_store_si512(pos_spill[g], pos[g]);
+        for (int g = 0; g < Groups; ++g) {
+          for (int l = 0; l < 16; ++l) {
+            window_spill[g][l] = floatzip::detail::stream_window(
+                s.bytes.data() + s.start_byte[16 * g + l], pos_spill[g][l]);
+          }
+          lo[g] = _mm512_load_si512(window_spill[g]);
+          hi[g] = _mm512_load_si512(window_spill[g] + 8);
+        }
+      } else {
+#pragma GCC unroll 3
+        for (int g = 0; g < Groups; ++g) {
+          const __m512i byte_at = _mm512_add_epi32(start[g], _mm512_srli_epi32(pos[g], 3));
+          const __m512i bit_in_byte = _mm512_and_si512(pos[g], seven);
+          lo[g] = _mm512_i32gather_epi64(_mm512_castsi512_si256(byte_at), base, 1);
+          hi[g] = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(byte_at, 1), base, 1);
+          lo[g] = _mm512_sllv_epi64(_mm512_shuffle_epi8(lo[g], bswap),
+                                    _mm512_cvtepu32_epi64(_mm512_castsi512_si256(bit_in_byte)));
+          hi[g] =
+              _mm512_sllv_epi64(_mm512_shuffle_epi8(hi[g], bswap),
+                                _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(bit_in_byte, 1)));
+        }
+      }
+      for (int g = 0; g < Groups; ++g) {
+        symbols[g] = _mm512_setzero_si512();
+        consumed[g] = _mm512_setzero_si512();
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 3
+        for (int g = 0; g < Groups; ++g) {
+          const __m512i top = _mm512_permutex2var_epi32(lo[g], high_dwords, hi[g]);
+          const __m512i index = _mm512_srli_epi32(top, 32 - kCodeLimit);
+          __m512i length = min_length;
+          for (int l = d.min_length; l < d.max_length; ++l) {
+            length = _mm512_mask_add_epi32(length, _mm512_cmpge_epu32_mask(index, limit[l]), length,
+                                           one);
+          }
+          const __m512i rank =
+              _mm512_add_epi32(_mm512_permutexvar_epi32(length, offset),
+                               _mm512_srlv_epi32(index, _mm512_sub_epi32(twelve, length)));
+          const __m512i low_half = _mm512_permutex2var_epi8(sorted0, rank, sorted1);
+          const __m512i high_half = _mm512_permutex2var_epi8(sorted2, rank, sorted3);
+          const __m512i symbol =
+              _mm512_mask_blend_epi8(_mm512_test_epi8_mask(rank, high_bit), low_half, high_half);
+          symbols[g] = _mm512_or_si512(
+              symbols[g],
+              _mm512_sll_epi32(_mm512_and_si512(symbol, symbol_mask), _mm_cvtsi32_si128(8 * j)));
+          consumed[g] = _mm512_add_epi32(consumed[g], length);
+          lo[g] = _mm512_sllv_epi64(lo[g], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(length)));
+          hi[g] =
+              _mm512_sllv_epi64(hi[g], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(length, 1)));
+        }
+      }
+#pragma GCC unroll 3
+      for (int g = 0; g < Groups; ++g) {
+        pos[g] = _mm512_add_epi32(pos[g], consumed[g]);
+        _mm512_store_si512(staging[g] + 16 * r, symbols[g]);
+      }
+    }
+    for (int g = 0; g < Groups; ++g) {
+      for (int l = 0; l < 16; ++l) {
+        const __m512i lane =
+            _mm512_i32gather_epi32(_mm512_add_epi32(column, _mm512_set1_epi32(l)), staging[g], 4);
+        _mm512_storeu_si512(out + s.first_symbol[16 * g + l] + 64 * b, lane);
+      }
+    }
+  }
+  const std::uint64_t done = blocks * 64;
+  for (int g = 0; g < Groups; ++g) {
+    alignas(64) std::uint32_t lane_pos[16];
+    _mm512_store_si512(lane_pos, pos[g]);
+    for (int l = 0; l < 16; ++l) {
+      const int i = 16 * g + l;
+      decode_one_stream(s.bytes.data() + s.start_byte[i], lane_pos[l], s.symbol_count[i] - done,
+                        table, out + s.first_symbol[i] + done);
+    }
+  }
+}
+// What one look-up costs on this CPU, apart from any decoder: 8 independent chains of 16-lane
+// gathers from a 16 KiB table (throughput), one chain (latency), and 8 chains of 16 scalar
+// loads. Reported in ns per 16 elements, with the time of one dependent 64-bit add as the cycle.
+struct gather_cost {
+  double add_ns, gather_ns, gather_latency_ns, scalar16_ns;
+};
+
+FLOATZIP_PROBE_AVX512 gather_cost measure_gather_cost(const std::uint32_t* table32) {
+  constexpr long kSteps = 4'000'000;
+  gather_cost c{};
+  double t0 = thread_cpu_seconds();
+  std::uint64_t x = 1;
+  for (long i = 0; i < 4 * kSteps; ++i) asm volatile("add $1, %0" : "+r"(x));
+  c.add_ns = (thread_cpu_seconds() - t0) * 1e9 / (4 * kSteps);
+  const __m512i mask = _mm512_set1_epi32((1 << kCodeLimit) - 1);
+  __m512i chain[8];
+  for (int k = 0; k < 8; ++k) chain[k] = _mm512_set1_epi32(7 * k + 1);
+  t0 = thread_cpu_seconds();
+  for (long i = 0; i < kSteps / 8; ++i) {
+    for (int k = 0; k < 8; ++k) {
+      chain[k] = _mm512_and_si512(_mm512_i32gather_epi32(chain[k], table32, 4), mask);
+    }
+  }
+  c.gather_ns = (thread_cpu_seconds() - t0) * 1e9 / kSteps;
+  __m512i one_chain = _mm512_set1_epi32(3);
+  t0 = thread_cpu_seconds();
+  for (long i = 0; i < kSteps / 8; ++i) {
+    one_chain = _mm512_and_si512(_mm512_i32gather_epi32(one_chain, table32, 4), mask);
+  }
+  c.gather_latency_ns = (thread_cpu_seconds() - t0) * 1e9 / (kSteps / 8);
+  std::uint32_t lanes[8][16];
+  for (int k = 0; k < 8; ++k) {
+    for (int l = 0; l < 16; ++l) lanes[k][l] = static_cast<std::uint32_t>(7 * k + l);
+  }
+  t0 = thread_cpu_seconds();
+  for (long i = 0; i < kSteps / 8; ++i) {
+    for (int k = 0; k < 8; ++k) {
+      for (int l = 0; l < 16; ++l) {
+        std::uint32_t v = table32[lanes[k][l]] & ((1u << kCodeLimit) - 1);
+        asm volatile("" : "+r"(v));  // keeps the loads scalar (the compiler would gather them)
+        lanes[k][l] = v;
+      }
+    }
+  }
+  c.scalar16_ns = (thread_cpu_seconds() - t0) * 1e9 / kSteps;
+  std::uint32_t sink = static_cast<std::uint32_t>(x);
+  for (int k = 0; k < 8; ++k) {
+    sink += static_cast<std::uint32_t>(_mm512_reduce_add_epi32(chain[k]));
+    for (int l = 0; l < 16; ++l) sink += lanes[k][l];
+  }
+  sink += static_cast<std::uint32_t>(_mm512_reduce_add_epi32(one_chain));
+  if (sink == 0x12345678u) std::printf(" ");  // keeps the chains live
+  return c;
+}
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #endif
 
 }  // namespace
 
 namespace {
-
-double thread_cpu_seconds() {
-  timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -349,7 +580,78 @@ bool run_case(const probe_case& c, bool avx512) {
   one_thread.threads = 1;
 
   std::vector<double> scalar_s, library_s;
-  std::vector<double> simd_s[kMaxGroups];
+  // The vector variants: (name, streams layout, decoder).
+  struct variant {
+    const char* name;
+    const probe_streams* streams;
+    void (*decode)(const probe_streams&, const std::uint32_t*, const canonical_decoder&,
+                   const floatzip::decode_entry*, std::uint8_t*);
+    std::vector<double> seconds;
+  };
+  std::vector<variant> variants;
+#if FLOATZIP_PROBE_X86
+  if (avx512) {
+    variants = {
+        {"table gather, 1 x 16 lanes",
+         &streams[0],
+         [](const probe_streams& s, const std::uint32_t* t32, const canonical_decoder&,
+            const floatzip::decode_entry* t, std::uint8_t* o) { decode_avx512<1>(s, t32, t, o); },
+         {}},
+        {"table gather, 2 x 16 lanes",
+         &streams[1],
+         [](const probe_streams& s, const std::uint32_t* t32, const canonical_decoder&,
+            const floatzip::decode_entry* t, std::uint8_t* o) { decode_avx512<2>(s, t32, t, o); },
+         {}},
+        {"table gather, 3 x 16 lanes",
+         &streams[2],
+         [](const probe_streams& s, const std::uint32_t* t32, const canonical_decoder&,
+            const floatzip::decode_entry* t, std::uint8_t* o) { decode_avx512<3>(s, t32, t, o); },
+         {}},
+        {"in-register canonical, gather refill, 1 x 16",
+         &streams[0],
+         [](const probe_streams& s, const std::uint32_t*, const canonical_decoder& d,
+            const floatzip::decode_entry* t,
+            std::uint8_t* o) { decode_avx512_canonical<1, false>(s, d, t, o); },
+         {}},
+        {"in-register canonical, gather refill, 2 x 16",
+         &streams[1],
+         [](const probe_streams& s, const std::uint32_t*, const canonical_decoder& d,
+            const floatzip::decode_entry* t,
+            std::uint8_t* o) { decode_avx512_canonical<2, false>(s, d, t, o); },
+         {}},
+        {"in-register canonical, gather refill, 3 x 16",
+         &streams[2],
+         [](const probe_streams& s, const std::uint32_t*, const canonical_decoder& d,
+            const floatzip::decode_entry* t,
+            std::uint8_t* o) { decode_avx512_canonical<3, false>(s, d, t, o); },
+         {}},
+        {"in-register canonical, scalar refill, 1 x 16",
+         &streams[0],
+         [](const probe_streams& s, const std::uint32_t*, const canonical_decoder& d,
+            const floatzip::decode_entry* t,
+            std::uint8_t* o) { decode_avx512_canonical<1, true>(s, d, t, o); },
+         {}},
+        {"in-register canonical, scalar refill, 2 x 16",
+         &streams[1],
+         [](const probe_streams& s, const std::uint32_t*, const canonical_decoder& d,
+            const floatzip::decode_entry* t,
+            std::uint8_t* o) { decode_avx512_canonical<2, true>(s, d, t, o); },
+         {}},
+    };
+  }
+#endif
+  const canonical_decoder canonical = make_canonical_decoder(code);
+#if FLOATZIP_PROBE_X86
+  if (avx512) {
+    const gather_cost g = measure_gather_cost(table32.data());
+    std::printf(
+        "  look-up cost (this code's table, 16 KiB): 16-lane gather %.2f ns (%.1f adds) "
+        "issued back to back, %.2f ns (%.1f adds) dependent; 16 scalar loads %.2f ns "
+        "(%.1f adds)\n",
+        g.gather_ns, g.gather_ns / g.add_ns, g.gather_latency_ns, g.gather_latency_ns / g.add_ns,
+        g.scalar16_ns, g.scalar16_ns / g.add_ns);
+  }
+#endif
   bool ok = true;
   for (int run = 0; run < kRuns && ok; ++run) {
     std::fill(out.begin(), out.end(), std::uint8_t{0});
@@ -361,18 +663,16 @@ bool run_case(const probe_case& c, bool avx512) {
       ok = false;
     }
 #if FLOATZIP_PROBE_X86
-    for (int g = 1; g <= kMaxGroups && avx512; ++g) {
+    for (variant& v : variants) {
       std::fill(out.begin(), out.end(), std::uint8_t{0});
       t0 = thread_cpu_seconds();
-      if (g == 1) decode_avx512<1>(streams[0], table32.data(), table.data(), out.data());
-      if (g == 2) decode_avx512<2>(streams[1], table32.data(), table.data(), out.data());
-      if (g == 3) decode_avx512<3>(streams[2], table32.data(), table.data(), out.data());
-      simd_s[g - 1].push_back(thread_cpu_seconds() - t0);
+      v.decode(*v.streams, table32.data(), canonical, table.data(), out.data());
+      v.seconds.push_back(thread_cpu_seconds() - t0);
       if (out != c.symbols) {
         std::size_t at = 0;
         while (out[at] == c.symbols[at]) ++at;
-        std::fprintf(stderr, "%s: AVX-512 decoder (%d streams) output differs at symbol %zu\n",
-                     c.name.c_str(), 16 * g, at);
+        std::fprintf(stderr, "%s: AVX-512 decoder (%s) output differs from the input at %zu\n",
+                     c.name.c_str(), v.name, at);
         ok = false;
       }
     }
@@ -397,10 +697,9 @@ bool run_case(const probe_case& c, bool avx512) {
   const double scalar = gs / median(scalar_s);
   std::printf("  (a) scalar, 4 streams, 1 symbol/look-up:   %6.3f G symbols/s  (1.00x)\n", scalar);
   if (avx512) {
-    for (int g = 1; g <= kMaxGroups; ++g) {
-      const double simd = gs / median(simd_s[g - 1]);
-      std::printf("  (b) AVX-512, %d x 16 streams in lockstep:  %6.3f G symbols/s  (%.2fx)\n", g,
-                  simd, simd / scalar);
+    for (const variant& v : variants) {
+      const double simd = gs / median(v.seconds);
+      std::printf("  (b) AVX-512, %-44s %6.3f G symbols/s  (%.2fx)\n", v.name, simd, simd / scalar);
     }
   } else {
     std::printf("  (b) AVX-512 probe skipped: this CPU lacks AVX-512 F/BW/VL/VBMI or BMI2\n");
