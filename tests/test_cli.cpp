@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -57,6 +58,29 @@ struct run_settings {
 };
 
 // Runs the floatzip binary with `args`, capturing stdout, stderr, exit code and peak memory.
+// Sends SIGINT to `pid` once it catches SIGINT (its handler installed: SIGINT's bit in SigCgt
+// of /proc/PID/status), so that a slow start (a sanitizer build on a busy machine can take longer
+// than the test's delay to reach main) does not meet the default action and die silently. Gives
+// up waiting after 30 s, or when the process has exited, and signals anyway.
+void interrupt_once_catching(pid_t pid) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const std::string status_path = "/proc/" + std::to_string(pid) + "/status";
+  while (std::chrono::steady_clock::now() < give_up) {
+    std::ifstream status(status_path);
+    std::string line;
+    bool catching = false;
+    bool exited = !status;
+    while (std::getline(status, line)) {
+      if (line.rfind("State:", 0) == 0 && line.find('Z') != std::string::npos) exited = true;
+      if (line.rfind("SigCgt:", 0) == 0)
+        catching = (std::stoull(line.substr(7), nullptr, 16) >> (SIGINT - 1) & 1) != 0;
+    }
+    if (catching || exited) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ::kill(pid, SIGINT);
+}
+
 run_result run(const std::vector<std::string>& args, const run_settings& settings = {}) {
   if (cli_path().empty())
     ADD_FAILURE() << "floatzip_cli_path.txt is missing beside the test binary";
@@ -81,7 +105,7 @@ run_result run(const std::vector<std::string>& args, const run_settings& setting
   }
   if (settings.interrupt) {
     std::this_thread::sleep_for(*settings.interrupt);
-    ::kill(pid, SIGINT);
+    interrupt_once_catching(pid);
   }
   run_result r;
   int status = 0;
@@ -113,7 +137,7 @@ int run_interrupted(const std::vector<std::string>& args, std::chrono::milliseco
     ::_exit(127);
   }
   std::this_thread::sleep_for(delay);
-  ::kill(pid, SIGINT);
+  interrupt_once_catching(pid);
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
