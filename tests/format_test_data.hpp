@@ -76,6 +76,20 @@ std::vector<format_bundle> convert_model(const std::filesystem::path& file, safe
   return bundles;
 }
 
+// The BF16 values of a tensor's bytes, each through `convert` (widened or rounded to another
+// format's bits of type Out), as bytes.
+template <class Out, class Convert>
+std::vector<std::byte> convert_bf16_values(const std::byte* p, std::uint64_t bytes,
+                                           Convert convert) {
+  std::vector<Out> out(bytes / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::uint16_t b;
+    std::memcpy(&b, p + 2 * i, 2);
+    out[i] = convert(b);
+  }
+  return bytes_of(out);
+}
+
 inline std::vector<float> floats_of(const std::byte* p, std::uint64_t bytes,
                                     safetensors::dtype type) {
   if (type == safetensors::dtype::f32) {
@@ -129,13 +143,8 @@ inline std::vector<format_model> real_models(value_format f) {
       for (const auto& file : files_ending(".bf16.safetensors")) {
         models.push_back({stem(file) + " widened to fp32",
                           convert_model(file, dtype::bf16, [](const std::byte* p, std::uint64_t n) {
-                            std::vector<std::uint32_t> wide(n / 2);
-                            for (std::size_t i = 0; i < wide.size(); ++i) {
-                              std::uint16_t b;
-                              std::memcpy(&b, p + 2 * i, 2);
-                              wide[i] = std::uint32_t{b} << 16;
-                            }
-                            return bytes_of(wide);
+                            return convert_bf16_values<std::uint32_t>(
+                                p, n, [](std::uint16_t b) { return std::uint32_t{b} << 16; });
                           })});
       }
       break;
@@ -143,13 +152,7 @@ inline std::vector<format_model> real_models(value_format f) {
       for (const auto& file : files_ending(".bf16.safetensors")) {
         models.push_back({stem(file) + " rounded to fp16",
                           convert_model(file, dtype::bf16, [](const std::byte* p, std::uint64_t n) {
-                            std::vector<std::uint16_t> half(n / 2);
-                            for (std::size_t i = 0; i < half.size(); ++i) {
-                              std::uint16_t b;
-                              std::memcpy(&b, p + 2 * i, 2);
-                              half[i] = bf16_to_fp16(b);
-                            }
-                            return bytes_of(half);
+                            return convert_bf16_values<std::uint16_t>(p, n, bf16_to_fp16);
                           })});
       }
       break;

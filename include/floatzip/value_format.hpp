@@ -369,4 +369,21 @@ constexpr decltype(auto) visit_format(value_format f, Fn&& fn) {
   }
 }
 
+namespace detail {
+
+// Bit i set where byte i of `word` is not zero: the top bit of each byte of (low 7 bits + 0x7F)
+// | byte (exact: no carry crosses a byte), the eight gathered into one byte by a multiplication.
+// The encoder's and the decoder's rare-value passes (splits_rare_values, merges_rare_symbols)
+// find a 64-value run's rare values with it, eight per word and no branch.
+constexpr std::uint8_t nonzero_byte_bits(std::uint64_t word) {
+  constexpr std::uint64_t kLow7 = 0x7F7F7F7F7F7F7F7Full;
+  const std::uint64_t tops = (((word & kLow7) + kLow7) | word) & ~kLow7;
+  return static_cast<std::uint8_t>((tops >> 7) * 0x0102040810204080ull >> 56);
+}
+static_assert(nonzero_byte_bits(0) == 0 && nonzero_byte_bits(~std::uint64_t{0}) == 0xFF &&
+              nonzero_byte_bits(0x0080000100FF0000ull) == 0b01010100 &&
+              nonzero_byte_bits(0x7F00000000000001ull) == 0b10000001);
+
+}  // namespace detail
+
 }  // namespace floatzip

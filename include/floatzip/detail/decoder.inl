@@ -450,16 +450,12 @@ void merge_common_run(const std::uint8_t* symbols, const std::uint8_t* raw, std:
       rare |= flags[j];
     }
     if (rare == 0) continue;
-    constexpr std::uint64_t kLow7 = 0x7F7F7F7F7F7F7F7Full;
     std::uint64_t hits = 0;  // bit j: s[j] is rare
     std::size_t w = 0;
     for (; w + 8 <= n; w += 8) {
       std::uint64_t word;
       std::memcpy(&word, flags + w, 8);
-      // The top bit of each non-zero byte (exact: no carry between bytes), gathered into the
-      // top byte by one multiplication.
-      const std::uint64_t nonzero = (((word & kLow7) + kLow7) | word) & ~kLow7;
-      hits |= ((nonzero >> 7) * 0x0102040810204080ull >> 56) << w;
+      hits |= std::uint64_t{nonzero_byte_bits(word)} << w;
     }
     for (; w < n; ++w) hits |= std::uint64_t{flags[w] != 0} << w;
     do {

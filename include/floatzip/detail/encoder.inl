@@ -153,9 +153,7 @@ typename format_traits<F>::value_type fix_rare_splits(const std::byte* values, s
       if (raw_bytes != nullptr) raw_bytes[k] = traits::raw_byte(v);
       refused |= traits::unrepresentable(v);
     };
-    constexpr std::uint64_t kOnes = 0x0101010101010101ull;
-    constexpr std::uint64_t kLow7 = kOnes * 0x7F;
-    constexpr std::uint64_t kPattern = kOnes * traits::kRareCommonSymbol;
+    constexpr std::uint64_t kPattern = 0x0101010101010101ull * traits::kRareCommonSymbol;
     constexpr std::size_t kRun = 64;
     std::size_t k = 0;
     for (; k + kRun <= count; k += kRun) {
@@ -167,11 +165,9 @@ typename format_traits<F>::value_type fix_rare_splits(const std::byte* values, s
       for (std::size_t w = 0; w < kRun; w += 8) {
         std::uint64_t word;
         std::memcpy(&word, symbols + k + w, 8);
-        const std::uint64_t x = word ^ kPattern;
-        // 0x80 in each byte of x that is zero (exact: no carry between bytes), then those
-        // eight bits gathered into the top byte by one multiplication.
-        const std::uint64_t zero_bytes = ~(((x & kLow7) + kLow7) | x | kLow7);
-        hits |= ((zero_bytes >> 7) * 0x0102040810204080ull >> 56) << w;
+        // The bytes equal to the pattern are the zero bytes of word ^ kPattern.
+        const auto matches = static_cast<std::uint8_t>(~nonzero_byte_bits(word ^ kPattern));
+        hits |= std::uint64_t{matches} << w;
       }
       do {
         fix(k + static_cast<std::size_t>(std::countr_zero(hits)));
